@@ -1,0 +1,88 @@
+/*
+ * module.c: luaopen_pd_core, the native side of require "pd".
+ *
+ * pd.core is one C module: linked into the pdlua executable (preloaded) and
+ * also built as lib/pd/core.so for plain lua5.4.  Opening it registers the
+ * other native parts in package.preload as "pd.core.<part>", so the stdlib
+ * requires them lazily and one file carries all of them.
+ */
+#include "pdlua.h"
+
+#include "pd/pd.h"
+
+/* Native parts: each adds one line here (and its opener to pdlua.h). */
+static const luaL_Reg natives[] = {
+  {NULL, NULL},
+};
+
+/* pd.core.options() -> table: the flags pdlua was started with (cpus, gpus,
+ * nodes, seed, secret_file, discover, progress, json); empty under plain
+ * lua5.4.  A fresh copy each call.  Stack: [] -> [t] */
+static int core_options(lua_State *L) {
+  lua_newtable(L);                                    /* [t] */
+  lua_getfield(L, LUA_REGISTRYINDEX, "pdlua.options"); /* [t, opts|nil] */
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {                         /* [t, opts, k, v] */
+      lua_pushvalue(L, -2);                           /* [t, opts, k, v, k] */
+      lua_insert(L, -2);                              /* [t, opts, k, k, v] */
+      lua_settable(L, -5);                            /* [t, opts, k] */
+    }
+  }
+  lua_pop(L, 1);                                      /* [t] */
+  return 1;
+}
+
+/* pd.core.exe() -> path of the pdlua executable, or nil.  Stack: [] -> [s] */
+static int core_exe(lua_State *L) {
+  const char *p = pdi_exe_path();
+  if (p) lua_pushstring(L, p);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* pd.core.now() -> monotonic seconds (float).  Stack: [] -> [n] */
+static int core_now(lua_State *L) {
+  lua_pushnumber(L, pd_now());
+  return 1;
+}
+
+/* pd.core.sha256(s) -> 64 hex digits.  Stack: [s] -> [hex] */
+static int core_sha256(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  char hex[65];
+  pd_sha256_hex(s, n, hex);
+  lua_pushlstring(L, hex, 64);
+  return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+  {"options", core_options},
+  {"exe", core_exe},
+  {"now", core_now},
+  {"sha256", core_sha256},
+  {NULL, NULL},
+};
+
+/* Stack: [] -> [pd.core] */
+int luaopen_pd_core(lua_State *L) {
+  luaL_checkversion(L);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");                     /* [package, preload] */
+  for (const luaL_Reg *r = natives; r->name; r++) {
+    lua_pushcfunction(L, r->func);
+    lua_setfield(L, -2, r->name);
+  }
+  lua_pop(L, 2);                                      /* [] */
+  luaL_newlib(L, core_funcs);                         /* [core] */
+  lua_pushliteral(L, PDLUA_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_pushliteral(L, PDLUA_VM_NAME);
+  lua_setfield(L, -2, "vm");
+  lua_pushstring(L, pdi_lua_path());
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, pdi_lua_cpath());
+  lua_setfield(L, -2, "cpath");
+  return 1;
+}

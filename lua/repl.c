@@ -1,0 +1,152 @@
+/*
+ * repl.c: the interactive REPL on the coordinator (shaped like lua.c's).
+ *
+ * Line editing and persistent history come from libedit (its readline
+ * interface).  A line is first tried as `return <line>` so expressions
+ * print; a chunk that ends in <eof> is incomplete and the REPL waits for
+ * more with the ">> " prompt.  Values are printed through pd.pretty when it
+ * loads (tables shown as {...}), tostring otherwise.  Errors are shown and
+ * the REPL goes on; end of input (Ctrl-D) leaves with status 0.
+ *
+ * History file: $PDLUA_HISTORY, else ~/.pdlua_history; the last 1000 lines.
+ */
+#define _GNU_SOURCE
+#include "pdlua.h"
+
+#include <editline/readline.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROMPT1 "> "
+#define PROMPT2 ">> "
+#define HISTORY_MAX 1000
+#define EOFMARK "<eof>"
+
+static char history_path[PATH_MAX];
+
+static void history_open(void) {
+  const char *p = getenv("PDLUA_HISTORY");
+  const char *home = getenv("HOME");
+  history_path[0] = '\0';
+  if (p && *p) snprintf(history_path, sizeof history_path, "%s", p);
+  else if (home && *home) snprintf(history_path, sizeof history_path, "%s/.pdlua_history", home);
+  using_history();
+  stifle_history(HISTORY_MAX);
+  if (history_path[0]) read_history(history_path);
+}
+
+static void history_save(void) {
+  if (history_path[0]) write_history(history_path);
+}
+
+/* Read one line with prompt; pushes it (no newline).  Returns 0 at EOF. */
+static int pushline(lua_State *L, int firstline) {
+  char *b = readline(firstline ? PROMPT1 : PROMPT2);
+  if (b == NULL) return 0;
+  size_t l = strlen(b);
+  if (l > 0 && b[l - 1] == '\n') b[--l] = '\0';
+  if (firstline && b[0] == '=') lua_pushfstring(L, "return %s", b + 1); /* 5.1 habit */
+  else lua_pushlstring(L, b, l);
+  free(b);
+  return 1;
+}
+
+static void addhist(const char *line) {
+  if (line[0] != '\0') {
+    add_history(line);
+    history_save();                    /* saved per line: survives a kill */
+  }
+}
+
+/* Stack: [line] -> [line, f] on success, [line] (error popped) otherwise. */
+static int addreturn(lua_State *L) {
+  const char *line = lua_tostring(L, -1);
+  const char *retline = lua_pushfstring(L, "return %s;", line);
+  int status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
+  lua_remove(L, -2);                   /* drop retline */
+  if (status != LUA_OK) lua_pop(L, 1); /* drop the error */
+  return status;
+}
+
+static int incomplete(lua_State *L, int status) {
+  if (status == LUA_ERRSYNTAX) {
+    size_t lmsg;
+    const char *msg = lua_tolstring(L, -1, &lmsg);
+    size_t lmark = sizeof(EOFMARK) - 1;
+    if (lmsg >= lmark && strcmp(msg + lmsg - lmark, EOFMARK) == 0) {
+      lua_pop(L, 1);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* Stack: [line] -> [buffer, f] or [buffer, err]; returns load status. */
+static int multiline(lua_State *L) {
+  for (;;) {
+    size_t len;
+    const char *line = lua_tolstring(L, 1, &len);
+    int status = luaL_loadbuffer(L, line, len, "=stdin");
+    if (!incomplete(L, status) || !pushline(L, 0)) return status;
+    lua_pushliteral(L, "\n");
+    lua_insert(L, -2);
+    lua_concat(L, 3);                  /* join the lines */
+  }
+}
+
+/* Returns -1 at EOF, else a load status with [f] or [err] on the stack. */
+static int loadline(lua_State *L) {
+  lua_settop(L, 0);
+  if (!pushline(L, 1)) return -1;
+  int status = addreturn(L);
+  if (status != LUA_OK) status = multiline(L);
+  addhist(lua_tostring(L, 1));
+  lua_remove(L, 1);
+  return status;
+}
+
+/* Print the values on the stack (all of them), through pd.pretty if it
+ * loads.  Stack: [v...] -> [] */
+static void print_values(lua_State *L) {
+  int n = lua_gettop(L);
+  if (n == 0) return;
+  luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "pd.pretty");
+  int have_pretty = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isfunction(L, -1);
+  if (!have_pretty) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "print");
+  }
+  lua_insert(L, 1);                    /* [printer, v...] */
+  if (pdi_docall(L, n, 0) != LUA_OK) {
+    fprintf(stderr, "error calling print (%s)\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+int pdi_repl(lua_State *L) {
+  history_open();
+  if (isatty(STDIN_FILENO))
+    printf("pdlua %s (%s)  Ctrl-D to leave\n", PDLUA_VERSION, PDLUA_VM_NAME);
+  int status;
+  while ((status = loadline(L)) != -1) {
+    if (status == LUA_OK) status = pdi_docall(L, 0, LUA_MULTRET);
+    if (status == LUA_OK) {
+      print_values(L);
+    } else {
+      const char *msg = lua_tostring(L, -1);
+      fprintf(stderr, "%s\n", msg ? msg : "(error with no message)");
+      fflush(stderr);
+    }
+    lua_settop(L, 0);
+    fflush(stdout);
+  }
+  putchar('\n');
+  fflush(stdout);
+  history_save();
+  return 0;
+}

@@ -1,0 +1,54 @@
+--- spec/helper.lua: what specs share.  Never sleeps and hopes: waits for a
+-- condition with a deadline.
+local H = {}
+
+H.build = os.getenv("PDLUA_BUILD") or "build"
+H.source = os.getenv("PDLUA_SOURCE") or "."
+H.pdlua = H.build .. "/pdlua"
+
+--- Quote a word for /bin/sh.
+function H.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+--- Run a shell command; returns stdout, stderr, exit status (a number).
+-- stdin is empty unless `input` is given.
+function H.sh(cmd, input)
+  local tmp = os.tmpname()
+  local inf = os.tmpname()
+  local f = assert(io.open(inf, "wb")); f:write(input or ""); f:close()
+  local p = assert(io.popen("(" .. cmd .. ") <" .. H.q(inf) .. " 2>" .. H.q(tmp) .. "; echo \"::$?\""))
+  local out = p:read("a") or p:read("*a")
+  p:close()
+  local ef = assert(io.open(tmp, "rb"))
+  local err = ef:read("*a"); ef:close()
+  os.remove(tmp); os.remove(inf)
+  local body, rc = out:match("^(.*)::(%d+)\n$")
+  return body, err, tonumber(rc)
+end
+
+--- Run build/pdlua with the given words (already quoted as needed).
+function H.pdlua_run(words, input) return H.sh(H.q(H.pdlua) .. " " .. words, input) end
+
+--- Write text to a new temporary file and return its path.
+function H.tmpfile(text, suffix)
+  local name = os.tmpname() .. (suffix or "")
+  local f = assert(io.open(name, "wb")); f:write(text); f:close()
+  return name
+end
+
+--- Monotonic-enough clock for deadlines.
+local ok, core = pcall(require, "pd.core")
+H.now = ok and core.now or os.time
+
+--- Wait until fn() returns a true value or `seconds` pass; returns its value
+-- or nil, "timeout".  Polls with a short blocking pause (not a busy loop).
+function H.wait_until(fn, seconds)
+  local deadline = H.now() + (seconds or 10)
+  repeat
+    local v = fn()
+    if v then return v end
+    os.execute("sleep 0.05")
+  until H.now() > deadline
+  return nil, "timeout"
+end
+
+return H

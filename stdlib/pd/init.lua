@@ -1,0 +1,35 @@
+--- pd: the front end of pdlua, loaded with `local pd = require "pd"`.
+--
+-- Parts load on first use (`pd.codec`, `pd.optim`, ...), so `require "pd"`
+-- stays cheap for scripts that use one corner of it.  The native side is
+-- `pd.core` (C); everything a user calls is defined in stdlib/pd/*.lua.
+local core = require "pd.core"
+
+local pd = {
+  version = core.version,   -- "0.1.0"
+  vm = core.vm,             -- "Lua 5.4.4" or "LuaJIT 2.1..."
+}
+
+-- Submodules resolved lazily: pd.<name> -> require("pd.<name>").
+local lazy = {
+  pretty = "pd.pretty",
+}
+
+--- Register a lazily loaded part (used by the parts themselves).
+function pd._lazy(name, module) lazy[name] = module end
+
+setmetatable(pd, {
+  __index = function(t, k)
+    local m = lazy[k]
+    if m == nil then return nil end
+    local v = require(m)
+    rawset(t, k, v)
+    return v
+  end,
+})
+
+--- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
+-- as a fresh table; empty under plain lua5.4.
+function pd.options() return core.options() end
+
+return pd
