@@ -12,6 +12,7 @@
 
 /* Native parts: each adds one line here (and its opener to pdlua.h). */
 static const luaL_Reg natives[] = {
+  {"pd.core.map", luaopen_pd_core_map},
   {NULL, NULL},
 };
 

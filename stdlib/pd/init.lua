@@ -28,6 +28,14 @@ setmetatable(pd, {
   end,
 })
 
+-- pd.map and the session (stdlib/pd/map.lua), loaded on first use.
+for _, name in ipairs { "map", "map_async", "jobs", "job", "init", "shutdown", "nodes",
+                        "iserror", "rng" } do
+  pd[name] = function(...) return require("pd.map")[name](...) end
+end
+lazy.random = "pd.map.random"  -- until pd.random comes with arrays
+package.preload["pd.map.random"] = function() return require("pd.map").random end
+
 --- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
 -- as a fresh table; empty under plain lua5.4.
 function pd.options() return core.options() end
