@@ -852,6 +852,10 @@ static int m_worker(lua_State *L) {
       }
       case PD_F_TASKS:
         run_tasks(L, &c, f, n, jobs, ctx, &cap);
+        /* each batch's results leave now: a later task that crashes the
+         * process must not take finished ones with it, and the
+         * coordinator's per-task clocks (timeouts) start from here */
+        if (pd_conn_flush(&c) < 0) _exit(0);
         break;
       case PD_F_DROP:
         if (n < 5) _exit(70);
