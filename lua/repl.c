@@ -116,7 +116,8 @@ static void print_values(lua_State *L) {
   luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
   lua_getglobal(L, "require");
   lua_pushliteral(L, "pd.pretty");
-  int have_pretty = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isfunction(L, -1);
+  /* pd.pretty is a table with __call */
+  int have_pretty = lua_pcall(L, 1, 1, 0) == LUA_OK && !lua_isnil(L, -1);
   if (!have_pretty) {
     lua_pop(L, 1);
     lua_getglobal(L, "print");
