@@ -75,8 +75,9 @@ static int incomplete(lua_State *L, int status) {
   if (status == LUA_ERRSYNTAX) {
     size_t lmsg;
     const char *msg = lua_tolstring(L, -1, &lmsg);
-    size_t lmark = sizeof(EOFMARK) - 1;
-    if (lmsg >= lmark && strcmp(msg + lmsg - lmark, EOFMARK) == 0) {
+    size_t lmark = sizeof(EOFMARK) - 1;          /* LuaJIT quotes it: '<eof>' */
+    if (lmsg > 0 && msg[lmsg - 1] == '\'') lmsg--;
+    if (lmsg >= lmark && strncmp(msg + lmsg - lmark, EOFMARK, lmark) == 0) {
       lua_pop(L, 1);
       return 1;
     }
