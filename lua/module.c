@@ -12,6 +12,7 @@
 
 /* Native parts: each adds one line here (and its opener to pdlua.h). */
 static const luaL_Reg natives[] = {
+  {"pd.core.gpu", luaopen_pd_core_gpu},
   {NULL, NULL},
 };
 
