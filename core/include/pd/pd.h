@@ -104,6 +104,51 @@ int pd_auth_dialer_finish(pd_auth *a, const void *verdict, size_t n);
 const char *pd_auth_strerror(int rc);
 void pd_auth_wipe(pd_auth *a);        /* forget nonces and keys */
 
+/* ---- discovery beacons --------------------------------------------------------
+ * A node that announces itself sends a small UDP datagram every few seconds
+ * to a multicast group (default 239.255.80.76:27182, TTL 1: it never leaves
+ * the local network) carrying its name, URL and what it lends.  With a
+ * secret the datagram ends in a 16-byte truncated HMAC under a key derived
+ * from the secret, and receivers holding the secret drop beacons whose MAC
+ * is wrong or whose timestamp is more than PD_BEACON_MAX_SKEW seconds off
+ * (limits replay).  Discovery only finds addresses: connections still
+ * authenticate with the handshake above.
+ *
+ * Layout (little-endian): "PDB1" u8 version=1, u8 flags (1 = has MAC),
+ * u64 unix time in ms, u16 cpus, u16 gpus, u8 name_len, name, u16 url_len,
+ * url, [MAC16 over all preceding bytes]. */
+#define PD_BEACON_PORT 27182
+#define PD_BEACON_GROUP "239.255.80.76"
+#define PD_BEACON_MAX 1200
+#define PD_BEACON_MAX_SKEW 30.0
+
+typedef struct pd_beacon {
+  char name[256];
+  char url[1024];
+  int cpus, gpus;
+  double time;           /* unix seconds when sent */
+  int authenticated;     /* decode: the MAC checked out under the secret */
+} pd_beacon;
+
+/* Encode b (time is filled in by the caller) with an optional secret (k may
+ * be NULL).  Returns the length written into out[cap], or -EINVAL when a
+ * field is too long or cap too small. */
+int pd_beacon_encode(const pd_beacon *b, const pd_secret *k, unsigned char *out, size_t cap);
+/* Decode n bytes.  With k, a beacon without a valid MAC or with a timestamp
+ * more than PD_BEACON_MAX_SKEW from `now` is refused.  Returns 0, or
+ * -EPROTO (malformed), -EACCES (MAC missing or wrong), -ESTALE (too old or
+ * too new). */
+int pd_beacon_decode(const void *p, size_t n, const pd_secret *k, double now, pd_beacon *b);
+
+/* Parse "host:port" (IPv4, or a bare host with the default port) for
+ * beacons.  Returns 0 or -EINVAL.  *addr receives a sockaddr_in. */
+struct sockaddr_in;
+int pd_beacon_addr(const char *spec, struct sockaddr_in *addr);
+/* A UDP socket for sending beacons to addr (multicast TTL 1, loop on), or
+ * receiving them (bound to addr's port, joined to its group when it is a
+ * multicast address).  Returns the fd or a negative errno. */
+int pd_beacon_socket(const struct sockaddr_in *addr, int receiver);
+
 /* ---- time ----------------------------------------------------------------- */
 double pd_now(void);        /* monotonic seconds */
 
