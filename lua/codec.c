@@ -200,7 +200,7 @@ static void names_add(lua_State *L, int names, int vidx, const char *m, size_t m
 /* Count package.loaded entries (the cache key).  Stack: unchanged. */
 static lua_Integer loaded_count(lua_State *L) {
   lua_Integer n = 0;
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);   /* [loaded] */
+  (void)lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);   /* [loaded] */
   if (lua_istable(L, -1)) {
     lua_pushnil(L);
     while (lua_next(L, -2)) { n++; lua_pop(L, 1); }
@@ -214,7 +214,7 @@ static void names_build(lua_State *L) {
   luaL_checkstack(L, 12, "pd.codec");
   lua_newtable(L);
   int names = lua_gettop(L);
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);   /* [names, loaded] */
+  (void)lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);   /* [names, loaded] */
   int loaded = lua_gettop(L);
   lua_pushglobaltable(L);                                 /* [names, loaded, G] */
   int G = lua_gettop(L);
@@ -254,7 +254,7 @@ static void names_build(lua_State *L) {
 static void names_push(lua_State *L, int force) {
   lua_Integer n = loaded_count(L);
   if (!force) {
-    lua_getfield(L, LUA_REGISTRYINDEX, REG_NAMES_N);
+    (void)lua_getfield(L, LUA_REGISTRYINDEX, REG_NAMES_N);
     int same = lua_tointeger(L, -1) == n && lua_isnumber(L, -1);
     lua_pop(L, 1);
     if (same && lua_getfield(L, LUA_REGISTRYINDEX, REG_NAMES) == LUA_TTABLE) return;
@@ -847,6 +847,12 @@ static int dec_table(dec *D, int tag) {
   dec_newid(D);
   frame *f = dec_push_frame(D, F_ARR, block ? 0 : n);
   f->hasmeta = tag == T_TABLE_MT;
+  if (f->hasmeta && !D->o->allow_bytecode) {
+    /* A metatable from an untrusted peer could install library functions
+     * (os.exit as __gc) that run without the user calling anything. */
+    D->p -= 5;
+    dec_fail(D, "metatable from a peer not trusted with code");
+  }
   if (block) {
     const char *p = D->p;
     for (uint32_t i = 1; i <= n; i++, p += 8) {
@@ -875,7 +881,7 @@ static void dec_name(dec *D) {
   const char *k = dec_lstr(D, &kl);
   if (ml == 0 || memchr(m, 0, ml) || memchr(k, 0, kl)) dec_fail(D, "bad library name");
   luaL_checkstack(L, 6, "pd.codec");
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);   /* [loaded] */
+  (void)lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);   /* [loaded] */
   lua_pushlstring(L, m, ml);
   if (lua_rawget(L, -2) == LUA_TNIL) {                    /* [loaded, mod] */
     lua_pop(L, 1);
@@ -899,7 +905,7 @@ static void dec_name(dec *D) {
       luaL_error(L, "pd.codec: module '%s' is not a table here", lua_tostring(L, -1));
     }
     lua_pushlstring(L, k, kl);
-    lua_rawget(L, -2);                                     /* [loaded, mod, v] */
+    (void)lua_rawget(L, -2);                                     /* [loaded, mod, v] */
     lua_remove(L, -2);
   }
   if (lua_isnil(L, -1)) {
@@ -949,7 +955,7 @@ static void dec_upjoin(dec *D, frame *f) {
   dec_need(D, 1, "truncated upvalue join");
   int n = (unsigned char)*D->p++;
   if (id == 0 || id > (uint64_t)D->nref) dec_fail(D, "upvalue join to an unknown function");
-  lua_rawgeti(L, D->refs, (lua_Integer)id);
+  (void)lua_rawgeti(L, D->refs, (lua_Integer)id);
   if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1)) dec_fail(D, "upvalue join to a non-function");
   if (n < 1 || !lua_getupvalue(L, -1, n)) dec_fail(D, "upvalue join to a missing upvalue");
   lua_pop(L, 1);
@@ -1040,7 +1046,7 @@ int pdi_codec_decode(lua_State *L, const char *p, size_t n, const pdi_codec_opts
     case T_REF: {
       uint64_t id = dec_uvarint(&D);
       if (id == 0 || id > (uint64_t)D.nref) dec_fail(&D, "reference to an unknown value");
-      lua_rawgeti(L, D.refs, (lua_Integer)id);
+      (void)lua_rawgeti(L, D.refs, (lua_Integer)id);
       break;
     }
     case T_FUNC: have = dec_function(&D); break;
@@ -1228,7 +1234,7 @@ static int l_block(lua_State *L) {
     size_t n = (size_t)lua_rawlen(L, 1);
     block *b = block_new(L, n);
     for (size_t i = 0; i < n; i++) {
-      lua_rawgeti(L, 1, (lua_Integer)i + 1);
+      (void)lua_rawgeti(L, 1, (lua_Integer)i + 1);
       b->v[i] = (double)lua_tonumber(L, -1);
       lua_pop(L, 1);
     }
