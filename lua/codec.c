@@ -286,6 +286,7 @@ typedef struct enc {
   int names;      /* stack: name table, 0 until needed */
   int G;          /* stack: the global table */
   int fp;         /* stack: fingerprint string */
+  int used;       /* stack: set of module names written as NAME, or 0 */
   lua_Integer nextid;
   int nseg;
   seg *segs;      /* max_depth + 2 entries, a userdata on the stack */
@@ -470,6 +471,11 @@ static int enc_name(enc *E, int idx, int force) {
   enc_byte(E, T_NAME);
   enc_lstr(E, s, ml);
   enc_lstr(E, s + ml + 1, n - ml - 1);
+  if (E->used) {
+    lua_pushlstring(L, s, ml);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, E->used);
+  }
   lua_pop(L, 1);
   return 1;
 }
@@ -708,7 +714,9 @@ static void enc_value(enc *E, int idx) {
   }
 }
 
-int pdi_codec_encode(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts *o) {
+/* The encoder; used (a stack index or 0) collects the module names that
+ * NAME tags refer to (for code transport).  Stack: unchanged. */
+static void encode_run(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts *o, int used) {
   pdi_codec_opts def;
   if (!o) { pdi_codec_opts_default(&def); o = &def; }
   idx = lua_absindex(L, idx);
@@ -720,6 +728,7 @@ int pdi_codec_encode(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts *o
   E.strip = o->strip;
   E.max_depth = o->max_depth > 0 ? o->max_depth : PDI_CODEC_MAX_DEPTH;
   E.nextid = 1;
+  E.used = used ? lua_absindex(L, used) : 0;
   luaL_checkstack(L, 16, "pd.codec");
   int t = lua_type(L, idx);
   if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA) {
@@ -732,6 +741,10 @@ int pdi_codec_encode(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts *o
   enc_byte(&E, PDI_CODEC_VERSION);
   enc_value(&E, idx);
   lua_settop(L, top);
+}
+
+int pdi_codec_encode(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts *o) {
+  encode_run(L, idx, out, o, 0);
   return 0;
 }
 
@@ -1000,7 +1013,11 @@ int pdi_codec_decode(lua_State *L, const char *p, size_t n, const pdi_codec_opts
   D.nf = 0;
   D.maxf = o->max_depth > 0 ? o->max_depth : PDI_CODEC_MAX_DEPTH;
   size_t maxsize = o->max_size ? o->max_size : PDI_CODEC_MAX_SIZE;
-  if (n > maxsize) luaL_error(L, "pd.codec: message of %lu bytes exceeds the limit of %lu", (unsigned long)n, (unsigned long)maxsize);
+  if (n > maxsize) {
+    char why[96];
+    snprintf(why, sizeof why, "message of %zu bytes exceeds the limit of %zu", n, maxsize);
+    luaL_error(L, "pd.codec: %s", why);
+  }
   if (n < 2) dec_fail(&D, "truncated message");
   if ((unsigned char)*D.p != PDI_CODEC_VERSION) {
     luaL_error(L, "pd.codec: malformed message: unknown format version %d at byte 0", (unsigned char)*D.p);
@@ -1126,7 +1143,9 @@ static void opts_from(lua_State *L, int idx, pdi_codec_opts *o) {
   if (o->max_depth < 1 || o->max_depth > 100000) luaL_argerror(L, idx, "max_depth out of range");
 }
 
-/* encode(v [, opts]) -> string.  Stack: [v, opts] -> [s] */
+/* encode(v [, opts]) -> string.  opts.strip; opts.modules, a table, gets
+ * modules[m] = true for each module m the message names.
+ * Stack: [v, opts] -> [s] */
 static int l_encode(lua_State *L) {
   luaL_checkany(L, 1);
   pdi_codec_opts o;
@@ -1134,7 +1153,9 @@ static int l_encode(lua_State *L) {
   pd_buf *b = (pd_buf *)lua_newuserdatauv(L, sizeof(pd_buf), 0);
   pd_buf_init(b);
   luaL_setmetatable(L, MT_BUF);
-  pdi_codec_encode(L, 1, b, &o);
+  int used = 0;
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "modules") == LUA_TTABLE) used = lua_gettop(L);
+  encode_run(L, 1, b, &o, used);
   lua_pushlstring(L, b->data, b->len);
   pd_buf_free(b);
   return 1;
@@ -1312,7 +1333,14 @@ void pdi_codec_register_ext(lua_State *L, const char *tname, uint8_t ext_id,
   lua_pop(L, 1);
 }
 
+/* _light() -> a light userdata (for the refusal specs).  Stack: [] -> [p] */
+static int l_light(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)L);
+  return 1;
+}
+
 static const luaL_Reg codec_funcs[] = {
+  {"_light", l_light},
   {"encode", l_encode},
   {"decode", l_decode},
   {"fingerprint", l_fingerprint},
