@@ -17,6 +17,7 @@
 #include "codec.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,16 @@ void pdi_codec_opts_default(pdi_codec_opts *o) {
   o->require_modules = 1;
   o->max_depth = PDI_CODEC_MAX_DEPTH;
   o->max_size = PDI_CODEC_MAX_SIZE;
+}
+
+/* Raise a codec error: the message as given, with no position prefix (the
+ * place is in the text).  Never returns. */
+static int codec_error(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
 }
 
 /* ---- byte helpers ---------------------------------------------------------- */
@@ -146,7 +157,7 @@ static void push_fp(lua_State *L) {
   size_t hl = PDLUA_LUAJIT ? 5 : 31;    /* LuaJIT: ESC L J ver flags; 5.4: full header */
   if (rc || b.len < hl) {
     pd_buf_free(&b);
-    luaL_error(L, "pd.codec: cannot dump a function to fingerprint the VM");
+    codec_error(L, "pd.codec: cannot dump a function to fingerprint the VM");
   }
   if (PDLUA_LUAJIT) b.data[4] &= ~0x02;  /* the strip flag is not a format */
   b.len = hl;
@@ -154,7 +165,7 @@ static void push_fp(lua_State *L) {
   unsigned char sizes[2] = {(unsigned char)sizeof(void *), (unsigned char)host_is_le()};
   if (pd_buf_append(&b, vm, strlen(vm)) || pd_buf_append(&b, sizes, 2)) {
     pd_buf_free(&b);
-    luaL_error(L, "pd.codec: out of memory");
+    codec_error(L, "pd.codec: out of memory");
   }
   unsigned char h[32];
   pd_sha256(b.data, b.len, h);
@@ -292,7 +303,7 @@ typedef struct enc {
   seg *segs;      /* max_depth + 2 entries, a userdata on the stack */
 } enc;
 
-static void enc_nomem(enc *E) { luaL_error(E->L, "pd.codec: out of memory"); }
+static void enc_nomem(enc *E) { codec_error(E->L, "pd.codec: out of memory"); }
 
 static inline char *enc_room(enc *E, size_t n) {
   if (n > E->b->cap - E->b->len && pd_buf_reserve(E->b, n)) enc_nomem(E);
@@ -768,7 +779,7 @@ typedef struct dec {
 } dec;
 
 static void dec_fail(dec *D, const char *why) {
-  luaL_error(D->L, "pd.codec: malformed message: %s at byte %d", why, (int)(D->p - D->start));
+  codec_error(D->L, "pd.codec: malformed message: %s at byte %d", why, (int)(D->p - D->start));
 }
 
 static inline void dec_need(dec *D, size_t n, const char *what) {
@@ -900,22 +911,24 @@ static void dec_name(dec *D) {
     lua_pop(L, 1);
     if (!D->o->require_modules) {
       lua_pushlstring(L, m, ml);
-      luaL_error(L, "pd.codec: module '%s' named in the message is not loaded here",
+      codec_error(L, "pd.codec: module '%s' named in the message is not loaded here",
                  lua_tostring(L, -1));
     }
     lua_getglobal(L, "require");
     lua_pushlstring(L, m, ml);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {                 /* [loaded, err] */
       const char *e = lua_tostring(L, -1);
+      const char *nl = e ? strchr(e, '\n') : NULL;
+      if (nl) e = lua_pushlstring(L, e, (size_t)(nl - e));   /* first line only */
       lua_pushlstring(L, m, ml);
-      luaL_error(L, "pd.codec: module '%s' named in the message is not available here "
+      codec_error(L, "pd.codec: module '%s' named in the message is not available here "
                     "(a C module or one not shipped): %s", lua_tostring(L, -1), e ? e : "?");
     }
   }
   if (kl) {
     if (!lua_istable(L, -1)) {
       lua_pushlstring(L, m, ml);
-      luaL_error(L, "pd.codec: module '%s' is not a table here", lua_tostring(L, -1));
+      codec_error(L, "pd.codec: module '%s' is not a table here", lua_tostring(L, -1));
     }
     lua_pushlstring(L, k, kl);
     (void)lua_rawget(L, -2);                                     /* [loaded, mod, v] */
@@ -924,7 +937,7 @@ static void dec_name(dec *D) {
   if (lua_isnil(L, -1)) {
     lua_pushlstring(L, m, ml);
     lua_pushlstring(L, k, kl);
-    luaL_error(L, "pd.codec: library value '%s%s%s' does not exist here", lua_tostring(L, -2),
+    codec_error(L, "pd.codec: library value '%s%s%s' does not exist here", lua_tostring(L, -2),
                kl ? "." : "", lua_tostring(L, -1));
   }
   lua_remove(L, -2);                                       /* [v] */
@@ -941,13 +954,13 @@ static int dec_function(dec *D) {
   push_fp(L);
   int same = memcmp(lua_tostring(L, -1), D->p, 8) == 0;
   lua_pop(L, 1);
-  if (!same) luaL_error(L, "pd.codec: function from a different VM (bytecode fingerprint mismatch; this is %s)", PDLUA_VM_NAME);
+  if (!same) codec_error(L, "pd.codec: function from a different VM (bytecode fingerprint mismatch; this is %s)", PDLUA_VM_NAME);
   D->p += 8;
   uint32_t len = dec_u32(D);
   dec_need(D, (size_t)len + 1, "truncated function");
   if (luaL_loadbufferx(L, D->p, len, "=(pd.codec)", "b") != LUA_OK) {
     const char *e = lua_tostring(L, -1);
-    luaL_error(L, "pd.codec: malformed message: bad bytecode (%s) at byte %d", e ? e : "?",
+    codec_error(L, "pd.codec: malformed message: bad bytecode (%s) at byte %d", e ? e : "?",
                (int)(D->p - D->start));
   }
   D->p += len;
@@ -992,11 +1005,11 @@ static void dec_ext(dec *D) {
   lua_settop(L, top);
   if (!x) {
     if (id == PDI_CODEC_EXT_ARRAY)
-      luaL_error(L, "pd.codec: message holds a pd.Array but arrays are not loaded here (ext 1)");
-    luaL_error(L, "pd.codec: message holds an extension type %d that is not registered here", id);
+      codec_error(L, "pd.codec: message holds a pd.Array but arrays are not loaded here (ext 1)");
+    codec_error(L, "pd.codec: message holds an extension type %d that is not registered here", id);
   }
   x->dec(L, D->p, len);
-  if (lua_gettop(L) != top + 1) luaL_error(L, "pd.codec: extension %d decoder pushed %d values", id, lua_gettop(L) - top);
+  if (lua_gettop(L) != top + 1) codec_error(L, "pd.codec: extension %d decoder pushed %d values", id, lua_gettop(L) - top);
   D->p += len;
   dec_newid(D);
 }
@@ -1016,11 +1029,11 @@ int pdi_codec_decode(lua_State *L, const char *p, size_t n, const pdi_codec_opts
   if (n > maxsize) {
     char why[96];
     snprintf(why, sizeof why, "message of %zu bytes exceeds the limit of %zu", n, maxsize);
-    luaL_error(L, "pd.codec: %s", why);
+    codec_error(L, "pd.codec: %s", why);
   }
   if (n < 2) dec_fail(&D, "truncated message");
   if ((unsigned char)*D.p != PDI_CODEC_VERSION) {
-    luaL_error(L, "pd.codec: malformed message: unknown format version %d at byte 0", (unsigned char)*D.p);
+    codec_error(L, "pd.codec: malformed message: unknown format version %d at byte 0", (unsigned char)*D.p);
   }
   D.p++;
   luaL_checkstack(L, 8, "pd.codec");
@@ -1208,7 +1221,7 @@ typedef struct block {
 } block;
 
 static block *block_new(lua_State *L, size_t n) {
-  if (n > (SIZE_MAX - sizeof(block)) / sizeof(double)) luaL_error(L, "pd.codec: block too large");
+  if (n > (SIZE_MAX - sizeof(block)) / sizeof(double)) codec_error(L, "pd.codec: block too large");
   block *b = (block *)lua_newuserdatauv(L, sizeof(block) + n * sizeof(double), 0);
   b->n = n;
   luaL_setmetatable(L, MT_BLOCK);
@@ -1218,7 +1231,7 @@ static block *block_new(lua_State *L, size_t n) {
 static int block_encode(lua_State *L, int idx, pd_buf *out) {
   block *b = (block *)lua_touserdata(L, idx);
   if (b->n > UINT32_MAX || pd_buf_reserve(out, 4 + b->n * 8))
-    return luaL_error(L, "pd.codec: block too large");
+    return codec_error(L, "pd.codec: block too large");
   put_u32_at(out->data + out->len, (uint32_t)b->n);
   if (host_is_le()) {
     memcpy(out->data + out->len + 4, b->v, b->n * 8);
@@ -1234,9 +1247,9 @@ static int block_encode(lua_State *L, int idx, pd_buf *out) {
 }
 
 static void block_decode(lua_State *L, const char *p, size_t n) {
-  if (n < 4) luaL_error(L, "pd.codec: malformed block payload (truncated)");
+  if (n < 4) codec_error(L, "pd.codec: malformed block payload (truncated)");
   uint32_t c = get_u32(p);
-  if ((size_t)c * 8 != n - 4) luaL_error(L, "pd.codec: malformed block payload (length)");
+  if ((size_t)c * 8 != n - 4) codec_error(L, "pd.codec: malformed block payload (length)");
   block *b = block_new(L, c);
   if (host_is_le()) {
     memcpy(b->v, p + 4, (size_t)c * 8);
@@ -1290,7 +1303,7 @@ static int l_memcpy(lua_State *L) {
   luaL_argcheck(L, n > 0 && n <= ((lua_Integer)1 << 32), 1, "size out of range");
   luaL_argcheck(L, reps > 0, 2, "reps must be positive");
   char *a = malloc((size_t)n), *b = malloc((size_t)n);
-  if (!a || !b) { free(a); free(b); return luaL_error(L, "pd.codec: out of memory"); }
+  if (!a || !b) { free(a); free(b); return codec_error(L, "pd.codec: out of memory"); }
   memset(a, 1, (size_t)n);
   memset(b, 0, (size_t)n);
   double t0 = pd_now();
@@ -1320,7 +1333,7 @@ void pdi_codec_register_ext(lua_State *L, const char *tname, uint8_t ext_id,
     ext_entry *a = byname ? (ext_entry *)lua_touserdata(L, -2) : NULL;
     ext_entry *b = byid ? (ext_entry *)lua_touserdata(L, -1) : NULL;
     if (a && b && a == b) { lua_pop(L, 3); return; }
-    luaL_error(L, "pd.codec: extension '%s' (id %d) clashes with one already registered", tname, (int)ext_id);
+    codec_error(L, "pd.codec: extension '%s' (id %d) clashes with one already registered", tname, (int)ext_id);
   }
   lua_pop(L, 2);
   ext_entry *x = (ext_entry *)lua_newuserdatauv(L, sizeof(ext_entry), 0);
