@@ -788,6 +788,15 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
   lua_pop(L, 3);
 }
 
+/* Message handler for the job loader: [err] -> ["message\ntraceback"].
+ * (pdi_msghandler lives in the pdlua executable, not in pd/core.so.) */
+static int load_handler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
 /* A function that raises its upvalue.  Stack: [...] -> error */
 static int raise_upvalue(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1));
@@ -832,7 +841,7 @@ static int m_worker(lua_State *L) {
         int flags = (unsigned char)f[5];
         uint64_t seed;
         memcpy(&seed, f + 6, 8);
-        lua_pushcfunction(L, pdi_msghandler);      /* [.., h] */
+        lua_pushcfunction(L, load_handler);        /* [.., h] */
         lua_pushvalue(L, 1);
         lua_pushlstring(L, f + 14, n - 14);        /* [.., h, loader, blob] */
         if (lua_pcall(L, 1, 2, -3) != LUA_OK) {   /* [.., h, err] */

@@ -14,6 +14,7 @@ local pd = {
 local lazy = {
   pretty = "pd.pretty",
   gpu = "pd.gpu",
+  codec = "pd.codec",
 }
 
 --- Register a lazily loaded part (used by the parts themselves).
