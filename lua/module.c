@@ -14,11 +14,8 @@
 /* Native parts: each adds one line here (and its opener to pdlua.h). */
 static const luaL_Reg natives[] = {
   {"pd.core.map", luaopen_pd_core_map},
-<<<<<<< HEAD
   {"pd.core.gpu", luaopen_pd_core_gpu},
-=======
   {"pd.core.codec", luaopen_pd_core_codec},
->>>>>>> map
   {NULL, NULL},
 };
 
