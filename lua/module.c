@@ -16,6 +16,7 @@ static const luaL_Reg natives[] = {
   {"pd.core.map", luaopen_pd_core_map},
   {"pd.core.gpu", luaopen_pd_core_gpu},
   {"pd.core.codec", luaopen_pd_core_codec},
+  {"pd.core.cluster", luaopen_pd_core_cluster},  /* cluster.c: nodes */
   {NULL, NULL},
 };
 
