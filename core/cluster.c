@@ -511,7 +511,13 @@ static void *bridge(void *arg) {
           if (on_node_frame(c, n, fp, fn) < 0) break;
         if (!n->link) continue;
         if (got < 0) node_down(c, n, N_DOWN, "malformed frame from the node");
-        else if (r != -EAGAIN) node_down(c, n, N_DOWN, "link closed");
+        else if (r != -EAGAIN && n->state != N_READY && !n->ready_once &&
+                 !strncmp(n->url, "tls+", 4))
+          refused(c, n, NULL, "TLS handshake failed: the node's certificate is not trusted "
+                              "by --tls-ca, or its name does not match the URL's host");
+        else if (r != -EAGAIN)
+          node_down(c, n, N_DOWN, n->state == N_READY ? "link closed" :
+                    "link closed during the handshake (a TLS node? then use tls+tcp://)");
         continue;
       }
       if (k >= n->nslots || fds[f].fd != n->slots[k].c.fd) continue;

@@ -34,6 +34,7 @@
 #include <arpa/inet.h>
 
 #define LINK_BUF 65536
+#define LINK_SEND_TIMEOUT_MS 5000
 
 struct pd_link {
   nng_stream *s;
@@ -81,7 +82,7 @@ static void *reader(void *arg) {
       if (nng_aio_result(aio) != 0) break;
       size_t n = nng_aio_count(aio), off = 0;
       while (off < n) {
-        ssize_t w = write(l->inner, buf + off, n - off);
+        ssize_t w = send(l->inner, buf + off, n - off, MSG_NOSIGNAL);   /* never SIGPIPE */
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) goto out;
         off += (size_t)w;
@@ -101,6 +102,7 @@ static void *writer(void *arg) {
   nng_aio *aio;
   char *buf = malloc(LINK_BUF);
   if (buf && nng_aio_alloc(&aio, NULL, NULL) == 0) {
+    nng_aio_set_timeout(aio, LINK_SEND_TIMEOUT_MS);
     for (;;) {
       ssize_t n = read(l->inner, buf, LINK_BUF);
       if (n < 0 && errno == EINTR) continue;
@@ -176,9 +178,11 @@ static pd_link *link_new(nng_stream *s, nng_stream_dialer *d) {
   return l;
 }
 
+/* Graceful: the writer sends what the owner queued, sees end of file, and
+ * then closes the stream; a send stuck on a dead peer gives up after
+ * LINK_SEND_TIMEOUT_MS, so a dropped link never holds its threads long. */
 void pd_link_close(pd_link *l) {
   if (!l) return;
-  link_shut(l);
   close(l->fd);
   link_unref(l);
 }

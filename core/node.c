@@ -102,8 +102,10 @@ static int spawn_worker(node *nd, int si) {
   if (k == MAX_WORK) return -ENOMEM;
   char mem[64];
   snprintf(mem, sizeof mem, "PDLUA_WORKER_MEMORY=%llu", nd->o->memory);
+  char name[300];
+  snprintf(name, sizeof name, "PDLUA_NODE_NAME=%s", nd->o->name ? nd->o->name : "");
   char *env[] = {"PDLUA_WORKER_FD=3", mem, "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1",
-                 "PDLUA_REMOTE_WORKER=1", NULL};
+                 "PDLUA_REMOTE_WORKER=1", name, NULL};
   unsigned long long as = nd->o->memory ? nd->o->memory + (1ull << 30) : 0;
   int fd, pid;
   int rc = pd_spawn(nd->o->worker_argv, env, as, &fd, &pid);
@@ -239,7 +241,7 @@ static void end_session(node *nd, int i, const char *why) {
   if (role == R_COORD)
     logf_(nd, "coordinator %s left (%s); %d batch%s dropped", s->peer, why, dropped,
           dropped == 1 ? "" : "es");
-  else if (why && *why && s->state != S_READY)
+  else if (why && *why && s->state != S_READY && s->state != S_CLOSING)
     logf_(nd, "refused %s: %s", s->peer, why);
   pd_link_close(s->link);
   s->c.fd = -1;                                    /* the link owned it */
@@ -284,8 +286,10 @@ static int on_sess_frame(node *nd, int i, const char *f, size_t n) {
   pd_buf out;
   pd_buf_init(&out);
   if (t == 'E') {
-    logf_(nd, "%s says: %.*s", s->peer, (int)(pn > 300 ? 300 : pn), p);
-    end_session(nd, i, "it refused us");
+    char why[400];
+    snprintf(why, sizeof why, "%s: %.*s", s->state == S_READY ? "it ended the session" :
+             "authentication failed; the peer says", (int)(pn > 300 ? 300 : pn), p);
+    end_session(nd, i, why);
     return -1;
   }
   if (s->state == S_HELLO) {
