@@ -230,6 +230,7 @@ typedef struct cli {
   char **sargs;                /* script arguments (flags removed) */
   int nsargs;
   int version, help, paths;
+  int admin_rc;                /* exit status of `pdlua nodes` / `pdlua ctl` */
 } cli;
 
 static int parse(cli *c) {
@@ -328,7 +329,8 @@ static int pmain_admin(lua_State *L) {
     lua_rawseti(L, -2, i - 1);
   }
   if (report(L, pdi_docall(L, 2, 1)) != LUA_OK) return 0;
-  lua_pushboolean(L, lua_tointeger(L, -1) == 0);
+  c->admin_rc = (int)lua_tointeger(L, -1);
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -371,5 +373,6 @@ int main(int argc, char **argv) {
   report(L, status);
   lua_close(L);
   free(c.sargs);
+  if (ok && admin) return c.admin_rc;
   return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
