@@ -13,10 +13,11 @@
  *
  * The pool is a userdata with __gc and __close: closing the Lua state kills
  * and reaps every worker.  Values cross the socketpair through the value
- * encoding below (see "values"), a private stand-in until lua/codec.h lands.
+ * codec (lua/codec.h), one message per argument, result and function.
  */
 #define _GNU_SOURCE
 #include "pdlua.h"
+#include "codec.h"
 
 #include "pd/pd.h"
 
@@ -34,113 +35,123 @@
 #define CTX_KEY "pd.map.ctx"         /* registry: the worker's task context */
 
 /* ==== values ================================================================
- * A compact self-delimiting encoding of nil, booleans, numbers (integer and
- * float kept apart), strings and tables of those (no cycles, depth <= 64).
- * The decoder checks every length against what is left and never trusts the
- * input.  To be replaced by the project codec (issue 3). */
-enum { V_NIL = 0, V_FALSE, V_TRUE, V_INT, V_FLT, V_STR, V_TAB, V_END };
-#define V_MAXDEPTH 64
+ * Every argument, result, error and function crosses the socketpair as one
+ * codec message (lua/codec.h).  The workers are this process's own children
+ * running the same VM: a trusted peer, so functions travel as bytecode and
+ * modules are resolved with require. */
 
-static void enc_value(lua_State *L, int idx, pd_buf *b, int depth);
-
-static void enc_raw(lua_State *L, pd_buf *b, const void *p, size_t n) {
-  if (pd_buf_append(b, p, n)) luaL_error(L, "not enough memory");
-}
-
-static void enc_tag(lua_State *L, pd_buf *b, int tag) {
-  unsigned char t = (unsigned char)tag;
-  enc_raw(L, b, &t, 1);
-}
-
-static void enc_value(lua_State *L, int idx, pd_buf *b, int depth) {
-  idx = lua_absindex(L, idx);
+/* Scalars (nil, booleans, numbers, strings) alone in a message are written
+ * and read here, byte for byte as lua/codec.c writes them (docs/wire.md:
+ * version byte 1, then T_NIL 0, T_FALSE 1, T_TRUE 2, T_INT 3 zigzag
+ * uvarint, T_FLOAT 4 f64 LE, T_STR 5 uvarint length and bytes); anything
+ * else goes through the codec.  Why: the codec's general entry builds a
+ * reference table and a frame stack for every message (about 1 us), which
+ * would dominate a map of 10^5 numbers.  spec/map_spec.lua checks these
+ * bytes against pdi_codec_encode. */
+static int enc_fast(lua_State *L, int idx, pd_buf *b) {
+  unsigned char t[2 + 10 + 8];
+  size_t n = 2;
+  t[0] = PDI_CODEC_VERSION;
+  uint64_t u;
   switch (lua_type(L, idx)) {
-  case LUA_TNIL: enc_tag(L, b, V_NIL); break;
-  case LUA_TBOOLEAN: enc_tag(L, b, lua_toboolean(L, idx) ? V_TRUE : V_FALSE); break;
+  case LUA_TNIL: t[1] = 0; break;
+  case LUA_TBOOLEAN: t[1] = lua_toboolean(L, idx) ? 2 : 1; break;
   case LUA_TNUMBER:
     if (pdc_isinteger(L, idx)) {
-      lua_Integer v = lua_tointeger(L, idx);
-      enc_tag(L, b, V_INT);
-      enc_raw(L, b, &v, 8);
+      uint64_t v = (uint64_t)lua_tointeger(L, idx);
+      u = (v << 1) ^ (uint64_t)-(int64_t)(v >> 63);
+      t[1] = 3;
+      do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
     } else {
-      double v = (double)lua_tonumber(L, idx);
-      enc_tag(L, b, V_FLT);
-      enc_raw(L, b, &v, 8);
+      double d = (double)lua_tonumber(L, idx);
+      memcpy(&u, &d, 8);
+      t[1] = 4;
+      for (int i = 0; i < 8; i++) t[n++] = (unsigned char)(u >> (8 * i));
     }
     break;
   case LUA_TSTRING: {
-    size_t n;
-    const char *s = lua_tolstring(L, idx, &n);
-    uint32_t len = (uint32_t)n;
-    if (n > PD_FRAME_MAX) luaL_error(L, "string too long to send (%d bytes)", (int)n);
-    enc_tag(L, b, V_STR);
-    enc_raw(L, b, &len, 4);
-    enc_raw(L, b, s, n);
-    break;
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    t[1] = 5;
+    u = len;
+    do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
+    if (pd_buf_append(b, t, n) || pd_buf_append(b, s, len)) luaL_error(L, "not enough memory");
+    return 1;
   }
-  case LUA_TTABLE:
-    if (depth >= V_MAXDEPTH) luaL_error(L, "cannot send a table nested deeper than %d (a cycle?)", V_MAXDEPTH);
-    luaL_checkstack(L, 3, "encoding");
-    enc_tag(L, b, V_TAB);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {                     /* [.. k v] */
-      enc_value(L, -2, b, depth + 1);
-      enc_value(L, -1, b, depth + 1);
-      lua_pop(L, 1);                               /* [.. k] */
-    }
-    enc_tag(L, b, V_END);
-    break;
-  default:
-    luaL_error(L, "cannot send a %s value (pd.map sends plain data: numbers, strings, "
-                  "booleans, tables; functions only as the mapped function)", luaL_typename(L, idx));
+  default: return 0;
+  }
+  if (pd_buf_append(b, t, n)) luaL_error(L, "not enough memory");
+  return 1;
+}
+
+/* Read a uvarint at *p < e; 0 on success. */
+static int get_uv(const unsigned char **p, const unsigned char *e, uint64_t *v) {
+  uint64_t x = 0;
+  for (int s = 0; s < 64 && *p < e; s += 7) {
+    unsigned char c = *(*p)++;
+    x |= (uint64_t)(c & 127) << s;
+    if (!(c & 128)) { *v = x; return 0; }
+  }
+  return -1;
+}
+
+/* Push a lone scalar message; 1 if done, 0 to leave it to the codec. */
+static int dec_fast(lua_State *L, const char *p, size_t n) {
+  const unsigned char *q = (const unsigned char *)p, *e = q + n;
+  if (n < 2 || q[0] != PDI_CODEC_VERSION) return 0;
+  uint64_t u;
+  q += 2;
+  switch (((const unsigned char *)p)[1]) {
+  case 0: if (n != 2) return 0; lua_pushnil(L); return 1;
+  case 1: case 2: if (n != 2) return 0; lua_pushboolean(L, p[1] == 2); return 1;
+  case 3:
+    if (get_uv(&q, e, &u) || q != e) return 0;
+    lua_pushinteger(L, (lua_Integer)(int64_t)((u >> 1) ^ (uint64_t)-(int64_t)(u & 1)));
+    return 1;
+  case 4: {
+    if (n != 10) return 0;
+    u = 0;
+    for (int i = 0; i < 8; i++) u |= (uint64_t)q[i] << (8 * i);
+    double d;
+    memcpy(&d, &u, 8);
+    lua_pushnumber(L, (lua_Number)d);
+    return 1;
+  }
+  case 5:
+    if (get_uv(&q, e, &u) || u != (uint64_t)(e - q)) return 0;
+    lua_pushlstring(L, (const char *)q, (size_t)u);
+    return 1;
+  default: return 0;
   }
 }
 
-typedef struct rd { const char *p, *e; } rd;
-
-/* Push one decoded value.  Returns 0, or -1 on malformed input (nothing pushed). */
-static int dec_value(lua_State *L, rd *r, int depth) {
-  if (r->p >= r->e || !lua_checkstack(L, 4)) return -1;
-  int tag = (unsigned char)*r->p++;
-  switch (tag) {
-  case V_NIL: lua_pushnil(L); return 0;
-  case V_FALSE: lua_pushboolean(L, 0); return 0;
-  case V_TRUE: lua_pushboolean(L, 1); return 0;
-  case V_INT: case V_FLT:
-    if (r->e - r->p < 8) return -1;
-    if (tag == V_INT) { lua_Integer v; memcpy(&v, r->p, 8); lua_pushinteger(L, v); }
-    else { double v; memcpy(&v, r->p, 8); lua_pushnumber(L, (lua_Number)v); }
-    r->p += 8;
-    return 0;
-  case V_STR: {
-    uint32_t n;
-    if (r->e - r->p < 4) return -1;
-    memcpy(&n, r->p, 4);
-    r->p += 4;
-    if ((size_t)(r->e - r->p) < n) return -1;
-    lua_pushlstring(L, r->p, n);
-    r->p += n;
-    return 0;
-  }
-  case V_TAB:
-    if (depth >= V_MAXDEPTH) return -1;
-    lua_newtable(L);
-    for (;;) {
-      if (r->p >= r->e) { lua_pop(L, 1); return -1; }
-      if ((unsigned char)*r->p == V_END) { r->p++; return 0; }
-      if (dec_value(L, r, depth + 1)) { lua_pop(L, 1); return -1; }
-      if (lua_isnil(L, -1) || dec_value(L, r, depth + 1)) { lua_pop(L, 2); return -1; }
-      lua_rawset(L, -3);
-    }
-  default:
-    return -1;
-  }
+static void enc_value(lua_State *L, int idx, pd_buf *b) {
+  if (enc_fast(L, idx, b)) return;
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  pdi_codec_encode(L, idx, b, &o);
 }
 
-/* Decode n bytes at p onto the stack, or raise "malformed".  [] -> [v] */
+/* Decode n bytes at p onto the stack, or raise.  [] -> [v] */
 static void decode_or_raise(lua_State *L, const char *p, size_t n) {
-  rd r = {p, p + n};
-  if (dec_value(L, &r, 0) || r.p != r.e) luaL_error(L, "malformed value on the wire");
+  if (dec_fast(L, p, n)) return;
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  pdi_codec_decode(L, p, n, &o);
+}
+
+/* core.map.codec_encode(v) -> the codec's own bytes (for the spec that
+ * holds the fast path to them).  Stack: [v] -> [s] */
+static int m_codec_encode(lua_State *L) {
+  pd_buf b;
+  pd_buf_init(&b);
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  luaL_checkany(L, 1);
+  pdi_codec_encode(L, 1, &b, &o);                  /* scalars only: cannot raise */
+  lua_pushlstring(L, b.data, b.len);
+  pd_buf_free(&b);
+  return 1;
 }
 
 /* The state's scratch buffer (a userdata in the registry that owns it, so
@@ -170,7 +181,7 @@ static int m_encode(lua_State *L) {
   luaL_checkany(L, 1);
   pd_buf *b = scratch(L);
   b->len = 0;
-  enc_value(L, 1, b, 0);
+  enc_value(L, 1, b);
   lua_pushlstring(L, b->data ? b->data : "", b->len);
   if (b->cap > (1u << 20)) pd_buf_free(b);         /* keep no big buffer */
   return 1;
@@ -385,7 +396,7 @@ static int encode_args(lua_State *L) {
   for (lua_Integer i = 1; i <= n; i++) {
     ej->at = i;
     lua_rawgeti(L, 2, i);
-    enc_value(L, -1, b, 0);
+    enc_value(L, -1, b);
     pd_job_argend(ej->j);
     lua_pop(L, 1);
   }
@@ -721,9 +732,8 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     ctx->serial++;
     ctx->in_task = 1;
     lua_pushvalue(L, fi);                          /* [.., f] */
-    rd r = {f + off, f + off + len};
+    decode_or_raise(L, f + off, len);              /* [.., f, arg] */
     off += len;
-    if (dec_value(L, &r, 0) || r.p != r.e) _exit(70);  /* [.., f, arg] */
     int nargs = 1;
     if (unpack && lua_istable(L, -1)) {
       int t = lua_gettop(L);
@@ -751,7 +761,7 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     }
     int rt = lua_type(L, -1);
     if (rt == LUA_TNUMBER || rt == LUA_TSTRING || rt == LUA_TBOOLEAN || rt == LUA_TNIL) {
-      enc_value(L, -1, &c->out, 0);                /* cannot fail but for memory */
+      enc_value(L, -1, &c->out);                /* cannot fail but for memory */
       uint32_t rl = (uint32_t)(c->out.len - before);
       memcpy(c->out.data + lenat, &rl, 4);
       lua_pop(L, 1);
@@ -983,7 +993,7 @@ static const luaL_Reg map_funcs[] = {
   {"decode", m_decode}, {"random", m_random}, {"rng", m_rng}, {"task", m_task},
   {"isatty", m_isatty}, {"getpid", m_getpid}, {"machine", m_machine},
   {"rss", m_rss}, {"alive", m_alive}, {"set_error_mt", m_set_error_mt},
-  {"set_pd", m_set_pd},
+  {"set_pd", m_set_pd}, {"codec_encode", m_codec_encode},
   {NULL, NULL},
 };
 

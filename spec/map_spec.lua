@@ -74,6 +74,19 @@ describe("pd.map", function()
     assert.is_true(map._pools().default:stats().frames_out - before >= 10)
   end)
 
+  it("writes lone scalars byte for byte as the codec does, and reads them back", function()
+    local vals = { 0, 1, -1, 63, 64, -65, 300, math.maxinteger or 2^53, math.mininteger or -2^53,
+                   0.5, -0.0, 1/0, 1e300, "", "x", string.rep("y", 200), true, false }
+    for _, v in ipairs(vals) do
+      local s = cmap.encode(v)
+      assert.equals(cmap.codec_encode(v), s)
+      assert.equals(v, cmap.decode(s))
+      assert.equals(v, require("pd.codec").decode(s))
+    end
+    assert.is_nil(cmap.decode(cmap.encode(nil)))
+    assert.has_error(function() cmap.decode("\1\3") end)       -- truncated
+  end)
+
   it("rejects bad arguments and unsendable elements", function()
     assert.has_error(function() pd.map(42, {}) end)
     assert.has_error(function() pd.map(function() end, {}, { bogus = 1 }) end)

@@ -29,118 +29,36 @@ cmap.set_error_mt(Error)
 function M.iserror(v) return getmetatable(v) == Error end
 
 -- ---------------------------------------------------------------------------
--- Packing the mapped function: bytecode with its upvalues; library values
--- (math.sin, string, a loaded module or one of its fields) travel by name
--- and are resolved again on the worker.  A stand-in for the project codec's
--- function transport (issue 3); same-VM, trusted workers only.
-
-local function library_names()
-  local names = {}
-  for mod, t in pairs(package.loaded) do
-    if type(mod) == "string" and (type(t) == "table" or type(t) == "function") then
-      if names[t] == nil then names[t] = { lib = mod } end
-      if type(t) == "table" then
-        for k, v in pairs(t) do
-          local tv = type(v)
-          if type(k) == "string" and (tv == "function" or tv == "table" or tv == "userdata")
-             and names[v] == nil then
-            names[v] = { lib = mod, key = k }
-          end
-        end
-      end
-    end
-  end
-  for k, v in pairs(_G) do
-    if type(k) == "string" and names[v] == nil and type(v) ~= "number" and type(v) ~= "string"
-       and type(v) ~= "boolean" then
-      names[v] = { lib = "_G", key = k }
-    end
-  end
-  return names
-end
-
-local function pack_value(v, names, depth, where)
-  if depth > 50 then error("cannot send " .. where .. ": nested too deeply (a cycle?)", 0) end
-  local t = type(v)
-  if t == "nil" or t == "number" or t == "string" or t == "boolean" then return { v = v } end
-  local name = names[v]
-  if name then return name end
-  if t == "function" then
-    local info = debug.getinfo(v, "S")
-    if info.what == "C" then
-      error("cannot send " .. where .. ": a C function that no loaded module names", 0)
-    end
-    local ok, code = pcall(string.dump, v)
-    if not ok then error("cannot send " .. where .. ": " .. tostring(code), 0) end
-    local ups = {}
-    local i = 1
-    while true do
-      local n, u = debug.getupvalue(v, i)
-      if not n then break end
-      if n == "_ENV" then ups[i] = { env = true }
-      else ups[i] = pack_value(u, names, depth + 1, "upvalue '" .. n .. "' of " .. where) end
-      i = i + 1
-    end
-    return { fn = code, ups = ups, nups = i - 1 }
-  elseif t == "table" then
-    local items = {}
-    for k, x in pairs(v) do
-      items[#items + 1] = { pack_value(k, names, depth + 1, where),
-                            pack_value(x, names, depth + 1, where) }
-    end
-    return { tab = items }
-  end
-  error("cannot send " .. where .. ": a " .. t .. " value", 0)
-end
-
-local function resolve(p)
-  local m = package.loaded[p.lib]
-  if m == nil then m = require(p.lib) end
-  if p.key ~= nil then return m[p.key] end
-  return m
-end
-
-local function unpack_value(p)
-  if p.lib then return resolve(p) end
-  if p.fn then
-    local f = assert(load(p.fn, "=task", "b"))
-    for i = 1, p.nups do
-      local u = p.ups[i]
-      if u.env then debug.setupvalue(f, i, _G)
-      else debug.setupvalue(f, i, unpack_value(u)) end
-    end
-    return f
-  end
-  if p.tab then
-    local t = {}
-    for _, kv in ipairs(p.tab) do
-      local k = unpack_value(kv[1])
-      if k ~= nil then t[k] = unpack_value(kv[2]) end
-    end
-    return t
-  end
-  return p.v
-end
+-- The mapped function travels once per worker as one codec message (lua/
+-- codec.h): bytecode with its upvalues, library values by name, resolved
+-- again on the worker; `shared` rides along.  The workers are our own
+-- children running this VM: trusted for bytecode.
 
 --- The blob a worker turns back into (f, shared).
+-- Two messages: the module search paths first (the function may name
+-- modules that only those paths find), then {f, shared}.
 function M._pack(f, shared)
-  local names = library_names()
-  return cmap.encode {
-    f = pack_value(f, names, 0, "the mapped function"),
-    shared = shared ~= nil and pack_value(shared, names, 0, "opts.shared") or nil,
-    path = package.path, cpath = package.cpath,
-  }
+  local paths = cmap.encode { path = package.path, cpath = package.cpath }
+  return #paths .. ":" .. paths .. cmap.encode { f = f, shared = shared }
 end
 
-local loaded = setmetatable({}, { __mode = "v" })
---- Worker side of _pack (stdlib/pd/worker.lua): blob -> f, shared.
+local loaded = {}
+--- Worker side of _pack (stdlib/pd/worker.lua): blob -> f, shared.  The
+-- same blob (the same function mapped again) is loaded once.
 function M._unpack(blob)
   local hit = loaded[blob]
   if hit then return hit.f, hit.shared end
-  local spec = cmap.decode(blob)
-  package.path, package.cpath = spec.path or package.path, spec.cpath or package.cpath
-  local rec = { f = unpack_value(spec.f), shared = spec.shared and unpack_value(spec.shared) }
+  local len, rest = blob:match("^(%d+):()")
+  len = tonumber(len)
+  local paths = cmap.decode(blob:sub(rest, rest + len - 1))
+  package.path, package.cpath = paths.path or package.path, paths.cpath or package.cpath
+  local spec = cmap.decode(blob:sub(rest + len))
+  local rec = { f = spec.f, shared = spec.shared }
+  if type(rec.f) ~= "function" then error("pd.map: the job carries no function", 0) end
   loaded[blob] = rec
+  local n = 0
+  for _ in pairs(loaded) do n = n + 1 end
+  if n > 64 then loaded = { [blob] = rec } end     -- bounded cache
   return rec.f, rec.shared
 end
 
