@@ -412,13 +412,19 @@ static int l_ones(lua_State *L) {
   return 1;
 }
 
-/* pd.full(n [, m], v [, dtype]).  Stack: [n, m?, v, d?] -> [a] */
+/* pd.full(n, v [, dtype]) or pd.full(n, m, v [, dtype]): every element v.
+ * Stack: [n, m?, v, d?] -> [a] */
 static int l_full(lua_State *L) {
-  int64_t dims[2];
-  int next, ndim = shape_args(L, 1, dims, &next);
-  luaL_checknumber(L, next);
-  pdi_array *a = pdi_array_new(L, optdtype(L, next + 1, PDI_F64), ndim, dims);
-  fill_value(L, a, next);
+  int64_t dims[2] = {0, 1};
+  int ndim = lua_type(L, 3) == LUA_TNUMBER ? 2 : 1;
+  for (int k = 0; k < ndim; k++) {
+    lua_Integer n = luaL_checkinteger(L, k + 1);
+    luaL_argcheck(L, n >= 0, k + 1, "negative size");
+    dims[k] = n;
+  }
+  luaL_checknumber(L, ndim + 1);
+  pdi_array *a = pdi_array_new(L, optdtype(L, ndim + 2, PDI_F64), ndim, dims);
+  fill_value(L, a, ndim + 1);
   return 1;
 }
 
@@ -969,6 +975,9 @@ static int inplace_method(lua_State *L, int op) {
         pdi_array_contiguous(a) && pdi_array_contiguous(b) &&
         a->dims[0] == b->dims[0] && a->dims[1] == b->dims[1]) {
       cblas_daxpy((int)a->n, alpha, (const double *)b->data, 1, (double *)a->data, 1);
+    } else if (!b) {
+      lua_pushnumber(L, luaL_checknumber(L, 2) * alpha);  /* [a, b, alpha, b*alpha] */
+      inplace(L, OP_ADD, 1, 4);
     } else {
       lua_pushcfunction(L, arr_mul);
       lua_pushvalue(L, 2);
@@ -1095,7 +1104,7 @@ static const struct { const char *name; un_kern k; } unaries[] = {
 
 /* pd.math.F(x): for a number, F(x) as a number; for an array, a new array
  * (f64 for integer input, else the same dtype).  The kernel is upvalue 1
- * (a light userdata index into unaries).  Stack: [x] -> [y] */
+ * (an integer index into unaries).  Stack: [x] -> [y] */
 static int l_unary(lua_State *L) {
   size_t k = (size_t)lua_tointeger(L, lua_upvalueindex(1));
   un_kern f = unaries[k].k;
@@ -1270,7 +1279,7 @@ static int arr_norm(lua_State *L) {
   }
   double ss = a->dtype == PDI_F64 ? sumsq_f64((const double *)a->data, a->n)
                                   : sum_f32((const float *)a->data, a->n, 1);
-  if (!(ss < DBL_MAX) || (ss < 1e-280 && ss > 0) ) {
+  if (!(ss < DBL_MAX) || ss < 1e-280) {   /* overflowed, or maybe underflowed */
     double m = 0;
     for (int64_t i = 0; i < a->n; i++) {
       double v = fabs(get_f(a->dtype, a->data + i * (int64_t)dtypes[a->dtype].size));
