@@ -1662,10 +1662,9 @@ void pdi_array_encode(const pdi_array *a, char *out) {
   char *p = out + 4 + 8 * a->ndim;
   size_t es = dtypes[a->dtype].size;
   if (pdi_array_contiguous(a)) { memcpy(p, a->data, (size_t)a->n * es); return; }
-  for (int64_t i = 0; i < a->dims[0]; i++) {
-    convert(a->dtype, p, 1, a->dtype, at(a, i, 0), a->strides[1], a->dims[1]);
-    p += (size_t)a->dims[1] * es;
-  }
+  /* out + header need not be aligned for the element type: bytes only */
+  for (int64_t i = 0; i < a->dims[0]; i++)
+    for (int64_t j = 0; j < a->dims[1]; j++, p += es) memcpy(p, at(a, i, j), es);
 }
 
 const char *pdi_array_decode(lua_State *L, const char *p, size_t len) {
