@@ -1639,27 +1639,42 @@ static int l_solve(lua_State *L) {
  * wire form
  * ====================================================================== */
 
-size_t pdi_array_encoded_size(const pdi_array *a) {
-  return 4 + 8 * (size_t)a->ndim + (size_t)a->n * dtypes[a->dtype].size;
+/* Unsigned LEB128, as the codec writes its own numbers. */
+static size_t uvarint_len(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) { v >>= 7; n++; }
+  return n;
+}
+static char *put_uvarint(char *p, uint64_t v) {
+  while (v >= 0x80) { *p++ = (char)(0x80 | (v & 0x7f)); v >>= 7; }
+  *p++ = (char)v;
+  return p;
+}
+/* Read one at *p < end; 0, or -1 on truncation or more than 64 bits. */
+static int get_uvarint(const char **p, const char *end, uint64_t *v) {
+  uint64_t r = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (*p >= end) return -1;
+    unsigned char c = (unsigned char)*(*p)++;
+    if (shift == 63 && c > 1) return -1;
+    r |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) { *v = r; return 0; }
+  }
+  return -1;
 }
 
-static void put_u64le(char *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (char)(v >> (8 * i));
-}
-static uint64_t get_u64le(const char *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v |= (uint64_t)(unsigned char)p[i] << (8 * i);
-  return v;
+size_t pdi_array_encoded_size(const pdi_array *a) {
+  size_t n = 2 + uvarint_len((uint64_t)a->dims[0]);
+  if (a->ndim == 2) n += uvarint_len((uint64_t)a->dims[1]);
+  return n + (size_t)a->n * dtypes[a->dtype].size;
 }
 
 void pdi_array_encode(const pdi_array *a, char *out) {
-  out[0] = 1;
-  out[1] = (char)a->dtype;
-  out[2] = (char)a->ndim;
-  out[3] = 0;
-  put_u64le(out + 4, (uint64_t)a->dims[0]);
-  if (a->ndim == 2) put_u64le(out + 12, (uint64_t)a->dims[1]);
-  char *p = out + 4 + 8 * a->ndim;
+  char *p = out;
+  *p++ = (char)a->dtype;
+  *p++ = (char)a->ndim;
+  p = put_uvarint(p, (uint64_t)a->dims[0]);
+  if (a->ndim == 2) p = put_uvarint(p, (uint64_t)a->dims[1]);
   size_t es = dtypes[a->dtype].size;
   if (pdi_array_contiguous(a)) { memcpy(p, a->data, (size_t)a->n * es); return; }
   /* out + header need not be aligned for the element type: bytes only */
@@ -1668,22 +1683,23 @@ void pdi_array_encode(const pdi_array *a, char *out) {
 }
 
 const char *pdi_array_decode(lua_State *L, const char *p, size_t len) {
-  if (len < 4) return "array: truncated header";
-  if (p[0] != 1) return "array: unknown wire version";
-  int dtype = (unsigned char)p[1], ndim = (unsigned char)p[2];
+  const char *end = p + len;
+  if (len < 3) return "array: truncated header";
+  int dtype = (unsigned char)p[0], ndim = (unsigned char)p[1];
   if (dtype >= PDI_NDTYPES) return "array: unknown dtype";
   if (ndim != 1 && ndim != 2) return "array: ndim must be 1 or 2";
-  if (p[3] != 0) return "array: reserved byte is not zero";
-  if (len < 4 + 8 * (size_t)ndim) return "array: truncated header";
-  uint64_t d0 = get_u64le(p + 4), d1 = ndim == 2 ? get_u64le(p + 12) : 1;
-  if (d0 > (uint64_t)PDI_MAXN || d1 > (uint64_t)PDI_MAXN) return "array: dimension too large";
-  if (d1 != 0 && d0 > (uint64_t)PDI_MAXN / d1) return "array: too many elements";
-  uint64_t n = d0 * d1;
+  p += 2;
+  uint64_t d[2] = {0, 1};
+  for (int k = 0; k < ndim; k++)
+    if (get_uvarint(&p, end, &d[k])) return "array: truncated header";
+  if (d[0] > (uint64_t)PDI_MAXN || d[1] > (uint64_t)PDI_MAXN) return "array: dimension too large";
+  if (d[1] != 0 && d[0] > (uint64_t)PDI_MAXN / d[1]) return "array: too many elements";
+  uint64_t n = d[0] * d[1];
   size_t es = dtypes[dtype].size;
-  if (len - (4 + 8 * (size_t)ndim) != n * es) return "array: element bytes do not match the shape";
-  int64_t dims[2] = {(int64_t)d0, (int64_t)d1};
+  if ((uint64_t)(end - p) != n * es) return "array: element bytes do not match the shape";
+  int64_t dims[2] = {(int64_t)d[0], (int64_t)d[1]};
   pdi_array *a = pdi_array_new(L, dtype, ndim, dims);
-  memcpy(a->data, p + 4 + 8 * ndim, (size_t)n * es);
+  memcpy(a->data, p, (size_t)n * es);
   return NULL;
 }
 

@@ -88,16 +88,16 @@ void pdi_array_push_item(lua_State *L, int idx, int64_t i);
 pdi_array *pdi_array_push_copy(lua_State *L, int idx);
 
 /* ---- wire form (codec extension 1) ------------------------------------
- * An array travels as a header and then its elements, row-major, raw
- * little-endian (the host order on every machine pdlua supports):
- *   byte 0      version (1)
- *   byte 1      dtype (pdi_dtype)
- *   byte 2      ndim (1 or 2)
- *   byte 3      0 (reserved)
- *   bytes 4..   ndim dimensions, each uint64 little-endian
- *   then        n * pdi_dtype_size(dtype) bytes of elements
+ * The payload of the codec's EXT 1 (codec.h, PDI_CODEC_EXT_ARRAY): a header
+ * and then the elements, row-major, raw little-endian (the host order on
+ * every machine pdlua supports):
+ *   u8      dtype (pdi_dtype: 0 f64, 1 f32, 2 i32, 3 i64, 4 u8)
+ *   u8      ndim (1 or 2)
+ *   ndim x  uvarint (unsigned LEB128) dimension
+ *   then    n * pdi_dtype_size(dtype) bytes of elements
  * A view is sent as its elements (a contiguous copy of what it shows); the
- * receiver gets an owning array. */
+ * receiver gets an owning array.  The codec frames this payload with its
+ * own version byte and length. */
 
 /* Bytes the wire form of a takes. */
 size_t pdi_array_encoded_size(const pdi_array *a);

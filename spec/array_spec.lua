@@ -307,19 +307,21 @@ describe("pd.array wire form", function()
   it("is a header and raw little-endian bytes", function()
     local A = require "pd.core.array"
     local s = A.encode(pd.array({ 1, 258 }, "i32"))
-    assert.equals(4 + 8 + 8, #s)
-    assert.equals("\1\2\1\0" .. "\2\0\0\0\0\0\0\0" .. "\1\0\0\0" .. "\2\1\0\0", s)
+    assert.equals("\2\1\2" .. "\1\0\0\0" .. "\2\1\0\0", s)   -- i32, 1-D, 2; then 1, 258
+    assert.equals("\4\2\128\1\2" .. ("\0"):rep(256), A.encode(pd.zeros(128, 2, "u8")))
   end)
 
   it("rejects malformed input with an error", function()
     local A = require "pd.core.array"
     local good = A.encode(pd.array { 1, 2 })
     assert.error_matches(function() A.decode(good:sub(1, -2)) end, "do not match")
-    assert.error_matches(function() A.decode("\2" .. good:sub(2)) end, "version")
-    assert.error_matches(function() A.decode("\1\9" .. good:sub(3)) end, "dtype")
-    assert.error_matches(function() A.decode("\1\0\3\0") end, "ndim")
-    assert.error_matches(function() A.decode("\1\0\1\0\255\255\255\255\255\255\255\127") end, "too large")
-    assert.error_matches(function() A.decode("\1\0") end, "truncated")
+    assert.error_matches(function() A.decode(good .. "x") end, "do not match")
+    assert.error_matches(function() A.decode("\9" .. good:sub(2)) end, "dtype")
+    assert.error_matches(function() A.decode("\0\3" .. good:sub(3)) end, "ndim")
+    assert.error_matches(function() A.decode("\0\1\255\255\255\255\255\255\127") end, "too large")
+    assert.error_matches(function() A.decode("\0\1\255\255\255\255\255\255\255\255\255\255\1") end, "truncated")
+    assert.error_matches(function() A.decode("\0\1\128") end, "truncated")
+    assert.error_matches(function() A.decode("\0\2\1") end, "truncated")
   end)
 end)
 
