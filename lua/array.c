@@ -29,7 +29,12 @@
 #include <cblas.h>
 #include <lapacke.h>
 
+#include "codec.h"
 #include "pdlua.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#  error "pd.array's wire form is the host's bytes: little-endian hosts only"
+#endif
 
 /* ======================================================================
  * dtypes and storage
@@ -1722,6 +1727,24 @@ static int l_decode(lua_State *L) {
   return 1;
 }
 
+/* The codec's extension 1 (codec.h): append a's payload to out, one copy
+ * of the elements.  Stack: unchanged. */
+static int codec_enc(lua_State *L, int idx, pd_buf *out) {
+  pdi_array *a = pdi_array_check(L, idx);
+  size_t n = pdi_array_encoded_size(a);
+  if (n > UINT32_MAX) return luaL_error(L, "pd.codec: a pd.Array of %d elements is over 4 GiB", (int)a->n);
+  if (pd_buf_reserve(out, n)) return luaL_error(L, "pd.codec: out of memory encoding a pd.Array");
+  pdi_array_encode(a, out->data + out->len);
+  out->len += n;
+  return 0;
+}
+/* Decode a payload (hostile input: every length is checked).
+ * Stack: [] -> [a] */
+static void codec_dec(lua_State *L, const char *p, size_t n) {
+  const char *err = pdi_array_decode(L, p, n);
+  if (err) luaL_error(L, "pd.codec: malformed pd.Array payload (%s)", err);
+}
+
 /* ======================================================================
  * opening
  * ====================================================================== */
@@ -1775,6 +1798,7 @@ int luaopen_pd_core_array(lua_State *L) {
     lua_setfield(L, -2, "__name");
   }
   lua_pop(L, 1);                                      /* [] */
+  pdi_codec_register_ext(L, PDI_ARRAY_MT, PDI_CODEC_EXT_ARRAY, codec_enc, codec_dec);
   luaL_newlib(L, array_funcs);                        /* [t] */
   luaL_newlib(L, linalg_funcs);
   lua_pushcfunction(L, arr_matmul);
