@@ -7,6 +7,7 @@
  * requires them lazily and one file carries all of them.
  */
 #include "pdlua.h"
+#include "array.h"
 
 #include "codec.h"
 #include "pd/pd.h"
@@ -14,6 +15,7 @@
 /* Native parts: each adds one line here (and its opener to pdlua.h). */
 static const luaL_Reg natives[] = {
   {"pd.core.map", luaopen_pd_core_map},
+  {"pd.core.array", luaopen_pd_core_array},
   {"pd.core.codec", luaopen_pd_core_codec},
   {NULL, NULL},
 };
