@@ -596,9 +596,11 @@ static int drain(pd_pool *p, int k, int *gone) {
   worker *w = &p->w[k];
   int final = 0;
   for (;;) {
+    size_t room = w->c.in.cap - w->c.in.len;
     int r = pd_conn_fill(&w->c);
     if (r == -EAGAIN) break;
     if (r < 0) { *gone = KILL_CRASH; break; }
+    int drained = (size_t)r < room;                 /* a short read: nothing left */
     const char *f;
     size_t n;
     int got;
@@ -608,6 +610,7 @@ static int drain(pd_pool *p, int k, int *gone) {
       final += d;
     }
     if (got < 0) { *gone = KILL_CRASH; break; }
+    if (drained) break;
   }
   return final;
 }
@@ -697,8 +700,11 @@ int pd_pool_pump(pd_pool *p, double timeout) {
     /* a job that failed stops its other tasks now */
     for (pd_job *j = p->jobs; j; j = j->link)
       if (j->status == PD_JOB_FAILED && j->inflight) stop_job_workers(p, j);
-    if (final > before) continue;                   /* hand out more, then return */
-    if (final > 0) return final;
+    if (final > before) {                           /* hand out more, then return */
+      dispatch(p);
+      for (int k = 0; k < p->nw; k++) pd_conn_flush(&p->w[k].c);
+      return final;
+    }
     if (timeout >= 0 && pd_now() - start >= timeout) return final;
   }
 }

@@ -34,12 +34,56 @@ function M.iserror(v) return getmetatable(v) == Error end
 -- again on the worker; `shared` rides along.  The workers are our own
 -- children running this VM: trusted for bytecode.
 
+-- A function whose upvalues are all plain values (nil, booleans, numbers,
+-- strings), the globals table or C functions packs the same way every time
+-- until one of them changes: its blob is cached (one string.dump per
+-- function, not per map).  Tables are never assumed unchanged.
+local blob_cache = setmetatable({}, { __mode = "k" })
+
+local function upvalues_key(f)
+  local vals, i = {}, 1
+  while true do
+    local n, v = debug.getupvalue(f, i)
+    if not n then break end
+    local t = type(v)
+    if t == "table" then
+      if v ~= _G then return nil end
+    elseif t == "function" then
+      if not pcall(debug.getinfo, v, "S") or debug.getinfo(v, "S").what ~= "C" then return nil end
+    elseif t ~= "nil" and t ~= "boolean" and t ~= "number" and t ~= "string" then
+      return nil
+    end
+    vals[i] = v
+    i = i + 1
+  end
+  vals.n = i - 1
+  return vals
+end
+
+local function same(a, b)
+  if a.n ~= b.n then return false end
+  for i = 1, a.n do
+    local x, y = a[i], b[i]
+    if x ~= y or (math.type and math.type(x) ~= math.type(y)) then return false end
+  end
+  return true
+end
+
 --- The blob a worker turns back into (f, shared).
 -- Two messages: the module search paths first (the function may name
 -- modules that only those paths find), then {f, shared}.
 function M._pack(f, shared)
+  local key = shared == nil and upvalues_key(f)
+  local hit = key and blob_cache[f]
+  if hit and same(hit.key, key) and hit.path == package.path and hit.cpath == package.cpath then
+    return hit.blob
+  end
   local paths = cmap.encode { path = package.path, cpath = package.cpath }
-  return #paths .. ":" .. paths .. cmap.encode { f = f, shared = shared }
+  local blob = #paths .. ":" .. paths .. cmap.encode { f = f, shared = shared }
+  if key then
+    blob_cache[f] = { key = key, blob = blob, path = package.path, cpath = package.cpath }
+  end
+  return blob
 end
 
 local loaded = {}
@@ -71,9 +115,13 @@ local S = {
   njobs = 0,
 }
 
+local machine_cpus, machine_avail, options
 local function settings()
-  local o = core.options()
-  local cpus, avail = cmap.machine()
+  if not machine_cpus then
+    machine_cpus, machine_avail = cmap.machine()
+    options = core.options()
+  end
+  local o, cpus, avail = options, machine_cpus, machine_avail
   return {
     cpus = S.cpus or o.cpus or cpus,
     seed = S.seed or o.seed,
@@ -390,7 +438,7 @@ function M.map_async(f, list, opts)
   })
   local progress = opts.progress
   if progress == nil then progress = st.progress end
-  if progress == nil then progress = core.options().progress end
+  if progress == nil then progress = options.progress end
   local job = setmetatable({
     id = id, n = n, seed = seed, _pool = pool, _t0 = core.now(),
     _collect = opts.errors == "collect",
