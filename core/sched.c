@@ -478,6 +478,11 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
   size_t countat = c->out.len;
   put32(&c->out, 0);
   uint32_t sent = 0;
+  if (!j->nretry) {                     /* fresh tasks: one reserve, then copies */
+    uint32_t end = j->next + chunk < j->n ? j->next + chunk : j->n;
+    size_t need = (size_t)(j->aoff[end] - j->aoff[j->next]) + 8 * (size_t)(end - j->next);
+    if (pd_buf_reserve(&c->out, need)) return 0;
+  }
   while (sent < chunk && queued(j)) {
     uint32_t i;
     if (j->nretry) {
@@ -487,9 +492,13 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
       i = j->next++;
     }
     uint64_t a = j->aoff[i], b = j->aoff[i + 1];
-    put32(&c->out, i);
-    put32(&c->out, (uint32_t)(b - a));
-    pd_buf_append(&c->out, j->args.data + a, (size_t)(b - a));
+    if (pd_buf_reserve(&c->out, 8 + (size_t)(b - a))) break;
+    char *o = c->out.data + c->out.len;
+    uint32_t len = (uint32_t)(b - a);
+    memcpy(o, &i, 4);                   /* little-endian hosts (as the rest) */
+    memcpy(o + 4, &len, 4);
+    memcpy(o + 8, j->args.data + a, len);
+    c->out.len += 8 + (size_t)len;
     j->st[i] = PD_T_INFLIGHT;
     j->inflight++;
     w->q[w->qlen].job = j->id;
@@ -566,7 +575,6 @@ static int on_frame(pd_pool *p, worker *w, const char *f, size_t n) {
     inflight h = w->q[w->qhead];
     if (h.job != id || h.task != i) return -1;
     w->qhead++;
-    w->head_start = pd_now();
     if (j && i < j->n && j->st[i] == PD_T_INFLIGHT) {
       if (state != PD_T_DONE && state != PD_T_ERROR && state != PD_T_FAILED) return -1;
       if (job_final(j)) {
@@ -580,6 +588,7 @@ static int on_frame(pd_pool *p, worker *w, const char *f, size_t n) {
     }
     off += len;
   }
+  w->head_start = pd_now();                        /* its next task starts now */
   if (w->nbatch > 0) w->nbatch--;
   if (w->qhead == w->qlen) w->qhead = w->qlen = 0;
   else if (w->qhead > 1024 && w->qhead * 2 > w->qlen) {

@@ -640,12 +640,12 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     int status = lua_pcall(L, nargs, 1, hi);       /* [.., r] */
     ctx->in_task = 0;
     if (status == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
-    buf32(&c->out, idx);
-    unsigned char st = status == LUA_OK ? PD_T_DONE : PD_T_ERROR;
-    size_t stat = c->out.len;
-    pd_buf_append(&c->out, &st, 1);
-    size_t lenat = c->out.len;
-    buf32(&c->out, 0);
+    if (pd_buf_reserve(&c->out, 9 + 24)) oom_exit(c, job, idx, cap->limit);
+    char *o = c->out.data + c->out.len;  /* room reserved: u32 idx, u8 state, u32 len */
+    memcpy(o, &idx, 4);
+    o[4] = (char)(status == LUA_OK ? PD_T_DONE : PD_T_ERROR);
+    size_t stat = c->out.len + 4, lenat = c->out.len + 5;
+    c->out.len += 9;
     size_t before = c->out.len;
     if (status != LUA_OK && !lua_istable(L, -1)) {   /* handler did not run */
       lua_createtable(L, 0, 2);

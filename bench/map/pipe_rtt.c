@@ -2,6 +2,7 @@
  * between two processes, there and back.  Prints the median and min in us.
  * Usage: pipe_rtt [iterations] */
 #include <stdio.h>
+#define NAME "pipe"
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +43,6 @@ int main(int argc, char **argv) {
   close(ab[1]);
   waitpid(c, NULL, 0);
   qsort(t, n, sizeof *t, cmp);
-  printf("{\"median_us\": %.2f, \"min_us\": %.2f}\n", t[n / 2], t[0]);
+  printf("{\"system\": \"%s\", \"test\": \"floor\", \"median_us\": %.2f, \"min_us\": %.2f}\n", NAME, t[n / 2], t[0]);
   return 0;
 }
