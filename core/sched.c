@@ -52,6 +52,7 @@ typedef struct worker {
   uint32_t *jobs;               /* jobs whose function it holds */
   size_t njobs, capjobs;
   int nbatch;                   /* batches in flight */
+  int solo;                     /* runs a retried task: nothing else meanwhile */
   double head_start;            /* when its oldest in-flight task started */
   int kill_reason;              /* 0, or why we are killing it */
 } worker;
@@ -527,8 +528,13 @@ static void dispatch(pd_pool *p) {
       while (j && !job_wants(p, j, k)) j = j->link;
       if (!j) break;
       uint32_t chunk = chunk_for(p, j);
-      if (w->nbatch >= window_for(j, chunk)) break;
+      if (w->nbatch >= window_for(j, chunk) || w->solo) break;
+      /* a task run again after a lost worker runs alone on an idle worker,
+       * so that if it kills this one too no other task pays for it */
+      int retry = j->nretry && j->att[j->retry[j->nretry - 1]];
+      if (retry && w->nbatch) break;
       if (!send_batch(p, w, j, chunk)) break;
+      if (retry) w->solo = 1;
     }
   }
 }
@@ -590,6 +596,7 @@ static int on_frame(pd_pool *p, worker *w, const char *f, size_t n) {
   }
   w->head_start = pd_now();                        /* its next task starts now */
   if (w->nbatch > 0) w->nbatch--;
+  if (w->nbatch == 0) w->solo = 0;
   if (w->qhead == w->qlen) w->qhead = w->qlen = 0;
   else if (w->qhead > 1024 && w->qhead * 2 > w->qlen) {
     memmove(w->q, w->q + w->qhead, (w->qlen - w->qhead) * sizeof *w->q);
