@@ -73,9 +73,20 @@ elseif test == "cpu" then
   local par = now() - t0
   out.serial, out.parallel, out.speedup, out.variant = serial, par, serial / par, "pd.map default"
 elseif test == "mem" then
-  local w = 0
-  for _, pid in ipairs(require("pd.map")._pids()) do w = math.max(w, (cmap.rss(pid))) end
+  local function pss(pid)
+    for l in io.lines("/proc/" .. pid .. "/smaps_rollup") do
+      local kb = l:match("^Pss:%s+(%d+)")
+      if kb then return tonumber(kb) end
+    end
+    return 0
+  end
+  local w, wp = 0, 0
+  for _, pid in ipairs(require("pd.map")._pids()) do
+    w = math.max(w, (cmap.rss(pid)))
+    wp = math.max(wp, pss(pid))
+  end
   out.worker_kb = w / 1024
+  out.worker_pss_kb = wp
   out.coord_kb = cmap.rss() / 1024
 elseif test == "mem1m" then
   local xs = {}

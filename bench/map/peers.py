@@ -48,6 +48,49 @@ def rss_kb(pid):
     return 0
 
 
+def pss_kb(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def mem_of(out, pids):
+    out["worker_kb"] = max(rss_kb(p) for p in pids)
+    out["worker_pss_kb"] = max(pss_kb(p) for p in pids)
+    out["coord_kb"] = rss_kb(os.getpid())
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def descendants(root):
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
 def pool_pids_mp(pool):
     return [p.pid for p in pool._pool]
 
@@ -84,8 +127,7 @@ def run(system, test, n):
             t0 = time.perf_counter(); pool.map(burn, [k] * 200, chunksize=1); par = time.perf_counter() - t0
             out.update(serial=serial, parallel=par, speedup=serial / par, variant="Pool.map chunksize=1")
         elif test == "mem":
-            out["worker_kb"] = max(rss_kb(p) for p in pool_pids_mp(pool))
-            out["coord_kb"] = rss_kb(os.getpid())
+            mem_of(out, pool_pids_mp(pool))
         pool.terminate()
     elif system == "cf":
         from concurrent.futures import ProcessPoolExecutor
@@ -118,8 +160,7 @@ def run(system, test, n):
             t0 = time.perf_counter(); list(ex.map(burn, [k] * 200)); par = time.perf_counter() - t0
             out.update(serial=serial, parallel=par, speedup=serial / par, variant="map chunksize=1")
         elif test == "mem":
-            out["worker_kb"] = max(rss_kb(p) for p in ex._processes)
-            out["coord_kb"] = rss_kb(os.getpid())
+            mem_of(out, list(ex._processes))
         ex.shutdown()
     elif system == "joblib":
         from joblib import Parallel, delayed
@@ -146,6 +187,11 @@ def run(system, test, n):
                 t0 = time.perf_counter(); [burn(k) for _ in range(200)]; serial = time.perf_counter() - t0
                 t0 = time.perf_counter(); par(delayed(burn)(k) for _ in range(200)); p = time.perf_counter() - t0
                 out.update(serial=serial, parallel=p, speedup=serial / p, variant="batch_size='auto'")
+            elif test == "mem":
+                mem_of(out, [p for p in descendants(os.getpid()) if b"loky" in cmdline(p)
+                             and b"semaphore_tracker" not in cmdline(p)
+                             and b"resource_tracker" not in cmdline(p)])
+
         if test == "tput":
             m = min(n, 5000)
             with Parallel(n_jobs=W, batch_size=1) as p1:
@@ -187,8 +233,7 @@ def run(system, test, n):
                 out.update(serial=serial, parallel=p, speedup=serial / p, variant="client.map")
             elif test == "mem":
                 pids = [w.process.pid for w in cluster.workers.values()]
-                out["worker_kb"] = max(rss_kb(p) for p in pids)
-                out["coord_kb"] = rss_kb(os.getpid())
+                mem_of(out, pids)
         finally:
             client.close()
             cluster.close()

@@ -73,11 +73,12 @@ for s in order:
     print("| %s | %s | %s |" % (NAMES[s], f(v, "%.4f"), f(v / pc if v and pc else None, "%.2fx")))
 
 print("\n(e) memory: RSS, MB")
-print("| system | idle worker | coordinator (after warm-up) |")
-print("|---|---|---|")
+print("| system | idle worker RSS | idle worker PSS (shared pages split) | coordinator RSS (after warm-up) |")
+print("|---|---|---|---|")
 for s in order:
-    w, c = med(s, "mem", "worker_kb"), med(s, "mem", "coord_kb")
-    print("| %s | %s | %s |" % (NAMES[s], f(w and w / 1024, "%.1f"), f(c and c / 1024, "%.1f")))
+    w, wp, c = med(s, "mem", "worker_kb"), med(s, "mem", "worker_pss_kb"), med(s, "mem", "coord_kb")
+    print("| %s | %s | %s | %s |" % (NAMES[s], f(w and w / 1024, "%.1f"), f(wp and wp / 1024, "%.1f"),
+                                     f(c and c / 1024, "%.1f")))
 pk = med("pdlua", "mem1m", "coord_peak_kb")
 if pk:
     print("\npdlua coordinator peak RSS for a 10^6-task map of numbers: %.1f MB" % (pk / 1024))
