@@ -57,6 +57,13 @@ describe("pd.map", function()
     assert.same({ "a", "b", "c", n = 3 }, r)
   end)
 
+  it("maps a pd.array: one element (1-D) or one row (2-D) per task", function()
+    local v = pd.map(function(x) return x * 2 end, pd.array { 1, 2, 3 })
+    assert.same({ 2, 4, 6, n = 3 }, v)
+    local m = pd.map(function(row) return row:sum() end, pd.array { { 1, 2 }, { 3, 4 }, { 5, 6 } })
+    assert.same({ 3, 7, 11, n = 3 }, m)
+  end)
+
   it("maps a large list in batches: far fewer messages than tasks", function()
     local xs = {}
     for i = 1, 20000 do xs[i] = i end

@@ -396,7 +396,14 @@ function M.map_async(f, list, opts)
   opts = opts or {}
   if type(f) ~= "function" then error("pd.map: bad argument #1 (function expected, got "
                                       .. type(f) .. ")", 2) end
-  if type(list) ~= "table" then error("pd.map: bad argument #2 (table expected, got "
+  if type(list) == "userdata" and require("pd.core.array").isarray(list) then
+    -- a pd.array: one element (1-D) or one row (2-D and up) per task
+    local rows, a = {}, list
+    local dims = { a:shape() }
+    for i = 1, dims[1] do rows[i] = #dims == 1 and a[i] or a:row(i) end
+    list = rows
+  end
+  if type(list) ~= "table" then error("pd.map: bad argument #2 (table or pd.array expected, got "
                                       .. type(list) .. ")", 2) end
   if type(opts) ~= "table" then error("pd.map: bad argument #3 (table expected)", 2) end
   for k in pairs(opts) do
