@@ -9,19 +9,19 @@
  *   pool:completed(id, k) -> i, v | nil         pool:first_failure(id)
  *   pool:cancel(id)  pool:release(id)  pool:pids()  pool:stats()  pool:close()
  *   core.map.worker(loader)        the worker loop; never returns
- *   core.map.rng() / core.map.random(seed [, stream])   generators
+ *   core.map.task() -> index, seed, serial of the task running here
  *
  * The pool is a userdata with __gc and __close: closing the Lua state kills
  * and reaps every worker.  Values cross the socketpair through the value
- * encoding below (see "values"), a private stand-in until lua/codec.h lands.
+ * codec (lua/codec.h), one message per argument, result and function.
  */
 #define _GNU_SOURCE
 #include "pdlua.h"
+#include "codec.h"
 
 #include "pd/pd.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,118 +29,127 @@
 #include <unistd.h>
 
 #define POOL_MT "pd.Pool"
-#define RNG_MT "pd.Generator"
 #define ERROR_MT_KEY "pd.Error"      /* registry: the error objects' metatable */
 #define CTX_KEY "pd.map.ctx"         /* registry: the worker's task context */
 
 /* ==== values ================================================================
- * A compact self-delimiting encoding of nil, booleans, numbers (integer and
- * float kept apart), strings and tables of those (no cycles, depth <= 64).
- * The decoder checks every length against what is left and never trusts the
- * input.  To be replaced by the project codec (issue 3). */
-enum { V_NIL = 0, V_FALSE, V_TRUE, V_INT, V_FLT, V_STR, V_TAB, V_END };
-#define V_MAXDEPTH 64
+ * Every argument, result, error and function crosses the socketpair as one
+ * codec message (lua/codec.h).  The workers are this process's own children
+ * running the same VM: a trusted peer, so functions travel as bytecode and
+ * modules are resolved with require. */
 
-static void enc_value(lua_State *L, int idx, pd_buf *b, int depth);
-
-static void enc_raw(lua_State *L, pd_buf *b, const void *p, size_t n) {
-  if (pd_buf_append(b, p, n)) luaL_error(L, "not enough memory");
-}
-
-static void enc_tag(lua_State *L, pd_buf *b, int tag) {
-  unsigned char t = (unsigned char)tag;
-  enc_raw(L, b, &t, 1);
-}
-
-static void enc_value(lua_State *L, int idx, pd_buf *b, int depth) {
-  idx = lua_absindex(L, idx);
+/* Scalars (nil, booleans, numbers, strings) alone in a message are written
+ * and read here, byte for byte as lua/codec.c writes them (docs/wire.md:
+ * version byte 1, then T_NIL 0, T_FALSE 1, T_TRUE 2, T_INT 3 zigzag
+ * uvarint, T_FLOAT 4 f64 LE, T_STR 5 uvarint length and bytes); anything
+ * else goes through the codec.  Why: the codec's general entry builds a
+ * reference table and a frame stack for every message (about 1 us), which
+ * would dominate a map of 10^5 numbers.  spec/map_spec.lua checks these
+ * bytes against pdi_codec_encode. */
+static int enc_fast(lua_State *L, int idx, pd_buf *b) {
+  unsigned char t[2 + 10 + 8];
+  size_t n = 2;
+  t[0] = PDI_CODEC_VERSION;
+  uint64_t u;
   switch (lua_type(L, idx)) {
-  case LUA_TNIL: enc_tag(L, b, V_NIL); break;
-  case LUA_TBOOLEAN: enc_tag(L, b, lua_toboolean(L, idx) ? V_TRUE : V_FALSE); break;
+  case LUA_TNIL: t[1] = 0; break;
+  case LUA_TBOOLEAN: t[1] = lua_toboolean(L, idx) ? 2 : 1; break;
   case LUA_TNUMBER:
     if (pdc_isinteger(L, idx)) {
-      lua_Integer v = lua_tointeger(L, idx);
-      enc_tag(L, b, V_INT);
-      enc_raw(L, b, &v, 8);
+      uint64_t v = (uint64_t)lua_tointeger(L, idx);
+      u = (v << 1) ^ (uint64_t)-(int64_t)(v >> 63);
+      t[1] = 3;
+      do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
     } else {
-      double v = (double)lua_tonumber(L, idx);
-      enc_tag(L, b, V_FLT);
-      enc_raw(L, b, &v, 8);
+      double d = (double)lua_tonumber(L, idx);
+      memcpy(&u, &d, 8);
+      t[1] = 4;
+      for (int i = 0; i < 8; i++) t[n++] = (unsigned char)(u >> (8 * i));
     }
     break;
   case LUA_TSTRING: {
-    size_t n;
-    const char *s = lua_tolstring(L, idx, &n);
-    uint32_t len = (uint32_t)n;
-    if (n > PD_FRAME_MAX) luaL_error(L, "string too long to send (%d bytes)", (int)n);
-    enc_tag(L, b, V_STR);
-    enc_raw(L, b, &len, 4);
-    enc_raw(L, b, s, n);
-    break;
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    t[1] = 5;
+    u = len;
+    do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
+    if (pd_buf_append(b, t, n) || pd_buf_append(b, s, len)) luaL_error(L, "not enough memory");
+    return 1;
   }
-  case LUA_TTABLE:
-    if (depth >= V_MAXDEPTH) luaL_error(L, "cannot send a table nested deeper than %d (a cycle?)", V_MAXDEPTH);
-    luaL_checkstack(L, 3, "encoding");
-    enc_tag(L, b, V_TAB);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {                     /* [.. k v] */
-      enc_value(L, -2, b, depth + 1);
-      enc_value(L, -1, b, depth + 1);
-      lua_pop(L, 1);                               /* [.. k] */
-    }
-    enc_tag(L, b, V_END);
-    break;
-  default:
-    luaL_error(L, "cannot send a %s value (pd.map sends plain data: numbers, strings, "
-                  "booleans, tables; functions only as the mapped function)", luaL_typename(L, idx));
+  default: return 0;
+  }
+  if (pd_buf_append(b, t, n)) luaL_error(L, "not enough memory");
+  return 1;
+}
+
+/* Read a uvarint at *p < e; 0 on success. */
+static int get_uv(const unsigned char **p, const unsigned char *e, uint64_t *v) {
+  uint64_t x = 0;
+  for (int s = 0; s < 64 && *p < e; s += 7) {
+    unsigned char c = *(*p)++;
+    x |= (uint64_t)(c & 127) << s;
+    if (!(c & 128)) { *v = x; return 0; }
+  }
+  return -1;
+}
+
+/* Push a lone scalar message; 1 if done, 0 to leave it to the codec. */
+static int dec_fast(lua_State *L, const char *p, size_t n) {
+  const unsigned char *q = (const unsigned char *)p, *e = q + n;
+  if (n < 2 || q[0] != PDI_CODEC_VERSION) return 0;
+  uint64_t u;
+  q += 2;
+  switch (((const unsigned char *)p)[1]) {
+  case 0: if (n != 2) return 0; lua_pushnil(L); return 1;
+  case 1: case 2: if (n != 2) return 0; lua_pushboolean(L, p[1] == 2); return 1;
+  case 3:
+    if (get_uv(&q, e, &u) || q != e) return 0;
+    lua_pushinteger(L, (lua_Integer)(int64_t)((u >> 1) ^ (uint64_t)-(int64_t)(u & 1)));
+    return 1;
+  case 4: {
+    if (n != 10) return 0;
+    u = 0;
+    for (int i = 0; i < 8; i++) u |= (uint64_t)q[i] << (8 * i);
+    double d;
+    memcpy(&d, &u, 8);
+    lua_pushnumber(L, (lua_Number)d);
+    return 1;
+  }
+  case 5:
+    if (get_uv(&q, e, &u) || u != (uint64_t)(e - q)) return 0;
+    lua_pushlstring(L, (const char *)q, (size_t)u);
+    return 1;
+  default: return 0;
   }
 }
 
-typedef struct rd { const char *p, *e; } rd;
-
-/* Push one decoded value.  Returns 0, or -1 on malformed input (nothing pushed). */
-static int dec_value(lua_State *L, rd *r, int depth) {
-  if (r->p >= r->e || !lua_checkstack(L, 4)) return -1;
-  int tag = (unsigned char)*r->p++;
-  switch (tag) {
-  case V_NIL: lua_pushnil(L); return 0;
-  case V_FALSE: lua_pushboolean(L, 0); return 0;
-  case V_TRUE: lua_pushboolean(L, 1); return 0;
-  case V_INT: case V_FLT:
-    if (r->e - r->p < 8) return -1;
-    if (tag == V_INT) { lua_Integer v; memcpy(&v, r->p, 8); lua_pushinteger(L, v); }
-    else { double v; memcpy(&v, r->p, 8); lua_pushnumber(L, (lua_Number)v); }
-    r->p += 8;
-    return 0;
-  case V_STR: {
-    uint32_t n;
-    if (r->e - r->p < 4) return -1;
-    memcpy(&n, r->p, 4);
-    r->p += 4;
-    if ((size_t)(r->e - r->p) < n) return -1;
-    lua_pushlstring(L, r->p, n);
-    r->p += n;
-    return 0;
-  }
-  case V_TAB:
-    if (depth >= V_MAXDEPTH) return -1;
-    lua_newtable(L);
-    for (;;) {
-      if (r->p >= r->e) { lua_pop(L, 1); return -1; }
-      if ((unsigned char)*r->p == V_END) { r->p++; return 0; }
-      if (dec_value(L, r, depth + 1)) { lua_pop(L, 1); return -1; }
-      if (lua_isnil(L, -1) || dec_value(L, r, depth + 1)) { lua_pop(L, 2); return -1; }
-      lua_rawset(L, -3);
-    }
-  default:
-    return -1;
-  }
+static void enc_value(lua_State *L, int idx, pd_buf *b) {
+  if (enc_fast(L, idx, b)) return;
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  pdi_codec_encode(L, idx, b, &o);
 }
 
-/* Decode n bytes at p onto the stack, or raise "malformed".  [] -> [v] */
+/* Decode n bytes at p onto the stack, or raise.  [] -> [v] */
 static void decode_or_raise(lua_State *L, const char *p, size_t n) {
-  rd r = {p, p + n};
-  if (dec_value(L, &r, 0) || r.p != r.e) luaL_error(L, "malformed value on the wire");
+  if (dec_fast(L, p, n)) return;
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  pdi_codec_decode(L, p, n, &o);
+}
+
+/* core.map.codec_encode(v) -> the codec's own bytes (for the spec that
+ * holds the fast path to them).  Stack: [v] -> [s] */
+static int m_codec_encode(lua_State *L) {
+  pd_buf b;
+  pd_buf_init(&b);
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  luaL_checkany(L, 1);
+  pdi_codec_encode(L, 1, &b, &o);                  /* scalars only: cannot raise */
+  lua_pushlstring(L, b.data, b.len);
+  pd_buf_free(&b);
+  return 1;
 }
 
 /* The state's scratch buffer (a userdata in the registry that owns it, so
@@ -170,7 +179,7 @@ static int m_encode(lua_State *L) {
   luaL_checkany(L, 1);
   pd_buf *b = scratch(L);
   b->len = 0;
-  enc_value(L, 1, b, 0);
+  enc_value(L, 1, b);
   lua_pushlstring(L, b->data ? b->data : "", b->len);
   if (b->cap > (1u << 20)) pd_buf_free(b);         /* keep no big buffer */
   return 1;
@@ -183,92 +192,9 @@ static int m_decode(lua_State *L) {
   return 1;
 }
 
-/* ==== random streams ==========================================================
- * xoshiro256** (Blackman and Vigna) seeded through splitmix64 from (seed,
- * stream): a stream is fixed by the pair, whatever ran before it, so a task's
- * numbers depend on the job's seed and its index only. */
-typedef struct rng { uint64_t s[4]; } rng;
-
-static uint64_t splitmix(uint64_t *x) {
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static void rng_seed(rng *g, uint64_t seed, uint64_t stream) {
-  uint64_t x = seed;
-  uint64_t h = splitmix(&x) ^ (stream * 0xd1342543de82ef95ull + 0x632be59bd9b4e019ull);
-  for (int i = 0; i < 4; i++) g->s[i] = splitmix(&h);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(rng *g) {
-  uint64_t *s = g->s;
-  uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
-  s[2] ^= t; s[3] = rotl(s[3], 45);
-  return r;
-}
-
-static double rng_double(rng *g) { return (double)(rng_next(g) >> 11) * 0x1.0p-53; }
-
-static rng *push_rng(lua_State *L, uint64_t seed, uint64_t stream) {
-  rng *g = (rng *)lua_newuserdatauv(L, sizeof *g, 0);
-  rng_seed(g, seed, stream);
-  luaL_setmetatable(L, RNG_MT);
-  return g;
-}
-
-/* g:uniform() in [0,1); g:uniform(b) in [0,b); g:uniform(a, b) in [a,b). */
-static int g_uniform(lua_State *L) {
-  rng *g = (rng *)luaL_checkudata(L, 1, RNG_MT);
-  double u = rng_double(g);
-  if (lua_isnoneornil(L, 2)) lua_pushnumber(L, u);
-  else if (lua_isnoneornil(L, 3)) lua_pushnumber(L, u * luaL_checknumber(L, 2));
-  else {
-    double a = luaL_checknumber(L, 2), b = luaL_checknumber(L, 3);
-    lua_pushnumber(L, a + (b - a) * u);
-  }
-  return 1;
-}
-
-/* g:normal([mean [, sd]]): Box-Muller. */
-static int g_normal(lua_State *L) {
-  rng *g = (rng *)luaL_checkudata(L, 1, RNG_MT);
-  double mu = luaL_optnumber(L, 2, 0), sd = luaL_optnumber(L, 3, 1);
-  double u1 = 1.0 - rng_double(g), u2 = rng_double(g);      /* u1 in (0,1] */
-  lua_pushnumber(L, mu + sd * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-  return 1;
-}
-
-/* g:integers(n) in 1..n; g:integers(lo, hi) in lo..hi (both ends included). */
-static int g_integers(lua_State *L) {
-  rng *g = (rng *)luaL_checkudata(L, 1, RNG_MT);
-  lua_Integer lo = 1, hi;
-  if (lua_isnoneornil(L, 3)) hi = luaL_checkinteger(L, 2);
-  else { lo = luaL_checkinteger(L, 2); hi = luaL_checkinteger(L, 3); }
-  luaL_argcheck(L, lo <= hi, 2, "empty interval");
-  uint64_t span = (uint64_t)hi - (uint64_t)lo + 1, x;
-  if (span == 0) x = rng_next(g);                  /* the whole 64-bit range */
-  else {
-    uint64_t lim = UINT64_MAX - UINT64_MAX % span; /* reject the biased tail */
-    do x = rng_next(g); while (x >= lim);
-    x %= span;
-  }
-  lua_pushinteger(L, (lua_Integer)((uint64_t)lo + x));
-  return 1;
-}
-
-/* core.map.random(seed [, stream]) -> generator. */
-static int m_random(lua_State *L) {
-  uint64_t seed = (uint64_t)(lua_Integer)luaL_optnumber(L, 1, 0);
-  uint64_t stream = (uint64_t)(lua_Integer)luaL_optnumber(L, 2, 0);
-  push_rng(L, seed, stream);
-  return 1;
-}
-
+/* ==== the running task ======================================================
+ * pd.rng() inside a task is pd.random's stream (job seed, task index): the
+ * worker records here which task runs; stdlib/pd/map.lua makes the stream. */
 /* The task now running in this worker (registry CTX_KEY). */
 typedef struct taskctx {
   uint64_t seed;
@@ -284,36 +210,15 @@ static taskctx *get_ctx(lua_State *L) {
   return c;
 }
 
-/* core.map.rng([seed]) -> the running task's generator (the same object all
- * through one task), or, outside a task, a generator of stream 0 of seed.
- * Stack: [seed?] -> [g] */
-static int m_rng(lua_State *L) {
-  taskctx *c = get_ctx(L);
-  if (!c || !c->in_task) {
-    push_rng(L, (uint64_t)(lua_Integer)luaL_optnumber(L, 1, 0), 0);
-    return 1;
-  }
-  lua_getfield(L, LUA_REGISTRYINDEX, "pd.map.rng");       /* [g|nil] */
-  lua_getfield(L, LUA_REGISTRYINDEX, "pd.map.rngserial"); /* [g, serial] */
-  if (lua_isuserdata(L, -2) && (uint64_t)lua_tointeger(L, -1) == c->serial) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  lua_pop(L, 2);
-  push_rng(L, c->seed, (uint64_t)c->index + 1);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, LUA_REGISTRYINDEX, "pd.map.rng");
-  lua_pushinteger(L, (lua_Integer)c->serial);
-  lua_setfield(L, LUA_REGISTRYINDEX, "pd.map.rngserial");
-  return 1;
-}
-
-/* core.map.task() -> index (1-based) of the running task, or nil. */
+/* core.map.task() -> index (1-based), job seed, serial (changes with every
+ * task) of the task running in this worker, or nothing outside a task. */
 static int m_task(lua_State *L) {
   taskctx *c = get_ctx(L);
   if (!c || !c->in_task) return 0;
   lua_pushinteger(L, (lua_Integer)c->index + 1);
-  return 1;
+  lua_pushinteger(L, (lua_Integer)c->seed);
+  lua_pushinteger(L, (lua_Integer)c->serial);
+  return 3;
 }
 
 /* ==== the pool (coordinator side) =============================================== */
@@ -386,7 +291,7 @@ static int encode_args(lua_State *L) {
   for (lua_Integer i = 1; i <= n; i++) {
     ej->at = i;
     lua_rawgeti(L, 2, i);
-    enc_value(L, -1, b, 0);
+    enc_value(L, -1, b);
     pd_job_argend(ej->j);
     lua_pop(L, 1);
   }
@@ -723,9 +628,8 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     ctx->serial++;
     ctx->in_task = 1;
     lua_pushvalue(L, fi);                          /* [.., f] */
-    rd r = {f + off, f + off + len};
+    decode_or_raise(L, f + off, len);              /* [.., f, arg] */
     off += len;
-    if (dec_value(L, &r, 0) || r.p != r.e) _exit(70);  /* [.., f, arg] */
     int nargs = 1;
     if (unpack && lua_istable(L, -1)) {
       int t = lua_gettop(L);
@@ -738,12 +642,12 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     int status = lua_pcall(L, nargs, 1, hi);       /* [.., r] */
     ctx->in_task = 0;
     if (status == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
-    buf32(&c->out, idx);
-    unsigned char st = status == LUA_OK ? PD_T_DONE : PD_T_ERROR;
-    size_t stat = c->out.len;
-    pd_buf_append(&c->out, &st, 1);
-    size_t lenat = c->out.len;
-    buf32(&c->out, 0);
+    if (pd_buf_reserve(&c->out, 9 + 24)) oom_exit(c, job, idx, cap->limit);
+    char *o = c->out.data + c->out.len;  /* room reserved: u32 idx, u8 state, u32 len */
+    memcpy(o, &idx, 4);
+    o[4] = (char)(status == LUA_OK ? PD_T_DONE : PD_T_ERROR);
+    size_t stat = c->out.len + 4, lenat = c->out.len + 5;
+    c->out.len += 9;
     size_t before = c->out.len;
     if (status != LUA_OK && !lua_istable(L, -1)) {   /* handler did not run */
       lua_createtable(L, 0, 2);
@@ -753,7 +657,7 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     }
     int rt = lua_type(L, -1);
     if (rt == LUA_TNUMBER || rt == LUA_TSTRING || rt == LUA_TBOOLEAN || rt == LUA_TNIL) {
-      enc_value(L, -1, &c->out, 0);                /* cannot fail but for memory */
+      enc_value(L, -1, &c->out);                /* cannot fail but for memory */
       uint32_t rl = (uint32_t)(c->out.len - before);
       memcpy(c->out.data + lenat, &rl, 4);
       lua_pop(L, 1);
@@ -871,8 +775,7 @@ static int m_worker(lua_State *L) {
       case PD_F_DROP:
         if (n < 5) _exit(70);
         lua_pushnil(L);
-        lua_rawseti(L, jobs, rd32(f + 1));
-        lua_gc(L, LUA_GCCOLLECT, 0);
+        lua_rawseti(L, jobs, rd32(f + 1));          /* the GC takes it in its time */
         break;
       default:
         _exit(70);
@@ -975,17 +878,12 @@ static const luaL_Reg pool_methods[] = {
   {NULL, NULL},
 };
 
-static const luaL_Reg rng_methods[] = {
-  {"uniform", g_uniform}, {"normal", g_normal}, {"integers", g_integers},
-  {NULL, NULL},
-};
-
 static const luaL_Reg map_funcs[] = {
   {"pool", m_pool}, {"worker", m_worker}, {"encode", m_encode},
-  {"decode", m_decode}, {"random", m_random}, {"rng", m_rng}, {"task", m_task},
+  {"decode", m_decode}, {"task", m_task},
   {"isatty", m_isatty}, {"getpid", m_getpid}, {"machine", m_machine},
   {"rss", m_rss}, {"alive", m_alive}, {"set_error_mt", m_set_error_mt},
-  {"set_pd", m_set_pd},
+  {"set_pd", m_set_pd}, {"codec_encode", m_codec_encode},
   {NULL, NULL},
 };
 
@@ -999,11 +897,7 @@ int luaopen_pd_core_map(lua_State *L) {
     lua_pushcfunction(L, p_gc);
     lua_setfield(L, -2, "__close");
   }
-  if (luaL_newmetatable(L, RNG_MT)) {
-    luaL_newlib(L, rng_methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 2);
+  lua_pop(L, 1);
   luaL_newlib(L, map_funcs);
   return 1;
 }

@@ -7,6 +7,7 @@
  * requires them lazily and one file carries all of them.
  */
 #include "pdlua.h"
+#include "array.h"
 
 #include "codec.h"
 #include "pd/pd.h"
@@ -15,6 +16,7 @@
 static const luaL_Reg natives[] = {
   {"pd.core.map", luaopen_pd_core_map},
   {"pd.core.gpu", luaopen_pd_core_gpu},
+  {"pd.core.array", luaopen_pd_core_array},
   {"pd.core.codec", luaopen_pd_core_codec},
   {"pd.core.cluster", luaopen_pd_core_cluster},  /* cluster.c: nodes */
   {NULL, NULL},

@@ -57,6 +57,13 @@ describe("pd.map", function()
     assert.same({ "a", "b", "c", n = 3 }, r)
   end)
 
+  it("maps a pd.array: one element (1-D) or one row (2-D) per task", function()
+    local v = pd.map(function(x) return x * 2 end, pd.array { 1, 2, 3 })
+    assert.same({ 2, 4, 6, n = 3 }, v)
+    local m = pd.map(function(row) return row:sum() end, pd.array { { 1, 2 }, { 3, 4 }, { 5, 6 } })
+    assert.same({ 3, 7, 11, n = 3 }, m)
+  end)
+
   it("maps a large list in batches: far fewer messages than tasks", function()
     local xs = {}
     for i = 1, 20000 do xs[i] = i end
@@ -72,6 +79,19 @@ describe("pd.map", function()
     r = pd.map(function(x) return x end, { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, { chunk = 1 })
     assert.equals(10, r.n)
     assert.is_true(map._pools().default:stats().frames_out - before >= 10)
+  end)
+
+  it("writes lone scalars byte for byte as the codec does, and reads them back", function()
+    local vals = { 0, 1, -1, 63, 64, -65, 300, math.maxinteger or 2^53, math.mininteger or -2^53,
+                   0.5, -0.0, 1/0, 1e300, "", "x", string.rep("y", 200), true, false }
+    for _, v in ipairs(vals) do
+      local s = cmap.encode(v)
+      assert.equals(cmap.codec_encode(v), s)
+      assert.equals(v, cmap.decode(s))
+      assert.equals(v, require("pd.codec").decode(s))
+    end
+    assert.is_nil(cmap.decode(cmap.encode(nil)))
+    assert.has_error(function() cmap.decode("\1\3") end)       -- truncated
   end)
 
   it("rejects bad arguments and unsendable elements", function()

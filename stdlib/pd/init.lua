@@ -30,13 +30,22 @@ setmetatable(pd, {
   end,
 })
 
--- pd.map and the session (stdlib/pd/map.lua), loaded on first use.
+-- Arrays (issue 6): the constructors are C and cheap to open, so they are set
+-- here; pd.linalg, pd.math, pd.random load on first use.
+do
+  local A = require "pd.core.array"
+  for _, k in ipairs { "array", "zeros", "ones", "full", "eye", "range", "linspace", "isarray" } do
+    pd[k] = A[k]
+  end
+  lazy.linalg, lazy.math, lazy.random = "pd.linalg", "pd.math", "pd.random"
+end
+
+-- pd.map and the session (stdlib/pd/map.lua), loaded on first use.  pd.rng
+-- is map's: inside a task it is the task's pd.random stream.
 for _, name in ipairs { "map", "map_async", "jobs", "job", "init", "shutdown", "nodes",
                         "iserror", "rng" } do
   pd[name] = function(...) return require("pd.map")[name](...) end
 end
-lazy.random = "pd.map.random"  -- until pd.random comes with arrays
-package.preload["pd.map.random"] = function() return require("pd.map").random end
 
 --- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
 -- as a fresh table; empty under plain lua5.4.

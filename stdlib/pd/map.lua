@@ -29,97 +29,44 @@ cmap.set_error_mt(Error)
 function M.iserror(v) return getmetatable(v) == Error end
 
 -- ---------------------------------------------------------------------------
--- Packing the mapped function: bytecode with its upvalues; library values
--- (math.sin, string, a loaded module or one of its fields) travel by name
--- and are resolved again on the worker.  A stand-in for the project codec's
--- function transport (issue 3); same-VM, trusted workers only.
+-- The mapped function travels once per worker as one codec message (lua/
+-- codec.h): bytecode with its upvalues, library values by name, resolved
+-- again on the worker; `shared` rides along.  The workers are our own
+-- children running this VM: trusted for bytecode.
 
-local function library_names()
-  local names = {}
-  for mod, t in pairs(package.loaded) do
-    if type(mod) == "string" and (type(t) == "table" or type(t) == "function") then
-      if names[t] == nil then names[t] = { lib = mod } end
-      if type(t) == "table" then
-        for k, v in pairs(t) do
-          local tv = type(v)
-          if type(k) == "string" and (tv == "function" or tv == "table" or tv == "userdata")
-             and names[v] == nil then
-            names[v] = { lib = mod, key = k }
-          end
-        end
-      end
+-- A function whose upvalues are all plain values (nil, booleans, numbers,
+-- strings), the globals table or C functions packs the same way every time
+-- until one of them changes: its blob is cached (one string.dump per
+-- function, not per map).  Tables are never assumed unchanged.
+local blob_cache = setmetatable({}, { __mode = "k" })
+
+local function upvalues_key(f)
+  local vals, i = {}, 1
+  while true do
+    local n, v = debug.getupvalue(f, i)
+    if not n then break end
+    local t = type(v)
+    if t == "table" then
+      if v ~= _G then return nil end
+    elseif t == "function" then
+      if not pcall(debug.getinfo, v, "S") or debug.getinfo(v, "S").what ~= "C" then return nil end
+    elseif t ~= "nil" and t ~= "boolean" and t ~= "number" and t ~= "string" then
+      return nil
     end
+    vals[i] = v
+    i = i + 1
   end
-  for k, v in pairs(_G) do
-    if type(k) == "string" and names[v] == nil and type(v) ~= "number" and type(v) ~= "string"
-       and type(v) ~= "boolean" then
-      names[v] = { lib = "_G", key = k }
-    end
-  end
-  return names
+  vals.n = i - 1
+  return vals
 end
 
-local function pack_value(v, names, depth, where)
-  if depth > 50 then error("cannot send " .. where .. ": nested too deeply (a cycle?)", 0) end
-  local t = type(v)
-  if t == "nil" or t == "number" or t == "string" or t == "boolean" then return { v = v } end
-  local name = names[v]
-  if name then return name end
-  if t == "function" then
-    local info = debug.getinfo(v, "S")
-    if info.what == "C" then
-      error("cannot send " .. where .. ": a C function that no loaded module names", 0)
-    end
-    local ok, code = pcall(string.dump, v)
-    if not ok then error("cannot send " .. where .. ": " .. tostring(code), 0) end
-    local ups = {}
-    local i = 1
-    while true do
-      local n, u = debug.getupvalue(v, i)
-      if not n then break end
-      if n == "_ENV" then ups[i] = { env = true }
-      else ups[i] = pack_value(u, names, depth + 1, "upvalue '" .. n .. "' of " .. where) end
-      i = i + 1
-    end
-    return { fn = code, ups = ups, nups = i - 1 }
-  elseif t == "table" then
-    local items = {}
-    for k, x in pairs(v) do
-      items[#items + 1] = { pack_value(k, names, depth + 1, where),
-                            pack_value(x, names, depth + 1, where) }
-    end
-    return { tab = items }
+local function same(a, b)
+  if a.n ~= b.n then return false end
+  for i = 1, a.n do
+    local x, y = a[i], b[i]
+    if x ~= y or (math.type and math.type(x) ~= math.type(y)) then return false end
   end
-  error("cannot send " .. where .. ": a " .. t .. " value", 0)
-end
-
-local function resolve(p)
-  local m = package.loaded[p.lib]
-  if m == nil then m = require(p.lib) end
-  if p.key ~= nil then return m[p.key] end
-  return m
-end
-
-local function unpack_value(p)
-  if p.lib then return resolve(p) end
-  if p.fn then
-    local f = assert(load(p.fn, "=task", "b"))
-    for i = 1, p.nups do
-      local u = p.ups[i]
-      if u.env then debug.setupvalue(f, i, _G)
-      else debug.setupvalue(f, i, unpack_value(u)) end
-    end
-    return f
-  end
-  if p.tab then
-    local t = {}
-    for _, kv in ipairs(p.tab) do
-      local k = unpack_value(kv[1])
-      if k ~= nil then t[k] = unpack_value(kv[2]) end
-    end
-    return t
-  end
-  return p.v
+  return true
 end
 
 -- cluster: the script's own Lua modules (files under its directory) travel
@@ -140,26 +87,37 @@ local function local_modules()
 end
 
 --- The blob a worker turns back into (f, shared).
+-- Two messages: the module search paths first (the function may name
+-- modules that only those paths find), then {f, shared}.
 function M._pack(f, shared)
-  local names = library_names()
-  return cmap.encode {
-    f = pack_value(f, names, 0, "the mapped function"),
-    shared = shared ~= nil and pack_value(shared, names, 0, "opts.shared") or nil,
-    path = package.path, cpath = package.cpath,
-    mods = local_modules(),                    -- cluster: code transport
-  }
+  local key = shared == nil and upvalues_key(f)
+  local hit = key and blob_cache[f]
+  if hit and same(hit.key, key) and hit.path == package.path and hit.cpath == package.cpath then
+    return hit.blob
+  end
+  local paths = cmap.encode { path = package.path, cpath = package.cpath,
+                              mods = local_modules() }    -- cluster: code transport
+  local blob = #paths .. ":" .. paths .. cmap.encode { f = f, shared = shared }
+  if key then
+    blob_cache[f] = { key = key, blob = blob, path = package.path, cpath = package.cpath }
+  end
+  return blob
 end
 
-local loaded = setmetatable({}, { __mode = "v" })
---- Worker side of _pack (stdlib/pd/worker.lua): blob -> f, shared.
+local loaded = {}
+--- Worker side of _pack (stdlib/pd/worker.lua): blob -> f, shared.  The
+-- same blob (the same function mapped again) is loaded once.
 function M._unpack(blob)
   local hit = loaded[blob]
   if hit then return hit.f, hit.shared end
-  local spec = cmap.decode(blob)
+  local len, rest = blob:match("^(%d+):()")
+  len = tonumber(len)
+  local paths = cmap.decode(blob:sub(rest, rest + len - 1))
   if os.getenv("PDLUA_REMOTE_WORKER") then
     -- cluster: a node's worker keeps its own paths (the coordinator's may
-    -- not exist here) and gets the job's modules from the job itself
-    for name, m in pairs(spec.mods or {}) do
+    -- not exist here) and gets the job's modules from the job itself,
+    -- before the function (which may name them) is decoded
+    for name, m in pairs(paths.mods or {}) do
       if package.loaded[name] == nil then
         package.preload[name] = function(...)
           return assert(load(m.src, "@" .. m.path, "t"))(...)
@@ -167,10 +125,15 @@ function M._unpack(blob)
       end
     end
   else
-    package.path, package.cpath = spec.path or package.path, spec.cpath or package.cpath
+    package.path, package.cpath = paths.path or package.path, paths.cpath or package.cpath
   end
-  local rec = { f = unpack_value(spec.f), shared = spec.shared and unpack_value(spec.shared) }
+  local spec = cmap.decode(blob:sub(rest + len))
+  local rec = { f = spec.f, shared = spec.shared }
+  if type(rec.f) ~= "function" then error("pd.map: the job carries no function", 0) end
   loaded[blob] = rec
+  local n = 0
+  for _ in pairs(loaded) do n = n + 1 end
+  if n > 64 then loaded = { [blob] = rec } end     -- bounded cache
   return rec.f, rec.shared
 end
 
@@ -183,9 +146,13 @@ local S = {
   njobs = 0,
 }
 
+local machine_cpus, machine_avail, options
 local function settings()
-  local o = core.options()
-  local cpus, avail = cmap.machine()
+  if not machine_cpus then
+    machine_cpus, machine_avail = cmap.machine()
+    options = core.options()
+  end
+  local o, cpus, avail = options, machine_cpus, machine_avail
   return {
     cpus = S.cpus or o.cpus or cpus,
     seed = S.seed or o.seed,
@@ -503,7 +470,14 @@ function M.map_async(f, list, opts)
   opts = opts or {}
   if type(f) ~= "function" then error("pd.map: bad argument #1 (function expected, got "
                                       .. type(f) .. ")", 2) end
-  if type(list) ~= "table" then error("pd.map: bad argument #2 (table expected, got "
+  if type(list) == "userdata" and require("pd.core.array").isarray(list) then
+    -- a pd.array: one element (1-D) or one row (2-D and up) per task
+    local rows, a = {}, list
+    local dims = { a:shape() }
+    for i = 1, dims[1] do rows[i] = #dims == 1 and a[i] or a:row(i) end
+    list = rows
+  end
+  if type(list) ~= "table" then error("pd.map: bad argument #2 (table or pd.array expected, got "
                                       .. type(list) .. ")", 2) end
   if type(opts) ~= "table" then error("pd.map: bad argument #3 (table expected)", 2) end
   for k in pairs(opts) do
@@ -552,7 +526,7 @@ function M.map_async(f, list, opts)
   })
   local progress = opts.progress
   if progress == nil then progress = st.progress end
-  if progress == nil then progress = core.options().progress end
+  if progress == nil then progress = options.progress end
   local job = setmetatable({
     id = id, n = n, seed = seed, _pool = pool, _t0 = core.now(),
     _collect = opts.errors == "collect",
@@ -600,16 +574,22 @@ function M.job(id)
   return nil
 end
 
---- pd.rng() -> inside a task, the generator fixed by the job's seed and the
--- task's index (the same object all through the task); outside, a
--- generator of the session seed.
+--- pd.rng() -> inside a task, the generator of stream (job seed, task
+-- index) of pd.random (Philox, from arrays): the same object all through
+-- the task, whatever worker runs it.  Outside a task, pd.random's own
+-- pd.rng (stream 0 of the --seed).
+local rng_serial, rng_cur
 function M.rng()
-  if cmap.task() then return cmap.rng() end
-  return cmap.rng(tonumber(settings().seed) or 0)
+  local i, seed, serial = cmap.task()
+  if i then
+    if serial ~= rng_serial then
+      rng_cur = require("pd.core.array").random.stream(seed, i)
+      rng_serial = serial
+    end
+    return rng_cur
+  end
+  return require("pd.random").rng()
 end
-
---- pd.random.new(seed [, stream]) (until pd.random arrives with arrays).
-M.random = { new = function(seed, stream) return cmap.random(seed, stream) end }
 
 --- Worker pids of every pool (for tests and pd.nodes).
 function M._pids()
