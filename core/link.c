@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -184,6 +185,12 @@ static pd_link *link_new(nng_stream *s, nng_stream_dialer *d) {
 void pd_link_close(pd_link *l) {
   if (!l) return;
   close(l->fd);
+  /* give the writer a moment to put the last frames (a refusal, say) on
+   * the wire before this process perhaps exits; bounded */
+  for (int i = 0; i < 500 && !atomic_load(&l->closed); i++) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
   link_unref(l);
 }
 
