@@ -125,4 +125,28 @@ function C.secret(text, mode)
   return path
 end
 
+-- A job that records where each task ran (PDLUA_NODE_NAME is set in a
+-- node's workers) and checks its results itself.  arg: N, seconds per task.
+C.JOB = [=[
+local pd = require "pd"
+local n = tonumber(arg[1] or "40")
+local spin = tonumber(arg[2] or "0.02")
+local list = {}
+for i = 1, n do list[i] = i end
+local r = pd.map(function(x)
+  local t = os.clock() + spin
+  while os.clock() < t do end
+  return { x * x, os.getenv("PDLUA_NODE_NAME") or "local" }
+end, list)
+local where = {}
+for i = 1, n do
+  assert(r[i][1] == i * i, "wrong result at " .. i)
+  where[r[i][2]] = (where[r[i][2]] or 0) + 1
+end
+local names = {}
+for k, v in pairs(where) do names[#names + 1] = k .. "=" .. v end
+table.sort(names)
+print("OK " .. r.n .. " " .. table.concat(names, " "))
+]=]
+
 return C
