@@ -692,6 +692,10 @@ int pd_pool_pump(pd_pool *p, double timeout) {
     }
     int ms = left < 0 ? -1 : (int)(left * 1000 + (left > 0 ? 0.999 : 0));
     int nready = poll(fds, (nfds_t)p->nw, ms);
+    if (nready < 0 && errno == EINTR) {             /* a signal (Ctrl-C): let the */
+      if (fds != stackfds) free(fds);               /* caller's Lua hook run */
+      return final;
+    }
     int nfds = p->nw;
     /* read; a worker that ended is settled after the loop (slots move) */
     int gone[nfds > 0 ? nfds : 1];
