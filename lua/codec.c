@@ -1346,6 +1346,26 @@ void pdi_codec_register_ext(lua_State *L, const char *tname, uint8_t ext_id,
   lua_pop(L, 1);
 }
 
+/* _encode_time(v, reps) -> seconds per pdi_codec_encode of v into one
+ * reused pd_buf: the C API's cost, without making a Lua string (bench).
+ * Stack: [v, reps] -> [s] */
+static int l_encode_time(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_Integer reps = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, reps > 0, 2, "reps must be positive");
+  pd_buf *b = (pd_buf *)lua_newuserdatauv(L, sizeof(pd_buf), 0);
+  pd_buf_init(b);
+  luaL_setmetatable(L, MT_BUF);
+  pdi_codec_encode(L, 1, b, NULL);        /* warm: the buffer has its size */
+  double t0 = pd_now();
+  for (lua_Integer r = 0; r < reps; r++) {
+    b->len = 0;
+    pdi_codec_encode(L, 1, b, NULL);
+  }
+  lua_pushnumber(L, (pd_now() - t0) / (double)reps);
+  return 1;
+}
+
 /* _light() -> a light userdata (for the refusal specs).  Stack: [] -> [p] */
 static int l_light(lua_State *L) {
   lua_pushlightuserdata(L, (void *)L);
@@ -1354,6 +1374,7 @@ static int l_light(lua_State *L) {
 
 static const luaL_Reg codec_funcs[] = {
   {"_light", l_light},
+  {"_encode_time", l_encode_time},
   {"encode", l_encode},
   {"decode", l_decode},
   {"fingerprint", l_fingerprint},
