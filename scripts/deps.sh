@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install every build, test and benchmark dependency of pdlua from Debian's
 # packages. Does nothing (and needs no network) when all are already there.
-# Usage: scripts/deps.sh [--bench]   (--bench adds the Python peers for bench/)
+# Usage: scripts/deps.sh [--bench]   (--bench adds the Python and Lua peers for bench/)
 set -eu
 
 PKGS="build-essential cmake pkg-config git
