@@ -220,6 +220,21 @@ describe("pd.codec refusals name where the bad value sits", function()
                   .. " is a coroutine", fails(codec.encode, h))
   end)
 
+  it("names a bad key as a key", function()
+    local co = coroutine.create(function() end)
+    assert.equals("pd.codec: value.t[<key>] is a coroutine", fails(codec.encode, { t = { [co] = 1 } }))
+  end)
+
+  it("has a non-raising variant", function()
+    local v, err = codec.safe.decode("\1\99")
+    assert.is_nil(v)
+    assert.equals("pd.codec: malformed message: unknown tag at byte 1", err)
+    v, err = codec.safe.encode({ coroutine.create(print) })
+    assert.is_nil(v)
+    assert.equals("pd.codec: value[1] is a coroutine", err)
+    assert.equals(7, codec.safe.decode(codec.safe.encode(7)))
+  end)
+
   it("refuses light userdata and foreign userdata", function()
     assert.equals("pd.codec: value.p is a light userdata",
                   fails(codec.encode, { p = native._light() }))

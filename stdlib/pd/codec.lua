@@ -24,6 +24,17 @@ local M = {
   fingerprint = native.fingerprint,
 }
 
+--- pd.codec.safe.encode / pd.codec.safe.decode: the same calls, returning
+-- nil and the message instead of raising (as cjson.safe does).
+local function safe(f)
+  return function(...)
+    local ok, r = pcall(f, ...)
+    if ok then return r end
+    return nil, r
+  end
+end
+M.safe = { encode = safe(native.encode), decode = safe(native.decode) }
+
 local FORMAT = "pd.bundle/1"
 
 local function readfile(path)
