@@ -14,8 +14,8 @@
 -- receiver); the receiver keeps them (in memory, and in `dir` if given) and
 -- loads them in text mode only.  A local C module cannot be shipped: encoding
 -- a value that needs one fails at once with the module's name.
+local core = require "pd.core"            -- first: it registers pd.core.<part>
 local native = require "pd.core.codec"
-local core = require "pd.core"
 
 local M = {
   version = native.version,
