@@ -74,6 +74,27 @@ describe("matmul and dot", function()
   end)
 end)
 
+describe("the CMA-ES covariance update (docs/arrays.md)", function()
+  it("equals the same update written as loops", function()
+    local mu, n = 5, 4
+    local g = pd.random.new(1)
+    local Y, pc = g:normal(0, 1, mu, n), g:normal(0, 1, n)
+    local w = pd.array { 0.35, 0.25, 0.2, 0.12, 0.08 }
+    local c1, cmu = 0.1, 0.2
+    local C = pd.eye(n)
+    C:scale(1 - c1 - cmu)
+    C:add_outer(pc, c1)
+    C:add_matmul((Y * w:reshape(mu, 1)):T(), Y, cmu)
+    for i = 1, n do
+      for j = 1, n do
+        local s = (i == j and 1 - c1 - cmu or 0) + c1 * pc[i] * pc[j]
+        for k = 1, mu do s = s + cmu * w[k] * Y:get(k, i) * Y:get(k, j) end
+        assert.is_true(close(s, C:get(i, j), 1e-14), i .. "," .. j)
+      end
+    end
+  end)
+end)
+
 describe("eigh", function()
   it("finds the spectrum of a diagonal matrix, ascending", function()
     local w, V = pd.linalg.eigh(pd.array { { 3, 0, 0 }, { 0, 1, 0 }, { 0, 0, 2 } })
