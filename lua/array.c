@@ -1655,7 +1655,9 @@ static char *put_uvarint(char *p, uint64_t v) {
   *p++ = (char)v;
   return p;
 }
-/* Read one at *p < end; 0, or -1 on truncation or more than 64 bits. */
+/* Read one at *p < end; 0, or -1 on truncation, more than 64 bits, or an
+ * overlong form (a last byte of 0 after the first): the wire form is
+ * canonical, so decoding and encoding again gives the same bytes. */
 static int get_uvarint(const char **p, const char *end, uint64_t *v) {
   uint64_t r = 0;
   for (int shift = 0; shift < 64; shift += 7) {
@@ -1663,7 +1665,11 @@ static int get_uvarint(const char **p, const char *end, uint64_t *v) {
     unsigned char c = (unsigned char)*(*p)++;
     if (shift == 63 && c > 1) return -1;
     r |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) { *v = r; return 0; }
+    if (!(c & 0x80)) {
+      if (c == 0 && shift > 0) return -1;
+      *v = r;
+      return 0;
+    }
   }
   return -1;
 }
@@ -1696,7 +1702,7 @@ const char *pdi_array_decode(lua_State *L, const char *p, size_t len) {
   p += 2;
   uint64_t d[2] = {0, 1};
   for (int k = 0; k < ndim; k++)
-    if (get_uvarint(&p, end, &d[k])) return "array: truncated header";
+    if (get_uvarint(&p, end, &d[k])) return "array: truncated or overlong dimension";
   if (d[0] > (uint64_t)PDI_MAXN || d[1] > (uint64_t)PDI_MAXN) return "array: dimension too large";
   if (d[1] != 0 && d[0] > (uint64_t)PDI_MAXN / d[1]) return "array: too many elements";
   uint64_t n = d[0] * d[1];

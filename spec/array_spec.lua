@@ -321,6 +321,7 @@ describe("pd.array wire form", function()
     assert.error_matches(function() A.decode("\0\1\255\255\255\255\255\255\127") end, "too large")
     assert.error_matches(function() A.decode("\0\1\255\255\255\255\255\255\255\255\255\255\1") end, "truncated")
     assert.error_matches(function() A.decode("\0\1\128") end, "truncated")
+    assert.error_matches(function() A.decode("\0\1\128\0") end, "overlong")   -- 0 in two bytes
     assert.error_matches(function() A.decode("\0\2\1") end, "truncated")
   end)
 end)
