@@ -918,9 +918,14 @@ static int arr_sub(lua_State *L) { return arith(L, OP_SUB); }
 static int arr_mul(lua_State *L) { return arith(L, OP_MUL); }
 static int arr_div(lua_State *L) { return arith(L, OP_DIV); }
 static int arr_pow(lua_State *L) { return arith(L, OP_POW); }
-/* -a.  Stack: [a, a] -> [-a] */
+/* -a: floats as a * -1 (so -0.0 stays a signed zero), integers as 0 - a
+ * (wrapping).  Stack: [a, a] -> [-a] */
 static int arr_unm(lua_State *L) {
   lua_settop(L, 1);
+  if (isfloat(pdi_array_check(L, 1)->dtype)) {
+    lua_pushinteger(L, -1);                           /* [a, -1] */
+    return arith(L, OP_MUL);
+  }
   lua_pushinteger(L, 0);
   lua_insert(L, 1);                                   /* [0, a] */
   return arith(L, OP_SUB);
@@ -1640,6 +1645,46 @@ static int l_solve(lua_State *L) {
   return 1;
 }
 
+/* pd.linalg.inv(a) -> the inverse of the square matrix a (LU: dgetrf,
+ * dgetri); raises on a singular matrix.  Prefer solve(a, b) to inv(a) * b.
+ * Stack: [a] -> [inv] */
+static int l_inv(lua_State *L) {
+  lua_settop(L, 1);
+  pdi_array *w = square_work(L, 1, "inv");                   /* [a, work] */
+  int64_t n = w->dims[0];
+  if (n == 0) return 1;
+  lapack_int *piv = (lapack_int *)lua_newuserdatauv(L, sizeof(lapack_int) * (size_t)n, 0);
+  lapack_int info = LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)n, (double *)w->data,
+                                   (lapack_int)n, piv);
+  if (info == 0)
+    info = LAPACKE_dgetri(LAPACK_ROW_MAJOR, (lapack_int)n, (double *)w->data, (lapack_int)n, piv);
+  if (info > 0) return luaL_error(L, "inv: matrix is singular (U(%d,%d) is zero)", (int)info, (int)info);
+  if (info < 0) return luaL_error(L, "inv: LAPACK failed (info %d)", (int)info);
+  lua_settop(L, 2);
+  return 1;
+}
+
+/* pd.linalg.det(a) -> the determinant of the square matrix a (LU: dgetrf;
+ * 0 for a singular matrix).  Stack: [a] -> [d] */
+static int l_det(lua_State *L) {
+  lua_settop(L, 1);
+  pdi_array *w = square_work(L, 1, "det");                   /* [a, work] */
+  int64_t n = w->dims[0];
+  if (n == 0) { lua_pushnumber(L, 1); return 1; }
+  lapack_int *piv = (lapack_int *)lua_newuserdatauv(L, sizeof(lapack_int) * (size_t)n, 0);
+  lapack_int info = LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)n, (double *)w->data,
+                                   (lapack_int)n, piv);
+  if (info < 0) return luaL_error(L, "det: LAPACK dgetrf failed (info %d)", (int)info);
+  double d = 1;
+  const double *u = (const double *)w->data;
+  for (int64_t i = 0; i < n; i++) {
+    d *= u[i * n + i];
+    if (piv[i] != (lapack_int)(i + 1)) d = -d;
+  }
+  lua_pushnumber(L, info > 0 ? 0.0 : d);
+  return 1;
+}
+
 /* ======================================================================
  * wire form
  * ====================================================================== */
@@ -1788,6 +1833,7 @@ static const luaL_Reg array_funcs[] = {
 
 static const luaL_Reg linalg_funcs[] = {
   {"eigh", l_eigh}, {"cholesky", l_cholesky}, {"solve", l_solve},
+  {"inv", l_inv}, {"det", l_det},
   {NULL, NULL},
 };
 

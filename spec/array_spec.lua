@@ -190,6 +190,8 @@ describe("pd.array element-wise arithmetic", function()
     same({ 2, 1, 2 / 3 }, 2 / a)
     same({ 2, 4, 8 }, 2 ^ a)
     same({ -1, -2, -3 }, -a)
+    assert.equals(-math.huge, 1 / (-pd.zeros(1))[1])        -- -0.0 stays signed
+    same({ -1, 2 }, -pd.array({ 1, -2 }, "i32"))
   end)
 
   it("broadcasts rows and columns", function()

@@ -166,4 +166,15 @@ describe("cholesky and solve", function()
     assert.error_matches(function() pd.linalg.solve(pd.array { { 1, 2 }, { 2, 4 } }, pd.ones(2)) end, "singular")
     assert.error_matches(function() pd.linalg.solve(A, pd.ones(3)) end, "shape mismatch in solve")
   end)
+
+  it("inverts and takes determinants", function()
+    local A = pd.array { { 4, 7 }, { 2, 6 } }
+    same({ { 0.6, -0.7 }, { -0.2, 0.4 } }, pd.linalg.inv(A))
+    assert.is_true(maxdiff(A:matmul(pd.linalg.inv(A)), pd.eye(2)) < 1e-14)
+    assert.is_true(close(10, pd.linalg.det(A)))
+    assert.is_true(close(-10, pd.linalg.det(pd.array { { 2, 6 }, { 4, 7 } })))   -- a row swap
+    assert.is_true(close(24, pd.linalg.det(pd.array { { 2, 0, 0 }, { 0, 3, 0 }, { 0, 0, 4 } })))
+    assert.equals(0, pd.linalg.det(pd.array { { 1, 2 }, { 2, 4 } }))
+    assert.error_matches(function() pd.linalg.inv(pd.array { { 1, 2 }, { 2, 4 } }) end, "singular")
+  end)
 end)
