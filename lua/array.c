@@ -1258,9 +1258,43 @@ static int64_t argext(const pdi_array *a, int want_max) {
   return best;
 }
 
+/* Smallest or largest of n > 0 contiguous floats, NaN skipped (NaN when
+ * all are): four running extremes, a branch-free loop the compiler turns
+ * into min/max instructions.  Starting from +-inf, a NaN never replaces an
+ * extreme (every comparison with NaN is false). */
+#define FEXT(NAME, T, INF)                                                   \
+  static T NAME(const T *x, int64_t n, int want_max) {                       \
+    T m0 = want_max ? -INF : INF, m1 = m0, m2 = m0, m3 = m0;                 \
+    int64_t i = 0;                                                           \
+    if (want_max) {                                                          \
+      for (; i + 4 <= n; i += 4) {                                           \
+        m0 = x[i] > m0 ? x[i] : m0; m1 = x[i + 1] > m1 ? x[i + 1] : m1;      \
+        m2 = x[i + 2] > m2 ? x[i + 2] : m2; m3 = x[i + 3] > m3 ? x[i + 3] : m3; \
+      }                                                                      \
+      for (; i < n; i++) m0 = x[i] > m0 ? x[i] : m0;                         \
+      m0 = m1 > m0 ? m1 : m0; m2 = m3 > m2 ? m3 : m2; m0 = m2 > m0 ? m2 : m0; \
+    } else {                                                                 \
+      for (; i + 4 <= n; i += 4) {                                           \
+        m0 = x[i] < m0 ? x[i] : m0; m1 = x[i + 1] < m1 ? x[i + 1] : m1;      \
+        m2 = x[i + 2] < m2 ? x[i + 2] : m2; m3 = x[i + 3] < m3 ? x[i + 3] : m3; \
+      }                                                                      \
+      for (; i < n; i++) m0 = x[i] < m0 ? x[i] : m0;                         \
+      m0 = m1 < m0 ? m1 : m0; m2 = m3 < m2 ? m3 : m2; m0 = m2 < m0 ? m2 : m0; \
+    }                                                                        \
+    if (m0 == (want_max ? -INF : INF)) {  /* all NaN, or the extreme is inf */ \
+      for (i = 0; i < n; i++) if (x[i] == m0) return m0;                     \
+      return (T)NAN;                                                         \
+    }                                                                        \
+    return m0;                                                               \
+  }
+FEXT(fext_f64, double, (double)INFINITY)
+FEXT(fext_f32, float, INFINITY)
+
 static int ext_common(lua_State *L, int want_max, int want_index) {
   pdi_array *a = contig_at(L, 1);
   if (a->n == 0) return luaL_error(L, "%s of an empty array", want_index ? (want_max ? "argmax" : "argmin") : (want_max ? "max" : "min"));
+  if (!want_index && a->dtype == PDI_F64) { lua_pushnumber(L, fext_f64((const double *)a->data, a->n, want_max)); return 1; }
+  if (!want_index && a->dtype == PDI_F32) { lua_pushnumber(L, fext_f32((const float *)a->data, a->n, want_max)); return 1; }
   int64_t i = argext(a, want_max);
   if (!want_index) { push_elem(L, a->dtype, a->data + i * (int64_t)dtypes[a->dtype].size); return 1; }
   /* 1-based flat index; for 2-D also row and column */

@@ -281,6 +281,14 @@ describe("pd.array reductions and sorting", function()
     assert.is_true(close(5, pd.array { 3e200, 4e200 }:norm() / 1e200))
     assert.is_true(close(5, pd.array { 3e-200, 4e-200 }:norm() / 1e-200))
     assert.error_matches(function() pd.zeros(0):min() end, "min of an empty array")
+    local nan = 0 / 0
+    local w = pd.array { nan, 2, -math.huge, 7, nan }
+    assert.equals(-math.huge, w:min()); assert.equals(7, w:max())        -- NaN skipped
+    assert.equals(3, w:argmin()); assert.equals(4, w:argmax())
+    assert.equals(2, w:astype("f32"):slice(1, 2):min())
+    local allnan = pd.full(5, nan):max()
+    assert.is_true(allnan ~= allnan)
+    assert.equals(math.huge, pd.array { 1, math.huge, 3, 4, 5, 6 }:max())
     assert.equals(0, pd.zeros(0):sum())
   end)
 
