@@ -144,6 +144,27 @@ describe("pd.codec round trips", function()
     assert.equals(120, rt(fact)(5))
   end)
 
+  it("keeps one captured closure one closure for all that capture it", function()
+    local calls = 0
+    local function helper(x) calls = calls + 1; return x + 1 end
+    local function f1(x) return helper(x) end
+    local function f2(x) return helper(x) * 2 end
+    local r = rt({ f1, f2 })
+    local function up(fn, want)
+      for i = 1, 255 do
+        local n, v = debug.getupvalue(fn, i)
+        if n == nil then return nil end
+        if n == want then return v end
+      end
+    end
+    local h1, h2 = up(r[1], "helper"), up(r[2], "helper")
+    assert.is_function(h1)
+    assert.equals(h1, h2)
+    assert.equals(2, r[1](1)); assert.equals(4, r[2](1))
+    assert.equals(2, up(h1, "calls"))   -- one counter behind both
+    assert.equals(0, calls)
+  end)
+
   it("keeps shared upvalues shared and functions referenced twice identical", function()
     local count = 0
     local function inc() count = count + 1; return count end
