@@ -51,7 +51,10 @@ static void philox2(const uint64_t ctr[4], const uint64_t key[2], uint64_t out[8
   out[4] = b0; out[5] = b1; out[6] = b2; out[7] = b3;
 }
 
+static void zig_once_setup(void);
+
 void pdi_rng_init(pdi_rng *r, uint64_t seed, uint64_t stream) {
+  zig_once_setup();                                   /* normals need the tables */
   r->key[0] = seed;
   r->key[1] = 0;
   r->ctr[0] = 0;
@@ -157,10 +160,11 @@ static inline double next_normal(pdi_rng *r) {
 
 double pdi_rng_normal(pdi_rng *r) { return next_normal(r); }
 
+static void zig_once_setup(void) { pthread_once(&zig_once, zig_setup); }
+
 /* ---- Lua side -------------------------------------------------------- */
 
 pdi_rng *pdi_rng_push(lua_State *L, uint64_t seed, uint64_t stream) {
-  pthread_once(&zig_once, zig_setup);
   pdi_rng *r = (pdi_rng *)lua_newuserdatauv(L, sizeof(pdi_rng), 0);
   pdi_rng_init(r, seed, stream);
   luaL_setmetatable(L, PDI_RANDOM_MT);
