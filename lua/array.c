@@ -224,7 +224,9 @@ static void to_elem(lua_State *L, int idx, int dtype, void *p, const char *what)
       if (v < 0 || v > 255) break;
       *(uint8_t *)p = (uint8_t)v; return;
   }
-  luaL_error(L, "%s: %d out of range for dtype %s", what, (int)v, dtypes[dtype].name);
+  char num[32];
+  snprintf(num, sizeof num, "%lld", (long long)v);
+  luaL_error(L, "%s: %s out of range for dtype %s", what, num, dtypes[dtype].name);
 }
 
 /* Float to integer dtype value, saturating (NaN -> 0), so conversion never
