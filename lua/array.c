@@ -1024,6 +1024,41 @@ static int arr_assign(lua_State *L) {
   return 1;
 }
 
+/* a:clip(lo, hi) -> a, each element limited to [lo, hi] in place; lo and
+ * hi are numbers or arrays broadcast to a (per-coordinate bounds: a row
+ * vector for a population with one individual per row).  nil leaves that
+ * side open.  Stack: [a, lo, hi] -> [a] */
+static int arr_clip(lua_State *L) {
+  pdi_array_check(L, 1);
+  lua_settop(L, 3);
+  if (!lua_isnil(L, 2)) inplace(L, OP_MAX, 1, 2);
+  if (!lua_isnil(L, 3)) inplace(L, OP_MIN, 1, 3);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* a:cumsum() -> new 1-D array of running sums (f64, or i64 for integer
+ * dtypes) over the elements in row-major order.  Stack: [a] -> [c] */
+static int arr_cumsum(lua_State *L) {
+  pdi_array *a = pdi_array_check(L, 1);
+  int fl = isfloat(a->dtype);
+  pdi_array *c = new1(L, fl ? PDI_F64 : PDI_I64, a->n);
+  double s = 0;
+  uint64_t si = 0;
+  int64_t k = 0;
+  for (int64_t i = 0; i < a->dims[0]; i++)
+    for (int64_t j = 0; j < a->dims[1]; j++, k++) {
+      const char *p = at(a, i, j);
+      if (fl) ((double *)c->data)[k] = s += get_f(a->dtype, p);
+      else {
+        int64_t v = a->dtype == PDI_I64 ? *(const int64_t *)p : (int64_t)get_f(a->dtype, p);
+        si += (uint64_t)v;
+        ((int64_t *)c->data)[k] = (int64_t)si;
+      }
+    }
+  return 1;
+}
+
 /* pd.math.minimum(a, b), pd.math.maximum(a, b): element-wise.
  * Stack: [a, b] -> [c] */
 static int l_minimum(lua_State *L) {
@@ -1597,6 +1632,22 @@ static int arr_add_outer(lua_State *L) {
   return 1;
 }
 
+/* pd.linalg.outer(x, y) -> new m x n matrix x y^T (f64 or f32 vectors).
+ * Stack: [x, y] -> [m] */
+static int l_outer(lua_State *L) {
+  pdi_array *x = pdi_array_check(L, 1), *y = pdi_array_check(L, 2);
+  check_float_pair(L, x, y, "outer");
+  luaL_argcheck(L, x->ndim == 1 && y->ndim == 1, 1, "outer needs 1-D arrays");
+  pdi_array *m = new2(L, x->dtype, x->n, y->n);                /* [x, y, m] */
+  memset(m->data, 0, (size_t)m->n * dtypes[m->dtype].size);
+  lua_pushcfunction(L, arr_add_outer);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_call(L, 3, 1);                                           /* [x, y, m, m] */
+  return 1;
+}
+
 /* The square matrix at idx as a fresh contiguous f64 working copy.
  * Stack: [] -> [w] */
 static pdi_array *square_work(lua_State *L, int idx, const char *what) {
@@ -1845,6 +1896,7 @@ static const luaL_Reg arr_methods[] = {
   {"totable", arr_totable}, {"map", arr_map},
   {"add", arr_iadd}, {"sub", arr_isub}, {"mul", arr_imul}, {"div", arr_idiv},
   {"scale", arr_scale}, {"fill", arr_assign}, {"assign", arr_assign},
+  {"clip", arr_clip}, {"cumsum", arr_cumsum},
   {"sum", arr_sum}, {"mean", arr_mean}, {"min", arr_min}, {"max", arr_max},
   {"argmin", arr_argmin}, {"argmax", arr_argmax}, {"norm", arr_norm},
   {"sort", arr_sort}, {"argsort", arr_argsort}, {"take", arr_take},
@@ -1869,7 +1921,7 @@ static const luaL_Reg array_funcs[] = {
 
 static const luaL_Reg linalg_funcs[] = {
   {"eigh", l_eigh}, {"cholesky", l_cholesky}, {"solve", l_solve},
-  {"inv", l_inv}, {"det", l_det},
+  {"inv", l_inv}, {"det", l_det}, {"outer", l_outer},
   {NULL, NULL},
 };
 

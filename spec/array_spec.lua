@@ -235,6 +235,13 @@ describe("pd.array element-wise arithmetic", function()
     m:col(2):add(10, 2)                         -- strided view, alpha
     same({ { 1, 22, 3 }, { 1, 22, 3 } }, m)
     assert.error_matches(function() pd.zeros(3):add(pd.zeros(2, 3)) end, "cannot take")
+    local p = pd.array { { -7, 0.5, 9 }, { 3, -1, 0 } }
+    p:clip(pd.array { -5, 0, 0 }, pd.array { 5, 1, 2 })        -- per-coordinate bounds
+    same({ { -5, 0.5, 2 }, { 3, 0, 0 } }, p)
+    same({ 1, 5, 5 }, pd.array { 1, 7, 5 }:clip(nil, 5))
+    same({ 1, 3, 6, 10 }, pd.range(4):cumsum())
+    same({ 1, 3, 6, 10 }, pd.array({ { 1, 2 }, { 3, 4 } }, "u8"):cumsum())
+    assert.equals("i64", pd.range(3, "i32"):cumsum():dtype())
     assert.error_matches(function() pd.zeros(3, "i32"):div(2) end, "needs a float array")
   end)
 

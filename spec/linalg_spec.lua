@@ -58,6 +58,10 @@ describe("matmul and dot", function()
     assert.error_matches(function() pd.array { 1, 2 }:dot(pd.array { 1 }) end, "shape mismatch in dot")
   end)
 
+  it("makes outer products", function()
+    same({ { 3, 4 }, { 6, 8 }, { 9, 12 } }, pd.linalg.outer(pd.array { 1, 2, 3 }, pd.array { 3, 4 }))
+  end)
+
   it("updates in place: add_outer (ger) and add_matmul (gemm)", function()
     local C = pd.eye(2)
     C:add_outer(pd.array { 1, 2 }, 0.5)         -- y defaults to x
