@@ -643,6 +643,24 @@ static int arr_slice(lua_State *L) {
   return 1;
 }
 
+/* a:block(i0, i1, j0, j1) -> view of rows i0..i1 and columns j0..j1 of a
+ * 2-D array (inclusive; i1 = i0 - 1 or j1 = j0 - 1 for an empty side):
+ * the interior of a grid, a halo strip, a sub-matrix.
+ * Stack: [a, i0, i1, j0, j1] -> [v] */
+static int arr_block(lua_State *L) {
+  pdi_array *a = pdi_array_check(L, 1);
+  luaL_argcheck(L, a->ndim == 2, 1, "block needs a 2-D array");
+  lua_Integer i0 = luaL_checkinteger(L, 2), i1 = luaL_checkinteger(L, 3);
+  lua_Integer j0 = luaL_checkinteger(L, 4), j1 = luaL_checkinteger(L, 5);
+  if (i0 < 1 || i1 > a->dims[0] || i1 < i0 - 1)
+    return luaL_error(L, "block rows %d..%d out of range 1..%d", (int)i0, (int)i1, (int)a->dims[0]);
+  if (j0 < 1 || j1 > a->dims[1] || j1 < j0 - 1)
+    return luaL_error(L, "block columns %d..%d out of range 1..%d", (int)j0, (int)j1, (int)a->dims[1]);
+  int64_t d[2] = {i1 - i0 + 1, j1 - j0 + 1};
+  push_view(L, 1, at(a, i0 - 1, j0 - 1), 2, d, a->strides);
+  return 1;
+}
+
 /* a:reshape(n [, m]) -> view with the new shape (a must be contiguous and
  * n * m == #elements).  Stack: [a, n, m?] -> [v] */
 static int arr_reshape(lua_State *L) {
@@ -1892,6 +1910,7 @@ static const luaL_Reg arr_methods[] = {
   {"ndim", arr_ndim}, {"dtype", arr_dtype}, {"strides", arr_strides},
   {"iscontiguous", arr_iscontiguous}, {"isview", arr_isview}, {"ptr", arr_ptr},
   {"row", arr_row}, {"col", arr_col}, {"T", arr_T}, {"slice", arr_slice},
+  {"block", arr_block},
   {"reshape", arr_reshape}, {"copy", arr_copy}, {"astype", arr_astype},
   {"totable", arr_totable}, {"map", arr_map},
   {"add", arr_iadd}, {"sub", arr_isub}, {"mul", arr_imul}, {"div", arr_idiv},

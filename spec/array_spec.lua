@@ -137,6 +137,22 @@ describe("pd.array views", function()
     assert.error_matches(function() m:reshape(5) end, "cannot take shape")
   end)
 
+  it("block views a sub-matrix: a 5-point stencil on a grid's interior", function()
+    local n = 5
+    local u = pd.zeros(n, n)
+    u:set(3, 3, 1)
+    local inner = u:block(2, n - 1, 2, n - 1)
+    assert.is_true(inner:isview())
+    local lap = u:block(1, n - 2, 2, n - 1) + u:block(3, n, 2, n - 1)
+              + u:block(2, n - 1, 1, n - 2) + u:block(2, n - 1, 3, n) - inner * 4
+    inner:add(lap, 0.1)
+    same({ { 0, 0, 0, 0, 0 }, { 0, 0, 0.1, 0, 0 }, { 0, 0.1, 0.6, 0.1, 0 },
+           { 0, 0, 0.1, 0, 0 }, { 0, 0, 0, 0, 0 } }, u, 1e-15)
+    assert.equals(0, #u:block(2, 1, 1, 5))
+    assert.error_matches(function() u:block(0, 2, 1, 2) end, "block rows 0..2 out of range 1..5")
+    assert.error_matches(function() u:block(1, 2, 4, 6) end, "block columns 4..6 out of range 1..5")
+  end)
+
   it("copy and arithmetic on views give new contiguous arrays", function()
     local m = pd.array { { 1, 2 }, { 3, 4 } }
     local t = m:T():copy()
@@ -360,5 +376,14 @@ describe("pd.array under LuaJIT", function()
     local q = ffi.cast("double *", m:col(2):ptr())
     q[3] = 7                                      -- next row, same column
     assert.equals(7, m:get(2, 2))
+  end)
+end)
+
+describe("examples/heat_arrays.lua", function()
+  it("runs and stays on the exact solution", function()
+    local H = require "helper"
+    local out, err, rc = H.pdlua_run("run " .. H.q(H.source .. "/examples/heat_arrays.lua") .. " 31")
+    assert.equals(0, rc, err)
+    assert.matches("31x31 grid, %d+ steps to t = 0%.05%d* in [%d.]+ s; relative error", out)
   end)
 end)
