@@ -712,8 +712,8 @@ static void add_elem(luaL_Buffer *b, const pdi_array *a, int64_t i, int64_t j) {
   luaL_addstring(b, s);
 }
 
-static void add_row(luaL_Buffer *b, const pdi_array *a, int64_t i, int64_t n, int64_t (*ix)(int64_t, int64_t)) {
-  (void)ix;
+/* Row i (2-D) or the whole of a 1-D array, n elements, long rows elided. */
+static void add_row(luaL_Buffer *b, const pdi_array *a, int64_t i, int64_t n) {
   luaL_addchar(b, '[');
   for (int64_t j = 0; j < n; j++) {
     if (j) luaL_addstring(b, ", ");
@@ -735,13 +735,13 @@ static int arr_tostring(lua_State *L) {
                 (long long)a->dims[0], (long long)a->dims[1]);
   luaL_buffinit(L, &b);
   luaL_addstring(&b, head);
-  if (a->ndim == 1) add_row(&b, a, 0, a->dims[0], NULL);
+  if (a->ndim == 1) add_row(&b, a, 0, a->dims[0]);
   else {
     luaL_addchar(&b, '[');
     for (int64_t i = 0; i < a->dims[0]; i++) {
       if (i) luaL_addstring(&b, ", ");
       if (a->dims[0] > 8 && i == 4) { luaL_addstring(&b, "..., "); i = a->dims[0] - 4; }
-      add_row(&b, a, i, a->dims[1], NULL);
+      add_row(&b, a, i, a->dims[1]);
     }
     luaL_addchar(&b, ']');
   }
