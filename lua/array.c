@@ -32,6 +32,12 @@
 #include "codec.h"
 #include "pdlua.h"
 
+/* OpenBLAS's own controls (declared here too: a cblas.h from another
+ * BLAS lacks them, and pdlua links OpenBLAS itself). */
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+char *openblas_get_config(void);
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #  error "pd.array's wire form is the host's bytes: little-endian hosts only"
 #endif
@@ -1790,6 +1796,26 @@ static int l_det(lua_State *L) {
   return 1;
 }
 
+/* pd.linalg.threads([n]) -> the number of threads OpenBLAS uses (before
+ * the change, when n is given: then it uses n).  In a worker process of a
+ * cluster one thread is usually right; OPENBLAS_NUM_THREADS sets the
+ * start value.  pd.linalg.config() -> OpenBLAS's build string.
+ * Stack: [n?] -> [old] */
+static int l_threads(lua_State *L) {
+  int old = openblas_get_num_threads();
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 1024, 1, "threads must be 1..1024");
+    openblas_set_num_threads((int)n);
+  }
+  lua_pushinteger(L, old);
+  return 1;
+}
+static int l_config(lua_State *L) {
+  lua_pushstring(L, openblas_get_config());
+  return 1;
+}
+
 /* ======================================================================
  * wire form
  * ====================================================================== */
@@ -1941,6 +1967,7 @@ static const luaL_Reg array_funcs[] = {
 static const luaL_Reg linalg_funcs[] = {
   {"eigh", l_eigh}, {"cholesky", l_cholesky}, {"solve", l_solve},
   {"inv", l_inv}, {"det", l_det}, {"outer", l_outer},
+  {"threads", l_threads}, {"config", l_config},
   {NULL, NULL},
 };
 

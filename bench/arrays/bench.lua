@@ -135,7 +135,8 @@ if jit then
   ffit.sum = best(R, function() local s = 0; for i = 0, n - 1 do s = s + px[i] end end)
 end
 
-print(("pd.array bench: n = %d, %s, OPENBLAS_NUM_THREADS=%s"):format(n, pd.vm, os.getenv("OPENBLAS_NUM_THREADS") or "(unset)"))
+print(("pd.array bench: n = %d, %s, OpenBLAS threads %d (OPENBLAS_NUM_THREADS=%s)"):format(n, pd.vm,
+      pd.linalg.threads(), os.getenv("OPENBLAS_NUM_THREADS") or "unset"))
 print(("%-12s %10s %10s %7s %12s%s"):format("op", "C floor ms", "pd ms", "pd/C", "Lua table ms", jit and "      FFI ms" or ""))
 for _, k in ipairs { "add", "mul_scalar", "exp", "add_inplace", "sum", "max", "norm", "dot" } do
   print(("%-12s %10.2f %10.2f %7.2f %12.1f%s"):format(k, floor[k] * 1e3, pdt[k] * 1e3, pdt[k] / floor[k], luat[k] * 1e3,
