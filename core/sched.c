@@ -251,6 +251,9 @@ static int spawn_one(pd_pool *p) {
   /* RLIMIT_AS is the backstop behind the worker's own allocator cap: room
    * for the program, its libraries and C-side buffers above the Lua heap. */
   unsigned long long as = p->o.memory ? p->o.memory + (1ull << 30) : 0;
+#ifdef PDLUA_SANITIZE
+  as = 0;                        /* ASan reserves terabytes of shadow memory */
+#endif
   int fd, pid;
   int rc = pd_spawn(p->argv, env, as, &fd, &pid);
   if (rc) return rc;
