@@ -304,6 +304,9 @@ static int spawn_one(pd_pool *p) {
   /* RLIMIT_AS is the backstop behind the worker's own allocator cap: room
    * for the program, its libraries and C-side buffers above the Lua heap. */
   unsigned long long as = p->o.memory ? p->o.memory + (1ull << 30) : 0;
+#ifdef PDLUA_SANITIZE
+  as = 0;                        /* ASan reserves terabytes of shadow memory */
+#endif
   int fd, pid;
   int rc = pd_spawn(p->argv, env, as, &fd, &pid);
   if (rc) return rc;
@@ -765,6 +768,10 @@ int pd_pool_pump(pd_pool *p, double timeout) {
       fds[nfds].revents = 0;
     }
     int nready = poll(fds, (nfds_t)(nfds + (p->wakefd >= 0)), ms);
+    if (nready < 0 && errno == EINTR) {             /* a signal (Ctrl-C): let the */
+      if (fds != stackfds) free(fds);               /* caller's Lua hook run */
+      return final;
+    }
     if (p->wakefd >= 0 && nready > 0 && (fds[nfds].revents & POLLIN)) woke = 1;
     /* read; a worker that ended is settled after the loop (slots move) */
     int gone[nfds > 0 ? nfds : 1];

@@ -726,7 +726,10 @@ static int m_worker(lua_State *L) {
   taskctx *ctx = (taskctx *)lua_newuserdatauv(L, sizeof *ctx, 0);
   memset(ctx, 0, sizeof *ctx);
   lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
-  lua_newtable(L);                                 /* [loader, jobs] */
+  lua_newtable(L);                                 /* [loader, cache] */
+  int cache = lua_gettop(L);                       /* blob -> {f, shared} */
+  int ncached = 0;
+  lua_newtable(L);                                 /* [loader, cache, jobs] */
   int jobs = lua_gettop(L);
   pd_conn c;
   pd_conn_init(&c, fd);
@@ -748,12 +751,35 @@ static int m_worker(lua_State *L) {
         uint64_t seed;
         memcpy(&seed, f + 6, 8);
         lua_pushcfunction(L, load_handler);        /* [.., h] */
-        lua_pushvalue(L, 1);
-        lua_pushlstring(L, f + 14, n - 14);        /* [.., h, loader, blob] */
-        if (lua_pcall(L, 1, 2, -3) != LUA_OK) {   /* [.., h, err] */
-          /* the job cannot load here: each of its tasks fails with why */
-          lua_pushcclosure(L, raise_upvalue, 1);   /* [.., h, f] */
-          lua_pushnil(L);                          /* [.., h, f, nil] */
+        lua_pushlstring(L, f + 14, n - 14);        /* [.., h, blob] */
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, cache) == LUA_TTABLE) {  /* the same function again */
+          lua_remove(L, -2);                       /* [.., h, {f, shared}] */
+          lua_rawgeti(L, -1, 1);
+          lua_rawgeti(L, -2, 2);                   /* [.., h, c, f, shared] */
+          lua_remove(L, -3);
+        } else {
+          lua_pop(L, 1);                           /* [.., h, blob] */
+          lua_pushvalue(L, 1);
+          lua_pushvalue(L, -2);                    /* [.., h, blob, loader, blob] */
+          if (lua_pcall(L, 1, 2, -4) != LUA_OK) {  /* [.., h, blob, err] */
+            /* the job cannot load here: each of its tasks fails with why */
+            lua_pushcclosure(L, raise_upvalue, 1); /* [.., h, blob, f] */
+            lua_pushnil(L);                        /* [.., h, blob, f, nil] */
+          } else {                                 /* [.., h, blob, f, shared] */
+            if (++ncached > 64) {                  /* bounded: start afresh */
+              lua_newtable(L);
+              lua_replace(L, cache);
+              ncached = 1;
+            }
+            lua_createtable(L, 2, 0);
+            lua_pushvalue(L, -3); lua_rawseti(L, -2, 1);
+            lua_pushvalue(L, -2); lua_rawseti(L, -2, 2);
+            lua_pushvalue(L, -4);
+            lua_insert(L, -2);
+            lua_rawset(L, cache);                  /* cache[blob] = {f, shared} */
+          }
+          lua_remove(L, -3);                       /* [.., h, f, shared] */
         }
         /* [.., h, f, shared] */
         lua_createtable(L, 4, 0);                  /* [.., h, f, shared, rec] */

@@ -247,6 +247,19 @@ describe("pd.map", function()
       assert.same({ 5, n = 1 }, pd.map(function(x) return x end, { 5 }, { memory = 64 }))
     end)
 
+    it("a worker that segfaults costs its task only; a new worker takes its place", function()
+      local r = pd.map(function(x)
+        if x == 2 then
+          os.execute("kill -SEGV " .. require("pd.core.map").getpid())
+        end
+        return x
+      end, { 1, 2, 3 }, { errors = "collect", retries = 0 })
+      assert.equals(1, r[1])
+      assert.matches("signal 11", r[2].message)
+      assert.equals(3, r[3])
+      assert.same({ 7, n = 1 }, pd.map(function(x) return x end, { 7 }))
+    end)
+
     it("a worker that exits is retried, then reported as lost", function()
       local marker = os.tmpname()
       os.remove(marker)

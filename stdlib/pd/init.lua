@@ -13,8 +13,8 @@ local pd = {
 -- Submodules resolved lazily: pd.<name> -> require("pd.<name>").
 local lazy = {
   pretty = "pd.pretty",
-  gpu = "pd.gpu",
   codec = "pd.codec",
+  gpu = "pd.gpu",
 }
 
 --- Register a lazily loaded part (used by the parts themselves).
