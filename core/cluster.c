@@ -197,6 +197,13 @@ static void start_dial(pd_cluster *c, cnode *n) {
   pthread_attr_destroy(&at);
 }
 
+/* 'W': slots wanted, and how often we ping (the node's silence limit). */
+static void send_want(pd_cluster *c, cnode *n, uint32_t want) {
+  uint32_t ms = (uint32_t)(c->o.heartbeat * 1000);
+  pdi_put_u32frame(&n->c, 'W', want, &ms, 4);    /* little-endian hosts */
+  n->want_sent = want;
+}
+
 static void dial_finished(pd_cluster *c, cnode *n) {
   n->dial_done = 0;
   if (n->dial_rc || !n->dialed) {
@@ -217,8 +224,7 @@ static void dial_finished(pd_cluster *c, cnode *n) {
     n->state = N_CHALL;
   } else {
     pd_conn_put(&n->c, 'O', "pdlua", 5);
-    pdi_put_u32frame(&n->c, 'W', c->want, NULL, 0);
-    n->want_sent = c->want;
+    send_want(c, n, c->want);
     n->state = N_OPENWAIT;
   }
 }
@@ -321,8 +327,7 @@ static int on_node_frame(pd_cluster *c, cnode *n, const char *f, size_t len) {
       refused(c, n, NULL, "authentication refused by the node (wrong secret)");
       return -1;
     }
-    pdi_put_u32frame(&n->c, 'W', c->want, NULL, 0);
-    n->want_sent = c->want;
+    send_want(c, n, c->want);
     became_ready(c, n);
     return 0;
   }
@@ -438,10 +443,7 @@ static void *bridge(void *arg) {
       cnode *n = c->nodes[i];
       if (n->dial_done) dial_finished(c, n);
       if (n->state == N_DOWN && now >= n->next_dial) start_dial(c, n);
-      if (n->state == N_READY && want != n->want_sent) {
-        pdi_put_u32frame(&n->c, 'W', want, NULL, 0);
-        n->want_sent = want;
-      }
+      if (n->state == N_READY && want != n->want_sent) send_want(c, n, want);
       if (n->state >= N_OPENWAIT && n->state <= N_READY) {
         if (now - n->last_rx > 4 * hb)
           node_down(c, n, N_DOWN, n->state == N_READY ? "silent: no heartbeat" :

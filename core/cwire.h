@@ -7,7 +7,8 @@
  *   c->n 'O' name                     open hello (no secret; loopback nodes)
  *   both 'A' pd_auth message          HELLO, CHALL, PROOF, VERDICT (pd.h)
  *   both 'E' text                     refusal or error; the sender closes
- *   c->n 'W' u32 want                 I am a coordinator wanting this many slots
+ *   c->n 'W' u32 want, u32 ping_ms    I am a coordinator wanting this many slots,
+ *                                     pinging this often (the node's silence limit)
  *   c->n 'P'                          ping; the node answers with 'G'
  *   c->n 'I'                          info query; answered with 'G'
  *   c->n 'C' u32 cpus, u32 gpus       change what the node lends (~0u: keep)

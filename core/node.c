@@ -28,6 +28,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -54,6 +57,7 @@ typedef struct sess {
   pd_auth auth;
   uint32_t want, grant, held, next_slot;
   double last_rx, closing_at;
+  double ping;                  /* the coordinator's ping interval, seconds */
   char peer[80];
 } sess;
 
@@ -66,6 +70,7 @@ typedef struct nwork {
 typedef struct node {
   const pd_node_opts *o;
   char url[512];
+  char announce[512];           /* the URL in beacons, when it differs */
   int cpus, gpus;
   sess s[MAX_SESS];
   nwork w[MAX_WORK];
@@ -347,6 +352,7 @@ static int on_sess_frame(node *nd, int i, const char *f, size_t n) {
     if (s->role != R_COORD) logf_(nd, "coordinator %s joined", s->peer);
     s->role = R_COORD;
     s->want = pdi_get32(p);
+    if (pn >= 8) s->ping = pdi_get32(p + 4) / 1000.0;
     regrant(nd);
     send_info(nd, s);
     return 0;
@@ -402,7 +408,7 @@ static void send_beacon(node *nd) {
   pd_beacon b;
   memset(&b, 0, sizeof b);
   snprintf(b.name, sizeof b.name, "%s", nd->o->name ? nd->o->name : "");
-  snprintf(b.url, sizeof b.url, "%s", nd->url);
+  snprintf(b.url, sizeof b.url, "%s", nd->announce[0] ? nd->announce : nd->url);
   b.cpus = nd->cpus;
   b.gpus = nd->gpus;
   b.time = unix_now();
@@ -411,6 +417,26 @@ static void send_beacon(node *nd) {
   if (n > 0)
     sendto(nd->beacon_fd, buf, (size_t)n, 0, (struct sockaddr *)&nd->beacon_to,
            sizeof nd->beacon_to);
+}
+
+/* A node listening on every address (0.0.0.0) announces the first
+ * non-loopback IPv4 address that is up instead, which others can reach. */
+static void announce_url(node *nd) {
+  const char *h = strstr(nd->url, "://0.0.0.0:");
+  if (!h) return;
+  struct ifaddrs *ifs, *i;
+  if (getifaddrs(&ifs)) return;
+  for (i = ifs; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK) ||
+        !(i->ifa_flags & IFF_UP))
+      continue;
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, ip, sizeof ip);
+    snprintf(nd->announce, sizeof nd->announce, "%.*s://%s:%s", (int)(h - nd->url), nd->url, ip,
+             h + 11);
+    break;
+  }
+  freeifaddrs(ifs);
 }
 
 /* ---- the loop -------------------------------------------------------------------- */
@@ -447,6 +473,7 @@ int pd_node_run(const pd_node_opts *o) {
   if (port > 0 && colon && strncmp(nd->url, "ipc", 3))
     snprintf(colon + 1, sizeof nd->url - (size_t)(colon + 1 - nd->url), "%d", port);
   if (o->announce) {
+    announce_url(nd);
     if (pd_beacon_addr(o->beacon && *o->beacon ? o->beacon : PD_BEACON_GROUP, &nd->beacon_to) ||
         (nd->beacon_fd = pd_beacon_socket(&nd->beacon_to, 0)) < 0) {
       fprintf(stderr, "pdlua serve: cannot send discovery beacons to %s\n",
@@ -454,9 +481,10 @@ int pd_node_run(const pd_node_opts *o) {
       goto out;
     }
   }
-  printf("pdlua serve: listening on %s (lends %d cpus, %d gpus%s%s)\n", nd->url, nd->cpus,
+  printf("pdlua serve: listening on %s (lends %d cpus, %d gpus%s%s%s)\n", nd->url, nd->cpus,
          nd->gpus, o->secret ? ", secret required" : ", loopback only, no secret",
-         o->announce ? ", announced" : "");
+         o->announce ? ", announced as " : "",
+         o->announce ? (nd->announce[0] ? nd->announce : nd->url) : "");
   fflush(stdout);
   signal(SIGPIPE, SIG_IGN);
 
@@ -471,7 +499,8 @@ int pd_node_run(const pd_node_opts *o) {
       sess *s = &nd->s[i];
       if (s->state == S_FREE) continue;
       if (s->state == S_CLOSING && now >= s->closing_at) end_session(nd, i, "");
-      else if (s->state != S_CLOSING && s->role != R_QUERY && now - s->last_rx > 4 * hb)
+      else if (s->state != S_CLOSING && s->role != R_QUERY &&
+               now - s->last_rx > 4 * (s->ping > hb ? s->ping : hb))
         end_session(nd, i, "silent: no heartbeat");
       else if (s->state != S_READY && s->state != S_CLOSING && now - s->last_rx > 10.0)
         end_session(nd, i, "handshake timed out");
