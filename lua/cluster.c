@@ -126,6 +126,7 @@ static int cl_new(lua_State *L) {
   return 1;
 }
 
+/* cl:add(url) -> index (1-based; the same URL twice gives the same).  [cl, url] -> [i] */
 static int cl_add(lua_State *L) {
   lcluster *lc = check_cl(L);
   int i = pd_cluster_add(lc->c, luaL_checkstring(L, 2));
@@ -134,7 +135,7 @@ static int cl_add(lua_State *L) {
   return 1;
 }
 
-/* cl:wait(i, seconds) -> true | nil, msg, "refused"|"unreachable" */
+/* cl:wait(i, seconds) -> true | nil, msg, "refused"|"unreachable".  [cl, i, s] -> [r...] */
 static int cl_wait(lua_State *L) {
   lcluster *lc = check_cl(L);
   int i = (int)luaL_checkinteger(L, 2) - 1;
@@ -150,7 +151,9 @@ static int cl_wait(lua_State *L) {
   return 3;
 }
 
-/* cl:bind(pool): remote slots are attached to pool from its own pump. */
+/* cl:bind(pool): remote slots are attached to pool from its own pump.  The
+ * cluster must outlive the pool's pumping (pd.map closes pools first).
+ * [cl, pool] -> [] */
 static int cl_bind(lua_State *L) {
   lcluster *lc = check_cl(L);
   pd_pool **pp = (pd_pool **)luaL_checkudata(L, 2, POOL_MT);
@@ -159,6 +162,7 @@ static int cl_bind(lua_State *L) {
   return 0;
 }
 
+/* [] -> [info table] */
 static void push_info(lua_State *L, const pd_node_info *n) {
   lua_createtable(L, 0, 10);
   lua_pushstring(L, n->url); lua_setfield(L, -2, "url");
@@ -173,6 +177,7 @@ static void push_info(lua_State *L, const pd_node_info *n) {
   if (n->error[0]) { lua_pushstring(L, n->error); lua_setfield(L, -2, "error"); }
 }
 
+/* cl:nodes() -> list of info tables, as last heard.  [cl] -> [list] */
 static int cl_nodes(lua_State *L) {
   lcluster *lc = check_cl(L);
   pd_node_info info[256];
@@ -185,6 +190,7 @@ static int cl_nodes(lua_State *L) {
   return 1;
 }
 
+/* cl:close() (also __gc, __close): links closed, bridge joined.  [cl] -> [] */
 static int cl_close(lua_State *L) {
   lcluster *lc = (lcluster *)luaL_checkudata(L, 1, CLUSTER_MT);
   pd_cluster_free(lc->c);
@@ -192,7 +198,7 @@ static int cl_close(lua_State *L) {
   return 0;
 }
 
-/* core.cluster.query(url, opts) -> info | nil, msg */
+/* core.cluster.query(url, opts) -> info | nil, msg.  [url, opts] -> [r...] */
 static int cl_query(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   if (lua_isnoneornil(L, 2)) { lua_settop(L, 1); lua_newtable(L); }
@@ -277,6 +283,7 @@ static const luaL_Reg cl_funcs[] = {
   {"new", cl_new}, {"query", cl_query}, {"listen", cl_listen}, {NULL, NULL},
 };
 
+/* Stack: [] -> [pd.core.cluster] */
 int luaopen_pd_core_cluster(lua_State *L) {
   if (luaL_newmetatable(L, CLUSTER_MT)) {
     luaL_newlib(L, cl_methods);
