@@ -63,6 +63,7 @@ typedef struct sess {
 
 typedef struct nwork {
   int used, pid, sess, pending;
+  double born;
   uint32_t slot;
   pd_conn c;
 } nwork;
@@ -80,6 +81,8 @@ typedef struct node {
   int beacon_fd;
   struct sockaddr_in beacon_to;
   double next_beacon;
+  int quick_deaths;             /* workers in a row that died young */
+  double hold_until;            /* start no worker before this (crash loop) */
 } node;
 
 static void logf_(node *nd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -119,6 +122,7 @@ static int spawn_worker(node *nd, int si) {
   memset(w, 0, sizeof *w);
   w->used = 1;
   w->pid = pid;
+  w->born = pd_now();
   w->sess = si;
   sess *s = &nd->s[si];
   w->slot = ++s->next_slot;
@@ -217,7 +221,9 @@ static void regrant(node *nd) {
       send_info(nd, s);
     }
   }
-  /* start workers, one at a time round the sessions, within the lending */
+  /* start workers, one at a time round the sessions, within the lending
+   * (not while a crash loop is held off) */
+  if (pd_now() < nd->hold_until) return;
   for (int more = 1; more;) {
     more = 0;
     for (int i = 0; i < MAX_SESS && nd->nworkers < nd->cpus; i++) {
@@ -494,6 +500,10 @@ int pd_node_run(const pd_node_opts *o) {
       send_beacon(nd);
       nd->next_beacon = now + (hb < 2.0 ? hb : 2.0);
     }
+    if (nd->hold_until > 0 && now >= nd->hold_until) {   /* crash-loop pause over */
+      nd->hold_until = 0;
+      regrant(nd);
+    }
     /* sessions silent too long, or done closing */
     for (int i = 0; i < MAX_SESS; i++) {
       sess *s = &nd->s[i];
@@ -585,6 +595,15 @@ int pd_node_run(const pd_node_opts *o) {
         }
         if (got < 0) gone = 1;
         if (gone) {
+          /* a worker that dies young again and again (a broken install,
+           * no memory) is not restarted in a tight loop */
+          double now2 = pd_now();
+          nd->quick_deaths = now2 - w->born < 1.0 ? nd->quick_deaths + 1 : 0;
+          if (nd->quick_deaths >= 5) {
+            nd->hold_until = now2 + 2.0;
+            nd->quick_deaths = 0;
+            logf_(nd, "workers keep dying at start; waiting 2 s before the next");
+          }
           drop_worker(nd, k, 1);
           regrant(nd);
         }

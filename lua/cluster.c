@@ -358,11 +358,16 @@ int pdi_serve_main(int argc, char **argv) {
     else if (flag_is(a, "--beacon")) { if (want_value(argc, argv, &i, &beacon)) return 2; }
     else if (!strcmp(a, "--announce")) announce = 1;
     else {
-      fprintf(stderr, "pdlua serve: unknown option '%s'\n"
-                      "usage: pdlua serve [--cpus N] [--gpus N] [--listen URL] [--secret-file F]\n"
-                      "                   [--announce] [--name NAME] [--tls-cert F --tls-key F]\n"
-                      "                   [--beacon HOST:PORT] [--memory MiB]\n", a);
-      return 2;
+      int help = !strcmp(a, "--help") || !strcmp(a, "-h");
+      if (!help) fprintf(stderr, "pdlua serve: unknown option '%s'\n", a);
+      fprintf(help ? stdout : stderr,
+              "usage: pdlua serve [--cpus N] [--gpus N] [--listen URL] [--secret-file F]\n"
+              "                   [--announce] [--name NAME] [--tls-cert F --tls-key F]\n"
+              "                   [--beacon HOST:PORT] [--memory MiB]\n"
+              "Lends this machine's CPUs to pdlua jobs (docs/operations.md).  Without a\n"
+              "secret it listens on loopback only.  Env: PDLUA_HEARTBEAT, PDLUA_SECRET_FILE,\n"
+              "PDLUA_DISCOVERY.\n");
+      return help ? 0 : 2;
     }
   }
   pd_secret s;
