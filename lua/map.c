@@ -315,6 +315,7 @@ static int p_submit(lua_State *L) {
   o.chunk = optint(L, 4, "chunk", 0);
   o.cpus = optint(L, 4, "cpus", 0);
   o.retries = optint(L, 4, "retries", 2);
+  if (o.retries > 100) o.retries = 100;            /* counted in a byte per task */
   lua_getfield(L, 4, "timeout");
   o.timeout = luaL_optnumber(L, -1, 0);
   lua_getfield(L, 4, "seed");
@@ -564,24 +565,32 @@ static uint32_t rd32(const char *p) {
 
 static void buf32(pd_buf *b, uint32_t v) { pd_buf_append(b, &v, 4); }
 
-static void oom_exit(pd_conn *c, uint32_t job, uint32_t idx, size_t limit) {
+/* The batch being answered: where its RESULTS frame starts and how many
+ * entries it holds so far (for an out-of-memory exit in its middle). */
+typedef struct batch {
+  size_t mark, countat, entry;   /* frame start, count field, current entry */
+  uint32_t done;
+} batch;
+
+/* Out of memory in task idx: end the batch's frame after the entries already
+ * written, with this task as failed (its partial entry dropped), send it and
+ * exit 75 ("reported"): the coordinator reruns the batch's other tasks
+ * without penalty and starts a new worker. */
+static void oom_exit(pd_conn *c, batch *bt, uint32_t idx, size_t limit) {
   char msg[160];
   int n = snprintf(msg, sizeof msg,
                    "out of memory: task %u went past the worker memory limit of %zu MiB",
                    idx + 1, limit >> 20);
-  /* a fresh frame on a clean buffer: whatever batch was half built is dropped */
-  c->out.len = c->out_off = 0;
-  size_t m = pd_conn_begin(c, PD_F_RESULTS);
-  buf32(&c->out, job);
-  buf32(&c->out, 1);
-  double z = 0;
-  pd_buf_append(&c->out, &z, 8);
-  buf32(&c->out, idx);
+  c->out.len = bt->entry;                          /* drop a half-written entry */
+  uint32_t count = bt->done + 1;
   unsigned char st = PD_T_FAILED;
+  if (pd_buf_reserve(&c->out, 9 + (size_t)n)) _exit(75);  /* room was there before */
+  buf32(&c->out, idx);
   pd_buf_append(&c->out, &st, 1);
   buf32(&c->out, (uint32_t)n);
   pd_buf_append(&c->out, msg, (size_t)n);
-  pd_conn_end(c, m);
+  memcpy(c->out.data + bt->countat, &count, 4);
+  pd_conn_end(c, bt->mark);
   pd_conn_flush(c);
   _exit(75);
 }
@@ -610,8 +619,12 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
   int fi = lua_gettop(L);
   lua_pushcfunction(L, task_handler);              /* [rec, f, h] */
   int hi = lua_gettop(L);
+  batch bt;
+  bt.done = 0;
   size_t m = pd_conn_begin(c, PD_F_RESULTS);
+  bt.mark = m;
   buf32(&c->out, job);
+  bt.countat = c->out.len;
   buf32(&c->out, count);
   size_t secat = c->out.len;
   double z = 0;
@@ -639,8 +652,9 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     }
     int status = lua_pcall(L, nargs, 1, hi);       /* [.., r] */
     ctx->in_task = 0;
-    if (status == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
-    if (pd_buf_reserve(&c->out, 9 + 24)) oom_exit(c, job, idx, cap->limit);
+    bt.entry = c->out.len;
+    if (status == LUA_ERRMEM) oom_exit(c, &bt, idx, cap->limit);
+    if (pd_buf_reserve(&c->out, 9 + 24)) oom_exit(c, &bt, idx, cap->limit);
     char *o = c->out.data + c->out.len;  /* room reserved: u32 idx, u8 state, u32 len */
     memcpy(o, &idx, 4);
     o[4] = (char)(status == LUA_OK ? PD_T_DONE : PD_T_ERROR);
@@ -659,13 +673,14 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
       uint32_t rl = (uint32_t)(c->out.len - before);
       memcpy(c->out.data + lenat, &rl, 4);
       lua_pop(L, 1);
+      bt.done++;
       continue;
     }
     /* an unsendable result becomes the task's error */
     lua_pushcfunction(L, m_encode);
     lua_pushvalue(L, -2);
     int es = lua_pcall(L, 1, 1, 0);                /* [.., r, s|err] */
-    if (es == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
+    if (es == LUA_ERRMEM) oom_exit(c, &bt, idx, cap->limit);
     if (es != LUA_OK) {
       lua_createtable(L, 0, 2);
       lua_pushfstring(L, "task %d returned a value that cannot be sent back: %s",
@@ -685,6 +700,7 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     uint32_t rl = (uint32_t)(c->out.len - before);
     memcpy(c->out.data + lenat, &rl, 4);
     lua_pop(L, 2);                                 /* [rec, f, h] */
+    bt.done++;
   }
   double secs = pd_now() - t0;
   memcpy(c->out.data + secat, &secs, 8);

@@ -243,6 +243,18 @@ describe("pd.map", function()
       assert.matches("out of memory", r[1].message)
       assert.matches("64 MiB", r[1].message)
       assert.equals(2, r[2])
+      -- in the middle of a batch: the batch mates are answered, not lost
+      local r3 = pd.map(function(x)
+        if x == 5 then
+          local t = {}
+          for i = 1, 1e9 do t[i] = string.rep("x", 64) .. i end
+        end
+        return x
+      end, { 1, 2, 3, 4, 5, 6, 7, 8 }, { memory = 64, errors = "collect", chunk = 8, retries = 0 })
+      for i = 1, 8 do
+        if i == 5 then assert.matches("out of memory", r3[5].message)
+        else assert.equals(i, r3[i]) end
+      end
       -- the replaced worker serves the next map
       assert.same({ 5, n = 1 }, pd.map(function(x) return x end, { 5 }, { memory = 64 }))
     end)
