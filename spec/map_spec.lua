@@ -267,7 +267,10 @@ describe("pd.map", function()
         return x
       end, { 1, 2, 3 }, { errors = "collect", retries = 0 })
       assert.equals(1, r[1])
-      assert.matches("signal 11", r[2].message)
+      assert.matches("lost while running task 2", r[2].message)
+      if not H.build:match("asan") then            -- ASan turns SIGSEGV into exit 1
+        assert.matches("signal 11", r[2].message)
+      end
       assert.equals(3, r[3])
       assert.same({ 7, n = 1 }, pd.map(function(x) return x end, { 7 }))
     end)
