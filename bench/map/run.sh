@@ -29,6 +29,7 @@ one() {   # one measurement, appended as a JSON line (failures are recorded, not
 for r in $(seq "$ROUNDS"); do
   echo "bench/map: round $r of $ROUNDS" >&2
   one build/bench-pipe-rtt 20000
+  one build/bench-pipe-rtt 20000 socketpair
   one build/bench-nng-rtt 5000
   for t in tput lat cpu cold mem; do
     for s in $SYSTEMS; do
