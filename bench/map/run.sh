@@ -41,7 +41,8 @@ for r in $(seq "$ROUNDS"); do
     done
   done
   case " $SYSTEMS " in *" pdlua "*)
-    one "$PDLUA" run --cpus 2 --no-progress bench/map/pdlua_bench.lua mem1m ;;
+    one "$PDLUA" run --cpus 2 --no-progress bench/map/pdlua_bench.lua mem1m
+    one "$PDLUA" run --cpus 2 --no-progress bench/map/pdlua_bench.lua lb ;;
   esac
 done
 "$PY" bench/map/table.py "$OUT" "$N"

@@ -85,5 +85,10 @@ for s in order:
 pk = med("pdlua", "mem1m", "coord_peak_kb")
 if pk:
     print("\npdlua coordinator peak RSS for a 10^6-task map of numbers: %.1f MB" % (pk / 1024))
+ls, lf = med("pdlua", "lb", "slow_tasks"), med("pdlua", "lb", "fast_tasks")
+if ls is not None:
+    print("\npdlua load balancing, 200 tasks, one worker 4x slower: slow worker ran %d, fast %d; "
+          "%.3f s against an ideal %.3f s (an even split: 0.400 s)"
+          % (ls, lf, med("pdlua", "lb", "seconds"), med("pdlua", "lb", "ideal")))
 if failed:
     print("\nfailed runs: " + "; ".join(failed))
