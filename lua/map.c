@@ -261,6 +261,8 @@ static int m_pool(lua_State *L) {
   return 1;
 }
 
+/* pool:close() / __gc / __close: kill and reap every worker, free every
+ * job; the pool is closed after (idempotent).  Stack: [pool] -> [] */
 static int p_gc(lua_State *L) {
   lpool *lp = (lpool *)luaL_checkudata(L, 1, POOL_MT);
   pd_pool_free(lp->p);
@@ -316,6 +318,7 @@ static int p_submit(lua_State *L) {
   o.chunk = optint(L, 4, "chunk", 0);
   o.cpus = optint(L, 4, "cpus", 0);
   o.retries = optint(L, 4, "retries", 2);
+  if (o.retries > 100) o.retries = 100;            /* counted in a byte per task */
   lua_getfield(L, 4, "timeout");
   o.timeout = luaL_optnumber(L, -1, 0);
   lua_getfield(L, 4, "seed");
@@ -358,12 +361,14 @@ static int p_pump(lua_State *L) {
 
 static const char *const status_names[] = {"queued", "running", "done", "failed", "cancelled"};
 
+/* pool:status(id) -> "queued" | "running" | "done" | "failed" | "cancelled" */
 static int p_status(lua_State *L) {
   lpool *lp = check_pool(L);
   lua_pushstring(L, status_names[pd_job_status(check_job(L, lp, 2))]);
   return 1;
 }
 
+/* pool:progress(id) -> done, total, failed */
 static int p_progress(lua_State *L) {
   lpool *lp = check_pool(L);
   uint32_t d, t, f;
@@ -466,12 +471,14 @@ static int p_first_failure(lua_State *L) {
   return 2;
 }
 
+/* pool:cancel(id): see pd_pool_cancel.  Stack: [pool, id] -> [] */
 static int p_cancel(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_pool_cancel(lp->p, check_job(L, lp, 2));
   return 0;
 }
 
+/* pool:release(id): forget the job (unknown ids are ignored). */
 static int p_release(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_job *j = pd_pool_job(lp->p, (uint32_t)luaL_checkinteger(L, 2));
@@ -479,12 +486,14 @@ static int p_release(lua_State *L) {
   return 0;
 }
 
+/* pool:resize(n): at most n workers from now on. */
 static int p_resize(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_pool_resize(lp->p, (int)luaL_checkinteger(L, 2));
   return 0;
 }
 
+/* pool:pids() -> { pid, ... } of the workers running now */
 static int p_pids(lua_State *L) {
   lpool *lp = check_pool(L);
   int pids[1024];
@@ -497,6 +506,7 @@ static int p_pids(lua_State *L) {
   return 1;
 }
 
+/* pool:stats() -> {spawned=, lost=, frames_out=, frames_in=, tasks_done=} */
 static int p_stats(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_pool_stats s;
@@ -510,6 +520,7 @@ static int p_stats(lua_State *L) {
   return 1;
 }
 
+/* pool:closed() -> true after close (or pd.shutdown) */
 static int p_closed(lua_State *L) {
   lpool *lp = (lpool *)luaL_checkudata(L, 1, POOL_MT);
   lua_pushboolean(L, lp->p == NULL);
@@ -566,24 +577,32 @@ static uint32_t rd32(const char *p) {
 
 static void buf32(pd_buf *b, uint32_t v) { pd_buf_append(b, &v, 4); }
 
-static void oom_exit(pd_conn *c, uint32_t job, uint32_t idx, size_t limit) {
+/* The batch being answered: where its RESULTS frame starts and how many
+ * entries it holds so far (for an out-of-memory exit in its middle). */
+typedef struct batch {
+  size_t mark, countat, entry;   /* frame start, count field, current entry */
+  uint32_t done;
+} batch;
+
+/* Out of memory in task idx: end the batch's frame after the entries already
+ * written, with this task as failed (its partial entry dropped), send it and
+ * exit 75 ("reported"): the coordinator reruns the batch's other tasks
+ * without penalty and starts a new worker. */
+static void oom_exit(pd_conn *c, batch *bt, uint32_t idx, size_t limit) {
   char msg[160];
   int n = snprintf(msg, sizeof msg,
                    "out of memory: task %u went past the worker memory limit of %zu MiB",
                    idx + 1, limit >> 20);
-  /* a fresh frame on a clean buffer: whatever batch was half built is dropped */
-  c->out.len = c->out_off = 0;
-  size_t m = pd_conn_begin(c, PD_F_RESULTS);
-  buf32(&c->out, job);
-  buf32(&c->out, 1);
-  double z = 0;
-  pd_buf_append(&c->out, &z, 8);
-  buf32(&c->out, idx);
+  c->out.len = bt->entry;                          /* drop a half-written entry */
+  uint32_t count = bt->done + 1;
   unsigned char st = PD_T_FAILED;
+  if (pd_buf_reserve(&c->out, 9 + (size_t)n)) _exit(75);  /* room was there before */
+  buf32(&c->out, idx);
   pd_buf_append(&c->out, &st, 1);
   buf32(&c->out, (uint32_t)n);
   pd_buf_append(&c->out, msg, (size_t)n);
-  pd_conn_end(c, m);
+  memcpy(c->out.data + bt->countat, &count, 4);
+  pd_conn_end(c, bt->mark);
   pd_conn_flush(c);
   _exit(75);
 }
@@ -612,8 +631,12 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
   int fi = lua_gettop(L);
   lua_pushcfunction(L, task_handler);              /* [rec, f, h] */
   int hi = lua_gettop(L);
+  batch bt;
+  bt.done = 0;
   size_t m = pd_conn_begin(c, PD_F_RESULTS);
+  bt.mark = m;
   buf32(&c->out, job);
+  bt.countat = c->out.len;
   buf32(&c->out, count);
   size_t secat = c->out.len;
   double z = 0;
@@ -641,8 +664,9 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     }
     int status = lua_pcall(L, nargs, 1, hi);       /* [.., r] */
     ctx->in_task = 0;
-    if (status == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
-    if (pd_buf_reserve(&c->out, 9 + 24)) oom_exit(c, job, idx, cap->limit);
+    bt.entry = c->out.len;
+    if (status == LUA_ERRMEM) oom_exit(c, &bt, idx, cap->limit);
+    if (pd_buf_reserve(&c->out, 9 + 24)) oom_exit(c, &bt, idx, cap->limit);
     char *o = c->out.data + c->out.len;  /* room reserved: u32 idx, u8 state, u32 len */
     memcpy(o, &idx, 4);
     o[4] = (char)(status == LUA_OK ? PD_T_DONE : PD_T_ERROR);
@@ -661,13 +685,14 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
       uint32_t rl = (uint32_t)(c->out.len - before);
       memcpy(c->out.data + lenat, &rl, 4);
       lua_pop(L, 1);
+      bt.done++;
       continue;
     }
     /* an unsendable result becomes the task's error */
     lua_pushcfunction(L, m_encode);
     lua_pushvalue(L, -2);
     int es = lua_pcall(L, 1, 1, 0);                /* [.., r, s|err] */
-    if (es == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
+    if (es == LUA_ERRMEM) oom_exit(c, &bt, idx, cap->limit);
     if (es != LUA_OK) {
       lua_createtable(L, 0, 2);
       lua_pushfstring(L, "task %d returned a value that cannot be sent back: %s",
@@ -687,6 +712,7 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     uint32_t rl = (uint32_t)(c->out.len - before);
     memcpy(c->out.data + lenat, &rl, 4);
     lua_pop(L, 2);                                 /* [rec, f, h] */
+    bt.done++;
   }
   double secs = pd_now() - t0;
   memcpy(c->out.data + secat, &secs, 8);
@@ -814,11 +840,13 @@ static int m_worker(lua_State *L) {
 
 /* ==== small helpers for the Lua side ======================================= */
 
+/* core.map.isatty([fd = 2]) -> boolean */
 static int m_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 2)));
   return 1;
 }
 
+/* core.map.getpid() -> this process's pid */
 static int m_getpid(lua_State *L) {
   lua_pushinteger(L, getpid());
   return 1;
