@@ -361,7 +361,7 @@ static void enc_where(enc *E, luaL_Buffer *B) {
     } else if (s->kind == SEG_META) {
       w = snprintf(tmp + tl, sizeof tmp - tl, "<metatable>");
     } else if (s->kind == SEG_KEYOF) {
-      w = snprintf(tmp + tl, sizeof tmp - tl, "<a key>");
+      w = snprintf(tmp + tl, sizeof tmp - tl, "[<key>]");
     } else if (s->kind == SEG_KEY) {
       int t = lua_type(L, s->idx);
       if (t == LUA_TSTRING) {
