@@ -549,6 +549,28 @@ static int arr_newindex(lua_State *L) {
   return 0;
 }
 
+/* The iterator behind a:ipairs().  Stack: [a, i] -> [i+1, item] or [nil] */
+static int ipairs_next(lua_State *L) {
+  pdi_array *a = pdi_array_check(L, 1);
+  lua_Integer i = luaL_checkinteger(L, 2);
+  if (i < 0 || i >= a->dims[0]) return 0;
+  lua_pushinteger(L, i + 1);
+  pdi_array_push_item(L, 1, (int64_t)i);
+  return 2;
+}
+
+/* a:ipairs() -> iterator, a, 0: for i, v in a:ipairs() do ... end visits
+ * the elements (1-D) or row views (2-D) in order.  (Plain ipairs(a) stops
+ * with an out-of-range error after the last item, because a[#a + 1] is an
+ * error rather than nil.)  Stack: [a] -> [f, a, 0] */
+static int arr_ipairs(lua_State *L) {
+  pdi_array_check(L, 1);
+  lua_pushcfunction(L, ipairs_next);
+  lua_pushvalue(L, 1);
+  lua_pushinteger(L, 0);
+  return 3;
+}
+
 /* a:get(i [, j]) -> element.  Stack: [a, i, j?] -> [v] */
 static int arr_get(lua_State *L) {
   pdi_array *a = pdi_array_check(L, 1);
@@ -1938,7 +1960,7 @@ static const luaL_Reg arr_methods[] = {
   {"row", arr_row}, {"col", arr_col}, {"T", arr_T}, {"slice", arr_slice},
   {"block", arr_block},
   {"reshape", arr_reshape}, {"copy", arr_copy}, {"astype", arr_astype},
-  {"totable", arr_totable}, {"map", arr_map},
+  {"totable", arr_totable}, {"map", arr_map}, {"ipairs", arr_ipairs},
   {"add", arr_iadd}, {"sub", arr_isub}, {"mul", arr_imul}, {"div", arr_idiv},
   {"scale", arr_scale}, {"fill", arr_assign}, {"assign", arr_assign},
   {"clip", arr_clip}, {"cumsum", arr_cumsum},

@@ -94,6 +94,16 @@ describe("pd.array indexing", function()
     assert.error_matches(function() m.foo = 1 end, "cannot set")
   end)
 
+  it("iterates with a:ipairs() (elements, or rows of a 2-D array)", function()
+    local seen = {}
+    for i, v in pd.array { 5, 6, 7 }:ipairs() do seen[i] = v end
+    assert.same({ 5, 6, 7 }, seen)
+    local sums = {}
+    for i, row in pd.array { { 1, 2 }, { 3, 4 } }:ipairs() do sums[i] = row:sum() end
+    assert.same({ 3, 7 }, sums)
+    for _ in pd.zeros(0):ipairs() do error("no items") end
+  end)
+
   it("sets elements with a[i] = v and a:set(i, j, v)", function()
     local a = pd.zeros(3)
     a[2] = 5
