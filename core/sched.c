@@ -711,6 +711,8 @@ static int anything_pending(const pd_pool *p) {
   return 0;
 }
 
+int pd_pool_pending(const pd_pool *p) { return anything_pending(p); }
+
 int pd_pool_pump(pd_pool *p, double timeout) {
   double start = pd_now();
   int final = 0;

@@ -160,6 +160,28 @@ describe("pd.map", function()
       assert.is_nil(pd.job(job.id))
     end)
 
+    it("advance while the script runs its own Lua code", function()
+      local xs = {}
+      for i = 1, 60 do xs[i] = i end
+      local job = pd.map_async(function(x)
+        local t = os.clock()
+        while os.clock() - t < 0.005 do end
+        return x
+      end, xs, { chunk = 1 })
+      -- Lua 5.4: a count hook pumps while this loop runs (the raw C
+      -- progress below does not pump); LuaJIT compiles the loop and runs no
+      -- hooks, so there job:progress() (which gives the scheduler a turn)
+      local raw = not pd.vm:match("LuaJIT")
+      local deadline, x = core.now() + 30, 0
+      local done
+      repeat
+        for i = 1, 1e5 do x = x + i end
+        if raw then done = job._pool:progress(job.id) else done = job:progress() end
+      until done == 60 or core.now() > deadline
+      assert.equals(60, done)
+      assert.same(xs, (function() local r = job:results(); r.n = nil; return r end)())
+    end)
+
     it("yield every result once, in completion order, with each()", function()
       local job = pd.map_async(function(x)
         local t = os.clock()

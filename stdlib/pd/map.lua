@@ -392,14 +392,18 @@ Job.__name = "pd.Job"
 
 local function final_status(s) return s == "done" or s == "failed" or s == "cancelled" end
 
+-- status and progress give the scheduler a turn (without waiting), so a
+-- script that polls them keeps its workers busy.
 function Job:status()
   if self._released then return self._final_status end
+  self._pool:pump(0)
   return self._pool:status(self.id)
 end
 
 --- job:progress() -> done, total, failed
 function Job:progress()
   if self._released then return self._done, self.n, self._failed end
+  self._pool:pump(0)
   return self._pool:progress(self.id)
 end
 
@@ -594,7 +598,10 @@ end
 
 --- pd.map_async(f, list [, opts]) -> job
 function M.map_async(f, list, opts)
-  return new_job(start(f, list, opts))
+  local job = new_job(start(f, list, opts))
+  job._pool:pump(0)                 -- hand out the first batches now
+  cmap.autopump(S.pools)            -- and more while the script runs on
+  return job
 end
 
 -- Pump until job id is over; returns its status.
