@@ -8,10 +8,12 @@
  */
 #include "pdlua.h"
 
+#include "codec.h"
 #include "pd/pd.h"
 
 /* Native parts: each adds one line here (and its opener to pdlua.h). */
 static const luaL_Reg natives[] = {
+  {"pd.core.codec", luaopen_pd_core_codec},
   {"pd.core.gpu", luaopen_pd_core_gpu},
   {NULL, NULL},
 };

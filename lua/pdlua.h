@@ -11,6 +11,7 @@
  * in package.preload as "pd.core.<name>" so that plain lua5.4 loading
  * build/lib/pd/core.so gets all of them from one file. */
 int luaopen_pd_core(lua_State *L);
+int luaopen_pd_core_codec(lua_State *L);   /* codec.h */
 int luaopen_pd_core_gpu(lua_State *L);     /* gpu.c */
 
 /* Directory holding the pdlua executable (no trailing slash), or NULL when

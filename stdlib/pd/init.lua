@@ -13,6 +13,7 @@ local pd = {
 -- Submodules resolved lazily: pd.<name> -> require("pd.<name>").
 local lazy = {
   pretty = "pd.pretty",
+  codec = "pd.codec",
   gpu = "pd.gpu",
 }
 
