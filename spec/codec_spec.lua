@@ -343,7 +343,8 @@ describe("pd.codec decoder on hostile input", function()
     { "\1\15\127\9\0\0\0",                "extension payload longer than the message" },
     { "\1\15\127\3\0\0\0\1\2\3",          "malformed block payload" },
     { "\1\15\99\0\0\0\0",                 "extension type 99 that is not registered here" },
-    { "\1\15\1\0\0\0\0",                  "pd.Array but arrays are not loaded here" },
+    -- ext 1 is pd.Array, loaded with require "pd" (issue 6): an empty payload is malformed
+    { "\1\15\1\0\0\0\0",                  "malformed pd.Array payload (array: truncated header)" },
     { "\1\7\0\0\0\0\0\0\0\0\3\2",         "metatable is not a table" },
     { "\1\14\8nosuchmd\0",                "module 'nosuchmd' named in the message is not" },
     { "\1\14\4math\7nothere",             "library value 'math.nothere' does not exist here" },

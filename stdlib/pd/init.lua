@@ -30,6 +30,18 @@ setmetatable(pd, {
   end,
 })
 
+-- Arrays (issue 6): the constructors are C and cheap to open, so they are set
+-- here; pd.linalg, pd.math, pd.random load on first use.
+do
+  local A = require "pd.core.array"
+  for _, k in ipairs { "array", "zeros", "ones", "full", "eye", "range", "linspace", "isarray" } do
+    pd[k] = A[k]
+  end
+  lazy.linalg, lazy.math, lazy.random = "pd.linalg", "pd.math", "pd.random"
+  --- The random generator of the running task (pd.random.rng).
+  function pd.rng() return require("pd.random").rng() end
+end
+
 --- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
 -- as a fresh table; empty under plain lua5.4.
 function pd.options() return core.options() end
