@@ -461,12 +461,15 @@ function Job:each()
   return function()
     k = k + 1
     while true do
+      -- the status first: status() pumps, and a task it sees finish must
+      -- still be yielded below (fix of a race seen in spec/map under load)
+      local st = self:status()
       local i, v = self._pool:completed(self.id, k)
       if i then
         if M.iserror(v) and not self._collect then error(v, 0) end
         return i, v
       end
-      if final_status(self:status()) then finished(self); return nil end
+      if final_status(st) then finished(self); return nil end
       self._pool:pump((self._json or self._bar) and 0.25 or -1)
       if self._json or self._bar then report(self) end
     end
