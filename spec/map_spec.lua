@@ -441,6 +441,22 @@ describe("pdlua run with pd.map", function()
     os.remove(s)
   end)
 
+  it("runs the examples; pi's estimate does not depend on --cpus", function()
+    local pi = H.source .. "/examples/pi.lua"
+    local a, e1, rc1 = H.pdlua_run("run " .. q(pi) .. " 200000 --cpus 1 --seed 3")
+    local b, e2, rc2 = H.pdlua_run("run " .. q(pi) .. " 200000 --cpus 2 --seed 3")
+    assert.equals(0, rc1, e1)
+    assert.equals(0, rc2, e2)
+    local ea, eb = a:match("pi ~ (%S+)"), b:match("pi ~ (%S+)")
+    assert.is_truthy(ea)
+    assert.equals(ea, eb)
+    assert.is_true(math.abs(tonumber(ea) - math.pi) < 0.05)
+    local out, err, rc = H.pdlua_run("run " .. q(H.source .. "/examples/sweep.lua") .. " 4 --cpus 2")
+    assert.equals(0, rc, err)
+    assert.matches("16 runs of", out)
+    assert.matches("largest predator peak", out)
+  end)
+
   it("draws a progress bar when asked (done/total, rate, ETA)", function()
     local s = H.tmpfile([[
       local pd = require "pd"
