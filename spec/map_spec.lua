@@ -322,6 +322,15 @@ describe("pd.map", function()
     end)
   end)
 
+  it("runs two long tasks on two workers side by side", function()
+    local r = pd.map(function()
+      local t = os.clock()
+      while os.clock() - t < 0.2 do end
+      return require("pd.core.map").getpid()
+    end, { 1, 2 })
+    assert.are_not.equal(r[1], r[2])
+  end)
+
   it("gives a slow worker fewer tasks (dynamic load balancing)", function()
     pd.map(function(x) return x end, { 1, 2, 3, 4 })   -- both workers up
     local pids = map._pools().default:pids()
