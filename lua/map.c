@@ -493,6 +493,13 @@ static int p_resize(lua_State *L) {
   return 0;
 }
 
+/* pool:busy() -> number of workers holding tasks now */
+static int p_busy(lua_State *L) {
+  lpool *lp = check_pool(L);
+  lua_pushinteger(L, pd_pool_busy(lp->p));
+  return 1;
+}
+
 /* pool:pids() -> { pid, ... } of the workers running now */
 static int p_pids(lua_State *L) {
   lpool *lp = check_pool(L);
@@ -967,7 +974,7 @@ static const luaL_Reg pool_methods[] = {
   {"progress", p_progress}, {"results", p_results}, {"task", p_task},
   {"completed", p_completed}, {"first_failure", p_first_failure},
   {"cancel", p_cancel}, {"release", p_release}, {"resize", p_resize},
-  {"pids", p_pids}, {"stats", p_stats}, {"close", p_gc}, {"closed", p_closed},
+  {"pids", p_pids}, {"busy", p_busy}, {"stats", p_stats}, {"close", p_gc}, {"closed", p_closed},
   {NULL, NULL},
 };
 

@@ -322,6 +322,15 @@ describe("pd.map", function()
     end)
   end)
 
+  it("runs two long tasks on two workers side by side", function()
+    local r = pd.map(function()
+      local t = os.clock()
+      while os.clock() - t < 0.2 do end
+      return require("pd.core.map").getpid()
+    end, { 1, 2 })
+    assert.are_not.equal(r[1], r[2])
+  end)
+
   it("gives a slow worker fewer tasks (dynamic load balancing)", function()
     pd.map(function(x) return x end, { 1, 2, 3, 4 })   -- both workers up
     local pids = map._pools().default:pids()
@@ -439,6 +448,22 @@ describe("pdlua run with pd.map", function()
     assert.equals(0, rc)
     assert.equals("", err)
     os.remove(s)
+  end)
+
+  it("runs the examples; pi's estimate does not depend on --cpus", function()
+    local pi = H.source .. "/examples/pi.lua"
+    local a, e1, rc1 = H.pdlua_run("run " .. q(pi) .. " 200000 --cpus 1 --seed 3")
+    local b, e2, rc2 = H.pdlua_run("run " .. q(pi) .. " 200000 --cpus 2 --seed 3")
+    assert.equals(0, rc1, e1)
+    assert.equals(0, rc2, e2)
+    local ea, eb = a:match("pi ~ (%S+)"), b:match("pi ~ (%S+)")
+    assert.is_truthy(ea)
+    assert.equals(ea, eb)
+    assert.is_true(math.abs(tonumber(ea) - math.pi) < 0.05)
+    local out, err, rc = H.pdlua_run("run " .. q(H.source .. "/examples/sweep.lua") .. " 4 --cpus 2")
+    assert.equals(0, rc, err)
+    assert.matches("16 runs of", out)
+    assert.matches("largest predator peak", out)
   end)
 
   it("draws a progress bar when asked (done/total, rate, ETA)", function()

@@ -304,9 +304,9 @@ function M.nodes()
   for _, p in pairs(S.pools) do
     if not p:closed() then
       for _, pid in ipairs(p:pids()) do pids[#pids + 1] = pid end
+      busy = busy + p:busy()
     end
   end
-  busy = #pids
   local t = { { url = "local", name = "local", cpus = st.cpus, gpus = 0, busy = busy, alive = true,
                 workers = pids } }
   local cl = ensure_cluster()                  -- cluster: every node, as last heard

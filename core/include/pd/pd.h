@@ -278,6 +278,8 @@ uint32_t pd_job_completed(const pd_job *j, uint32_t k);
 /* The lowest-index failed task, or UINT32_MAX. */
 uint32_t pd_job_first_failure(const pd_job *j);
 
+/* Workers holding tasks now. */
+int pd_pool_busy(const pd_pool *p);
 /* Worker pids now running (up to max); returns how many. */
 int pd_pool_pids(const pd_pool *p, int *pids, int max);
 typedef struct pd_pool_stats {
