@@ -38,8 +38,13 @@ do
     pd[k] = A[k]
   end
   lazy.linalg, lazy.math, lazy.random = "pd.linalg", "pd.math", "pd.random"
-  --- The random generator of the running task (pd.random.rng).
-  function pd.rng() return require("pd.random").rng() end
+end
+
+-- pd.map and the session (stdlib/pd/map.lua), loaded on first use.  pd.rng
+-- is map's: inside a task it is the task's pd.random stream.
+for _, name in ipairs { "map", "map_async", "jobs", "job", "init", "shutdown", "nodes",
+                        "iserror", "rng" } do
+  pd[name] = function(...) return require("pd.map")[name](...) end
 end
 
 --- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
