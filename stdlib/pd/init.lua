@@ -13,6 +13,7 @@ local pd = {
 -- Submodules resolved lazily: pd.<name> -> require("pd.<name>").
 local lazy = {
   pretty = "pd.pretty",
+  optim = "pd.optim",
 }
 
 --- Register a lazily loaded part (used by the parts themselves).
@@ -27,6 +28,10 @@ setmetatable(pd, {
     return v
   end,
 })
+
+--- Minimise / maximise f over a search space (pd.optim; docs/optimisation.md).
+function pd.minimize(f, spec) return pd.optim.minimize(f, spec) end
+function pd.maximize(f, spec) return pd.optim.maximize(f, spec) end
 
 --- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
 -- as a fresh table; empty under plain lua5.4.
