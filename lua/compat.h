@@ -18,12 +18,16 @@
 #  include "compat-5.3.h"
 #  define PDLUA_LUAJIT 1
 #  define lua_newuserdatauv(L, s, n) lua_newuserdata((L), (s))
-#  define pdc_dump(L, w, d, strip) lua_dump((L), (w), (d))
+#  define pdc_dump(L, w, d, strip) lua_dump((L), (w), (d), (strip)) /* compat53 drops strip */
 #  define pdc_isinteger(L, i) 0
 #else
 #  define PDLUA_LUAJIT 0
 #  define pdc_dump(L, w, d, strip) lua_dump((L), (w), (d), (strip))
 #  define pdc_isinteger(L, i) lua_isinteger((L), (i))
+#endif
+
+#ifndef LUA_LOADED_TABLE
+#  define LUA_LOADED_TABLE "_LOADED"   /* registry key of package.loaded */
 #endif
 
 /* The VM's name as users see it: "Lua 5.4" or "LuaJIT 2.1.x". */

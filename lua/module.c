@@ -7,11 +7,15 @@
  * requires them lazily and one file carries all of them.
  */
 #include "pdlua.h"
+#include "array.h"
 
+#include "codec.h"
 #include "pd/pd.h"
 
 /* Native parts: each adds one line here (and its opener to pdlua.h). */
 static const luaL_Reg natives[] = {
+  {"pd.core.array", luaopen_pd_core_array},
+  {"pd.core.codec", luaopen_pd_core_codec},
   {NULL, NULL},
 };
 

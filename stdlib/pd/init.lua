@@ -13,6 +13,7 @@ local pd = {
 -- Submodules resolved lazily: pd.<name> -> require("pd.<name>").
 local lazy = {
   pretty = "pd.pretty",
+  codec = "pd.codec",
   optim = "pd.optim",
 }
 
@@ -28,6 +29,18 @@ setmetatable(pd, {
     return v
   end,
 })
+
+-- Arrays (issue 6): the constructors are C and cheap to open, so they are set
+-- here; pd.linalg, pd.math, pd.random load on first use.
+do
+  local A = require "pd.core.array"
+  for _, k in ipairs { "array", "zeros", "ones", "full", "eye", "range", "linspace", "isarray" } do
+    pd[k] = A[k]
+  end
+  lazy.linalg, lazy.math, lazy.random = "pd.linalg", "pd.math", "pd.random"
+  --- The random generator of the running task (pd.random.rng).
+  function pd.rng() return require("pd.random").rng() end
+end
 
 --- Minimise / maximise f over a search space (pd.optim; docs/optimisation.md).
 function pd.minimize(f, spec) return pd.optim.minimize(f, spec) end

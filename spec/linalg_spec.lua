@@ -1,0 +1,148 @@
+-- pd.linalg and the matrix methods of pd.array (API.md, "Arrays"): values
+-- checked against known results, eigh against matrices of known spectra.
+local pd = require "pd"
+
+local function close(a, b, tol)
+  return math.abs(a - b) <= (tol or 1e-10) * math.max(1, math.abs(a), math.abs(b))
+end
+
+local function same(t, a, tol)
+  local u = pd.isarray(a) and a:totable() or a
+  assert.equals(#t, #u)
+  for i = 1, #t do
+    if type(t[i]) == "table" then same(t[i], u[i], tol)
+    else assert.is_true(close(t[i], u[i], tol), ("[%d]: %s vs %s"):format(i, tostring(t[i]), tostring(u[i]))) end
+  end
+end
+
+-- largest |a - b| over all elements
+local function maxdiff(a, b) return pd.math.abs(a - b):max() end
+
+describe("matmul and dot", function()
+  local A = pd.array { { 1, 2, 3 }, { 4, 5, 6 } }
+  local B = pd.array { { 7, 8 }, { 9, 10 }, { 11, 12 } }
+
+  it("multiplies matrices, matrix-vector and vector-matrix", function()
+    same({ { 58, 64 }, { 139, 154 } }, A:matmul(B))
+    same({ 14, 32 }, A:matmul(pd.array { 1, 2, 3 }))
+    same({ 9, 12, 15 }, pd.array { 1, 2 }:matmul(A))
+    assert.equals(14, pd.array { 1, 2, 3 }:matmul(pd.array { 1, 2, 3 }))
+    same({ { 58, 64 }, { 139, 154 } }, pd.linalg.matmul(A, B))
+  end)
+
+  it("reads transposed and sliced views in place, with the right result", function()
+    same({ { 14, 32 }, { 32, 77 } }, A:matmul(A:T()))
+    same({ { 17, 22, 27 }, { 22, 29, 36 }, { 27, 36, 45 } }, A:T():matmul(A))
+    same({ { 58, 64 }, { 139, 154 } }, A:T():T():matmul(B:T():copy():T()))
+    local big = pd.range(20):reshape(4, 5)
+    local sub = big:slice(2, 3)                 -- rows 2..3: ld 5
+    same({ 6 * 1 + 7 + 8 + 9 + 10, 11 + 12 + 13 + 14 + 15 }, sub:matmul(pd.ones(5)))
+    same({ 6 + 11, 7 + 12, 8 + 13, 9 + 14, 10 + 15 }, pd.ones(2):matmul(sub))
+    same({ { 34, 38, 42, 46, 50 } }, pd.ones(1, 4):matmul(big))
+    same({ 38, 42 }, big:T():slice(2, 3):matmul(pd.ones(4)))   -- columns 2..3 of big
+    same({ { 38, 42 } }, pd.ones(1, 4):matmul(big:T():slice(2, 3):T()))
+    assert.equals(1 * 2 + 2 * 5, A:col(2):dot(pd.array { 1, 2 }))
+    assert.equals(2 * 3 + 5 * 6, A:col(2):dot(A:col(3)))
+  end)
+
+  it("handles f32 and refuses integers and mismatches", function()
+    local a32 = A:astype("f32")
+    local c = a32:matmul(B:astype("f32"))
+    assert.equals("f32", c:dtype())
+    same({ { 58, 64 }, { 139, 154 } }, c)
+    assert.equals(14, pd.array({ 1, 2, 3 }, "f32"):dot(pd.array({ 1, 2, 3 }, "f32")))
+    assert.equals(14, pd.array({ 1, 2, 3 }, "i32"):dot(pd.array({ 1, 2, 3 }, "i32")))
+    assert.error_matches(function() A:matmul(A) end, "shape mismatch in matmul")
+    assert.error_matches(function() A:matmul(a32) end, "dtype mismatch in matmul: f64 and f32")
+    assert.error_matches(function() A:astype("i32"):matmul(B:astype("i32")) end, "needs f64 or f32")
+    assert.error_matches(function() pd.array { 1, 2 }:dot(pd.array { 1 }) end, "shape mismatch in dot")
+  end)
+
+  it("updates in place: add_outer (ger) and add_matmul (gemm)", function()
+    local C = pd.eye(2)
+    C:add_outer(pd.array { 1, 2 }, 0.5)         -- y defaults to x
+    same({ { 1.5, 1 }, { 1, 3 } }, C)
+    C:add_outer(pd.array { 1, 0 }, pd.array { 0, 1 }, 2)
+    same({ { 1.5, 3 }, { 1, 3 } }, C)
+    C:T():add_outer(pd.array { 1, 0 }, pd.array { 0, 1 }, 1)  -- on a transposed view
+    same({ { 1.5, 3 }, { 2, 3 } }, C)
+    local D = pd.ones(2, 2)
+    D:add_matmul(A, B, 1, 2)                    -- D = 2 D + A B
+    same({ { 60, 66 }, { 141, 156 } }, D)
+    assert.error_matches(function() D:add_matmul(B, A) end, "shape mismatch in add_matmul")
+    assert.error_matches(function() C:add_outer(pd.array { 1, 2, 3 }) end, "shape mismatch in add_outer")
+  end)
+end)
+
+describe("eigh", function()
+  it("finds the spectrum of a diagonal matrix, ascending", function()
+    local w, V = pd.linalg.eigh(pd.array { { 3, 0, 0 }, { 0, 1, 0 }, { 0, 0, 2 } })
+    same({ 1, 2, 3 }, w)
+    same({ { 0, 0, 1 }, { 1, 0, 0 }, { 0, 1, 0 } }, pd.math.abs(V))
+  end)
+
+  it("gives eigenvectors as columns: [[2,1],[1,2]] has 1 for (1,-1) and 3 for (1,1)", function()
+    local w, V = pd.linalg.eigh(pd.array { { 2, 1 }, { 1, 2 } })
+    same({ 1, 3 }, w)
+    local v1, v3 = V:col(1), V:col(2)
+    assert.is_true(close(0, v1[1] + v1[2]))
+    assert.is_true(close(0, v3[1] - v3[2]))
+    assert.is_true(close(1, v1:norm())); assert.is_true(close(1, v3:norm()))
+  end)
+
+  it("matches the known spectrum 2 - 2 cos(k pi / (n + 1)) of the 1-D Laplacian", function()
+    for _, n in ipairs { 7, 60 } do
+      local T = pd.zeros(n, n)
+      for i = 1, n do
+        T:set(i, i, 2)
+        if i < n then T:set(i, i + 1, -1); T:set(i + 1, i, -1) end
+      end
+      local w, V = pd.linalg.eigh(T)
+      for k = 1, n do
+        assert.is_true(close(2 - 2 * math.cos(k * math.pi / (n + 1)), w[k], 1e-12), k)
+      end
+      -- A V = V diag(w), and V is orthogonal
+      assert.is_true(maxdiff(T:matmul(V), V * w) < 1e-12)
+      assert.is_true(maxdiff(V:T():matmul(V), pd.eye(n)) < 1e-12)
+    end
+  end)
+
+  it("recovers a chosen spectrum from Q diag(d) Q^T (Q a Householder reflection)", function()
+    local n = 30
+    local v = pd.random.new(7):normal(0, 1, n)
+    local Q = pd.eye(n)
+    Q:add_outer(v, -2 / v:dot(v))                -- I - 2 v v^T / v^T v
+    local d = pd.linspace(-5, 10, n)
+    local A = (Q * d):matmul(Q:T())              -- Q diag(d) Q^T (column scaling)
+    local w = pd.linalg.eigh(A)
+    assert.is_true(maxdiff(w, d) < 1e-12)
+  end)
+
+  it("reads only the upper triangle, and refuses non-square input", function()
+    local w = pd.linalg.eigh(pd.array { { 2, 1 }, { 99, 2 } })
+    same({ 1, 3 }, w)
+    assert.error_matches(function() pd.linalg.eigh(pd.zeros(2, 3)) end, "square")
+    assert.error_matches(function() pd.linalg.eigh(pd.zeros(2, 2, "i32")) end, "f64 or f32")
+  end)
+end)
+
+describe("cholesky and solve", function()
+  it("factors a positive definite matrix (a = L L^T)", function()
+    local A = pd.array { { 4, 12, -16 }, { 12, 37, -43 }, { -16, -43, 98 } }
+    local L = pd.linalg.cholesky(A)
+    same({ { 2, 0, 0 }, { 6, 1, 0 }, { -8, 5, 3 } }, L)
+    assert.is_true(maxdiff(L:matmul(L:T()), A) < 1e-12)
+    assert.error_matches(function() pd.linalg.cholesky(pd.array { { 1, 2 }, { 2, 1 } }) end,
+                         "not positive definite %(leading minor 2%)")
+  end)
+
+  it("solves a x = b for one and several right-hand sides", function()
+    local A = pd.array { { 3, 1 }, { 1, 2 } }
+    same({ 2, 3 }, pd.linalg.solve(A, pd.array { 9, 8 }))
+    same({ { 2, 1 }, { 3, 0 } }, pd.linalg.solve(A, pd.array { { 9, 3 }, { 8, 1 } }))
+    same({ 2, 3 }, pd.linalg.solve(A:T(), pd.array { 9, 8 }))   -- symmetric: same
+    assert.is_nil(pd.linalg.solve(pd.eye(3), pd.ones(3)):sum() ~= 3 or nil)
+    assert.error_matches(function() pd.linalg.solve(pd.array { { 1, 2 }, { 2, 4 } }, pd.ones(2)) end, "singular")
+    assert.error_matches(function() pd.linalg.solve(A, pd.ones(3)) end, "shape mismatch in solve")
+  end)
+end)
