@@ -15,6 +15,7 @@
 /* Native parts: each adds one line here (and its opener to pdlua.h). */
 static const luaL_Reg natives[] = {
   {"pd.core.array", luaopen_pd_core_array},
+  {"pd.core.map", luaopen_pd_core_map},
   {"pd.core.codec", luaopen_pd_core_codec},
   {NULL, NULL},
 };

@@ -13,6 +13,7 @@
 int luaopen_pd_core(lua_State *L);
 /* pd.core.array: arrays, pd.math, pd.linalg, pd.random (array.h). */
 int luaopen_pd_core_array(lua_State *L);
+int luaopen_pd_core_map(lua_State *L);      /* map.c: pd.map, workers */
 int luaopen_pd_core_codec(lua_State *L);   /* codec.h */
 
 /* Directory holding the pdlua executable (no trailing slash), or NULL when

@@ -46,6 +46,14 @@ end
 function pd.minimize(f, spec) return pd.optim.minimize(f, spec) end
 function pd.maximize(f, spec) return pd.optim.maximize(f, spec) end
 
+-- pd.map and the session (stdlib/pd/map.lua), loaded on first use.
+for _, name in ipairs { "map", "map_async", "jobs", "job", "init", "shutdown", "nodes",
+                        "iserror", "rng" } do
+  pd[name] = function(...) return require("pd.map")[name](...) end
+end
+-- (merge of arrays and map: pd.random is arrays' module; pd.rng is map's,
+-- which knows the running task's stream.)
+
 --- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
 -- as a fresh table; empty under plain lua5.4.
 function pd.options() return core.options() end

@@ -45,6 +45,146 @@ void pd_sha256_hex(const void *p, size_t n, char hex[65]);
 /* ---- time ----------------------------------------------------------------- */
 double pd_now(void);        /* monotonic seconds */
 
+
+/* ---- frames over a byte stream (wire.c) ------------------------------------
+ * Between a process and the workers it starts itself, the wire frames travel
+ * over a socketpair rather than nng (DESIGN.md): a frame is a 4-byte
+ * little-endian payload length, then the payload, whose first byte is the
+ * frame type.  A pd_conn buffers both directions so that many frames cost
+ * one read() and one write(): pd_conn_put only appends, pd_conn_flush
+ * writes.  Frames longer than PD_FRAME_MAX are refused as malformed. */
+#define PD_FRAME_MAX (1u << 30)
+
+typedef struct pd_conn {
+  int fd;              /* owned: pd_conn_close closes it */
+  pd_buf in;           /* bytes read and not yet consumed, from in_off */
+  size_t in_off;
+  pd_buf out;          /* bytes queued and not yet written, from out_off */
+  size_t out_off;
+} pd_conn;
+
+void pd_conn_init(pd_conn *c, int fd);
+void pd_conn_close(pd_conn *c);
+/* Queue one frame (type byte, then n payload bytes; p may be NULL when n is 0).
+ * pd_conn_begin/pd_conn_end build a frame in place: begin reserves the header
+ * and writes the type, the caller appends to c->out, end patches the length. */
+int pd_conn_put(pd_conn *c, int type, const void *p, size_t n);
+size_t pd_conn_begin(pd_conn *c, int type);
+void pd_conn_end(pd_conn *c, size_t mark);
+/* Write queued bytes.  Returns 0 when all are written, -EAGAIN when the fd
+ * (non-blocking) is full, -EPIPE or another -errno when the peer is gone. */
+int pd_conn_flush(pd_conn *c);
+/* Read what the fd has (one read()).  Returns the number of bytes read (> 0),
+ * -EAGAIN when nothing is ready, -EPIPE at end of stream, or -errno. */
+int pd_conn_fill(pd_conn *c);
+/* Next complete frame: 1 and *p and *n set to its payload (type byte first; valid
+ * until the next fill), 0 when none is complete, -EPROTO when malformed. */
+int pd_conn_next(pd_conn *c, const char **p, size_t *n);
+
+/* ---- worker processes (proc.c) ---------------------------------------------
+ * pd_spawn starts argv[0] (a path) with one end of a fresh socketpair as its
+ * fd 3 and returns the other end (close-on-exec, non-blocking) in *fd.  The
+ * child dies with its parent (PR_SET_PDEATHSIG SIGKILL, checked against the
+ * race with the parent's exit), gets its own process group, and, when
+ * as_limit is non-zero, an RLIMIT_AS of that many bytes.  env entries
+ * ("NAME=value", NULL-terminated, may be NULL) are added to the child's
+ * environment.  Returns 0, or -errno with nothing left running. */
+int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
+             int *fd, int *pid);
+/* Kill (SIGKILL) and reap a child; returns its wait status, or -1. */
+int pd_kill_reap(int pid);
+
+/* ---- the local scheduler (sched.c) ---------------------------------------
+ * A pool of worker processes and the jobs that run on them, driven by
+ * pd_pool_pump from the coordinator's own thread (no threads, no signals:
+ * a dead worker is seen as end of stream on its socket).  Bytes only: the
+ * function blob, each task's argument and each result are opaque encoded
+ * values to this layer.  See docs/internals-map.md for the wire frames. */
+enum {
+  PD_T_QUEUED = 0, PD_T_INFLIGHT, PD_T_DONE, /* ok: result bytes */
+  PD_T_ERROR,      /* a Lua error: result bytes are the encoded error */
+  PD_T_FAILED,     /* a system failure (timeout, lost, out of memory):
+                      result bytes are a plain message */
+  PD_T_CANCELLED
+};
+enum { PD_JOB_QUEUED = 0, PD_JOB_RUNNING, PD_JOB_DONE, PD_JOB_FAILED,
+       PD_JOB_CANCELLED };
+
+typedef struct pd_pool pd_pool;
+typedef struct pd_job pd_job;
+
+typedef struct pd_job_opts {
+  int chunk;             /* tasks per message; 0: adaptive */
+  int cpus;              /* at most this many workers; 0: the pool's */
+  int retries;           /* re-runs after a worker is lost */
+  int stop_on_error;     /* first failed task ends the job */
+  int unpack;            /* worker calls f(table.unpack(arg)) */
+  double timeout;        /* seconds per task; 0: none */
+  uint64_t seed;
+} pd_job_opts;
+
+typedef struct pd_pool_opts {
+  int workers;                   /* most workers at once */
+  unsigned long long memory;     /* bytes one worker may hold; 0: no cap */
+  char *const *argv;             /* how to start a worker (argv[0] a path) */
+} pd_pool_opts;
+
+pd_pool *pd_pool_new(const pd_pool_opts *o);   /* NULL on out-of-memory */
+/* Kill and reap every worker, free every job.  NULL is allowed. */
+void pd_pool_free(pd_pool *p);
+/* Change the worker count; extra idle workers are stopped on the next pump. */
+void pd_pool_resize(pd_pool *p, int workers);
+
+/* A new job of n tasks.  fn (fnlen bytes) is copied; arguments are added
+ * with pd_job_arg in task order before pd_pool_submit.  NULL on OOM. */
+pd_job *pd_job_new(pd_pool *p, const void *fn, size_t fnlen, uint32_t n,
+                   const pd_job_opts *o);
+/* Append the encoding of the next task's argument: pd_job_argbuf gives the
+ * buffer to append to, pd_job_argend closes one task's bytes. */
+pd_buf *pd_job_argbuf(pd_job *j);
+int pd_job_argend(pd_job *j);
+/* Hand the job to the scheduler (status becomes queued/running). */
+void pd_pool_submit(pd_pool *p, pd_job *j);
+pd_job *pd_pool_job(pd_pool *p, uint32_t id);
+/* Forget a job: its workers drop its function; its memory is freed. */
+void pd_pool_release(pd_pool *p, pd_job *j);
+/* Cancel: queued tasks never start; workers running its tasks are killed and
+ * replaced (their tasks of other jobs run again without penalty). */
+void pd_pool_cancel(pd_pool *p, pd_job *j);
+
+/* Do the scheduler's work: start workers, hand out batches, read results,
+ * enforce timeouts; waits up to `timeout` seconds (0: do not wait, < 0: no
+ * limit) for something to happen.  Returns the number of tasks that reached
+ * a final state, or -errno on a fatal error (cannot start any worker). */
+int pd_pool_pump(pd_pool *p, double timeout);
+
+uint32_t pd_job_id(const pd_job *j);
+int pd_job_status(const pd_job *j);
+void pd_job_progress(const pd_job *j, uint32_t *done, uint32_t *total, uint32_t *failed);
+/* Task i's state (PD_T_*) and, when final, its bytes (*p, *n; owned by the job). */
+int pd_job_task(const pd_job *j, uint32_t i, const char **p, size_t *n, int *pid);
+/* The k-th task to reach a final state (completion order), or UINT32_MAX. */
+uint32_t pd_job_completed(const pd_job *j, uint32_t k);
+/* The lowest-index failed task, or UINT32_MAX. */
+uint32_t pd_job_first_failure(const pd_job *j);
+
+/* Worker pids now running (up to max); returns how many. */
+int pd_pool_pids(const pd_pool *p, int *pids, int max);
+typedef struct pd_pool_stats {
+  uint64_t spawned, lost, frames_out, frames_in, tasks_done;
+} pd_pool_stats;
+void pd_pool_stats_get(const pd_pool *p, pd_pool_stats *s);
+
+/* Frame types on the worker socketpair. */
+enum {
+  PD_F_HELLO = 1,    /* w->c: u32 pid */
+  PD_F_JOB = 2,      /* c->w: u32 job, u8 flags, u64 seed, fn blob */
+  PD_F_TASKS = 3,    /* c->w: u32 job, u32 count, count x (u32 index, u32 len, bytes) */
+  PD_F_RESULTS = 4,  /* w->c: u32 job, u32 count, f64 seconds, count x (u32 index, u8 state, u32 len, bytes) */
+  PD_F_DROP = 5      /* c->w: u32 job */
+};
+#define PD_JOBF_UNPACK 1
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,79 @@
+/* proc.c: starting and stopping worker processes (see pd.h). */
+#define _GNU_SOURCE
+#include "pd/pd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
+             int *fd, int *pid) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
+  /* Build the child's environment before fork: only async-signal-safe calls
+   * are allowed between fork and exec in a process that may have threads. */
+  size_t ne = 0, na = 0;
+  while (environ[ne]) ne++;
+  while (env && env[na]) na++;
+  char **envp = malloc((ne + na + 1) * sizeof *envp);
+  if (!envp) { close(sv[0]); close(sv[1]); return -ENOMEM; }
+  size_t k = 0;
+  for (size_t i = 0; i < na; i++) envp[k++] = env[i];
+  for (size_t i = 0; i < ne; i++) {           /* ours win over inherited ones */
+    const char *eq = strchr(environ[i], '=');
+    size_t l = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
+    int dup = 0;
+    for (size_t j = 0; j < na && !dup; j++) dup = !strncmp(env[j], environ[i], l);
+    if (!dup) envp[k++] = environ[i];
+  }
+  envp[k] = NULL;
+  pid_t parent = getpid();
+  pid_t c = fork();
+  if (c < 0) {
+    int e = errno;
+    free(envp); close(sv[0]); close(sv[1]);
+    return -e;
+  }
+  if (c == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);      /* parent already gone */
+    setpgid(0, 0);                            /* Ctrl-C goes to the coordinator */
+    if (as_limit) {
+      struct rlimit rl = {(rlim_t)as_limit, (rlim_t)as_limit};
+      setrlimit(RLIMIT_AS, &rl);
+    }
+    if (dup2(sv[1], 3) < 0) _exit(127);       /* dup2 clears close-on-exec */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGINT, SIG_IGN);                  /* the coordinator decides */
+    execve(argv[0], argv, envp);
+    _exit(127);
+  }
+  free(envp);
+  close(sv[1]);
+  int fl = fcntl(sv[0], F_GETFL);
+  fcntl(sv[0], F_SETFL, fl | O_NONBLOCK);
+  *fd = sv[0];
+  *pid = (int)c;
+  return 0;
+}
+
+int pd_kill_reap(int pid) {
+  int st;
+  if (pid <= 0) return -1;
+  kill((pid_t)pid, SIGKILL);
+  while (waitpid((pid_t)pid, &st, 0) < 0)
+    if (errno != EINTR) return -1;
+  return st;
+}

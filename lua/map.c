@@ -1,0 +1,1017 @@
+/*
+ * map.c: pd.core.map, the native side of pd.map (stdlib/pd/map.lua) and of
+ * the worker loop (stdlib/pd/worker.lua).
+ *
+ *   core.map.pool{workers=, memory=, argv=} -> pool   (a "pd.Pool" userdata)
+ *   pool:submit(fnblob, list, opts) -> job id
+ *   pool:pump(seconds) -> tasks finished        pool:status(id) -> string
+ *   pool:progress(id) -> done, total, failed    pool:results(id) -> table
+ *   pool:completed(id, k) -> i, v | nil         pool:first_failure(id)
+ *   pool:cancel(id)  pool:release(id)  pool:pids()  pool:stats()  pool:close()
+ *   core.map.worker(loader)        the worker loop; never returns
+ *   core.map.rng() / core.map.random(seed [, stream])   generators
+ *
+ * The pool is a userdata with __gc and __close: closing the Lua state kills
+ * and reaps every worker.  Values cross the socketpair through the value
+ * codec (lua/codec.h), one message per argument, result and function.
+ */
+#define _GNU_SOURCE
+#include "pdlua.h"
+#include "codec.h"
+
+#include "pd/pd.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define POOL_MT "pd.Pool"
+#define RNG_MT "pd.Generator"
+#define ERROR_MT_KEY "pd.Error"      /* registry: the error objects' metatable */
+#define CTX_KEY "pd.map.ctx"         /* registry: the worker's task context */
+
+/* ==== values ================================================================
+ * Every argument, result, error and function crosses the socketpair as one
+ * codec message (lua/codec.h).  The workers are this process's own children
+ * running the same VM: a trusted peer, so functions travel as bytecode and
+ * modules are resolved with require. */
+
+/* Scalars (nil, booleans, numbers, strings) alone in a message are written
+ * and read here, byte for byte as lua/codec.c writes them (docs/wire.md:
+ * version byte 1, then T_NIL 0, T_FALSE 1, T_TRUE 2, T_INT 3 zigzag
+ * uvarint, T_FLOAT 4 f64 LE, T_STR 5 uvarint length and bytes); anything
+ * else goes through the codec.  Why: the codec's general entry builds a
+ * reference table and a frame stack for every message (about 1 us), which
+ * would dominate a map of 10^5 numbers.  spec/map_spec.lua checks these
+ * bytes against pdi_codec_encode. */
+static int enc_fast(lua_State *L, int idx, pd_buf *b) {
+  unsigned char t[2 + 10 + 8];
+  size_t n = 2;
+  t[0] = PDI_CODEC_VERSION;
+  uint64_t u;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL: t[1] = 0; break;
+  case LUA_TBOOLEAN: t[1] = lua_toboolean(L, idx) ? 2 : 1; break;
+  case LUA_TNUMBER:
+    if (pdc_isinteger(L, idx)) {
+      uint64_t v = (uint64_t)lua_tointeger(L, idx);
+      u = (v << 1) ^ (uint64_t)-(int64_t)(v >> 63);
+      t[1] = 3;
+      do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
+    } else {
+      double d = (double)lua_tonumber(L, idx);
+      memcpy(&u, &d, 8);
+      t[1] = 4;
+      for (int i = 0; i < 8; i++) t[n++] = (unsigned char)(u >> (8 * i));
+    }
+    break;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    t[1] = 5;
+    u = len;
+    do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
+    if (pd_buf_append(b, t, n) || pd_buf_append(b, s, len)) luaL_error(L, "not enough memory");
+    return 1;
+  }
+  default: return 0;
+  }
+  if (pd_buf_append(b, t, n)) luaL_error(L, "not enough memory");
+  return 1;
+}
+
+/* Read a uvarint at *p < e; 0 on success. */
+static int get_uv(const unsigned char **p, const unsigned char *e, uint64_t *v) {
+  uint64_t x = 0;
+  for (int s = 0; s < 64 && *p < e; s += 7) {
+    unsigned char c = *(*p)++;
+    x |= (uint64_t)(c & 127) << s;
+    if (!(c & 128)) { *v = x; return 0; }
+  }
+  return -1;
+}
+
+/* Push a lone scalar message; 1 if done, 0 to leave it to the codec. */
+static int dec_fast(lua_State *L, const char *p, size_t n) {
+  const unsigned char *q = (const unsigned char *)p, *e = q + n;
+  if (n < 2 || q[0] != PDI_CODEC_VERSION) return 0;
+  uint64_t u;
+  q += 2;
+  switch (((const unsigned char *)p)[1]) {
+  case 0: if (n != 2) return 0; lua_pushnil(L); return 1;
+  case 1: case 2: if (n != 2) return 0; lua_pushboolean(L, p[1] == 2); return 1;
+  case 3:
+    if (get_uv(&q, e, &u) || q != e) return 0;
+    lua_pushinteger(L, (lua_Integer)(int64_t)((u >> 1) ^ (uint64_t)-(int64_t)(u & 1)));
+    return 1;
+  case 4: {
+    if (n != 10) return 0;
+    u = 0;
+    for (int i = 0; i < 8; i++) u |= (uint64_t)q[i] << (8 * i);
+    double d;
+    memcpy(&d, &u, 8);
+    lua_pushnumber(L, (lua_Number)d);
+    return 1;
+  }
+  case 5:
+    if (get_uv(&q, e, &u) || u != (uint64_t)(e - q)) return 0;
+    lua_pushlstring(L, (const char *)q, (size_t)u);
+    return 1;
+  default: return 0;
+  }
+}
+
+static void enc_value(lua_State *L, int idx, pd_buf *b) {
+  if (enc_fast(L, idx, b)) return;
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  pdi_codec_encode(L, idx, b, &o);
+}
+
+/* Decode n bytes at p onto the stack, or raise.  [] -> [v] */
+static void decode_or_raise(lua_State *L, const char *p, size_t n) {
+  if (dec_fast(L, p, n)) return;
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  pdi_codec_decode(L, p, n, &o);
+}
+
+/* core.map.codec_encode(v) -> the codec's own bytes (for the spec that
+ * holds the fast path to them).  Stack: [v] -> [s] */
+static int m_codec_encode(lua_State *L) {
+  pd_buf b;
+  pd_buf_init(&b);
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  luaL_checkany(L, 1);
+  pdi_codec_encode(L, 1, &b, &o);                  /* scalars only: cannot raise */
+  lua_pushlstring(L, b.data, b.len);
+  pd_buf_free(&b);
+  return 1;
+}
+
+/* The state's scratch buffer (a userdata in the registry that owns it, so
+ * an encoding that raises leaks nothing).  Stack: unchanged. */
+static int scratch_gc(lua_State *L) {
+  pd_buf_free((pd_buf *)lua_touserdata(L, 1));
+  return 0;
+}
+
+static pd_buf *scratch(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "pd.map.scratch");
+  pd_buf *b = (pd_buf *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (b) return b;
+  b = (pd_buf *)lua_newuserdatauv(L, sizeof *b, 0);
+  pd_buf_init(b);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, scratch_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "pd.map.scratch");
+  return b;
+}
+
+/* core.map.encode(v) -> string; core.map.decode(s) -> v.  [v] -> [s] */
+static int m_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  pd_buf *b = scratch(L);
+  b->len = 0;
+  enc_value(L, 1, b);
+  lua_pushlstring(L, b->data ? b->data : "", b->len);
+  if (b->cap > (1u << 20)) pd_buf_free(b);         /* keep no big buffer */
+  return 1;
+}
+
+static int m_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  decode_or_raise(L, s, n);
+  return 1;
+}
+
+/* ==== random streams ==========================================================
+ * xoshiro256** (Blackman and Vigna) seeded through splitmix64 from (seed,
+ * stream): a stream is fixed by the pair, whatever ran before it, so a task's
+ * numbers depend on the job's seed and its index only. */
+typedef struct rng { uint64_t s[4]; } rng;
+
+static uint64_t splitmix(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static void rng_seed(rng *g, uint64_t seed, uint64_t stream) {
+  uint64_t x = seed;
+  uint64_t h = splitmix(&x) ^ (stream * 0xd1342543de82ef95ull + 0x632be59bd9b4e019ull);
+  for (int i = 0; i < 4; i++) g->s[i] = splitmix(&h);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(rng *g) {
+  uint64_t *s = g->s;
+  uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+  s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+  s[2] ^= t; s[3] = rotl(s[3], 45);
+  return r;
+}
+
+static double rng_double(rng *g) { return (double)(rng_next(g) >> 11) * 0x1.0p-53; }
+
+static rng *push_rng(lua_State *L, uint64_t seed, uint64_t stream) {
+  rng *g = (rng *)lua_newuserdatauv(L, sizeof *g, 0);
+  rng_seed(g, seed, stream);
+  luaL_setmetatable(L, RNG_MT);
+  return g;
+}
+
+/* g:uniform() in [0,1); g:uniform(b) in [0,b); g:uniform(a, b) in [a,b). */
+static int g_uniform(lua_State *L) {
+  rng *g = (rng *)luaL_checkudata(L, 1, RNG_MT);
+  double u = rng_double(g);
+  if (lua_isnoneornil(L, 2)) lua_pushnumber(L, u);
+  else if (lua_isnoneornil(L, 3)) lua_pushnumber(L, u * luaL_checknumber(L, 2));
+  else {
+    double a = luaL_checknumber(L, 2), b = luaL_checknumber(L, 3);
+    lua_pushnumber(L, a + (b - a) * u);
+  }
+  return 1;
+}
+
+/* g:normal([mean [, sd]]): Box-Muller. */
+static int g_normal(lua_State *L) {
+  rng *g = (rng *)luaL_checkudata(L, 1, RNG_MT);
+  double mu = luaL_optnumber(L, 2, 0), sd = luaL_optnumber(L, 3, 1);
+  double u1 = 1.0 - rng_double(g), u2 = rng_double(g);      /* u1 in (0,1] */
+  lua_pushnumber(L, mu + sd * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+  return 1;
+}
+
+/* g:integers(n) in 1..n; g:integers(lo, hi) in lo..hi (both ends included). */
+static int g_integers(lua_State *L) {
+  rng *g = (rng *)luaL_checkudata(L, 1, RNG_MT);
+  lua_Integer lo = 1, hi;
+  if (lua_isnoneornil(L, 3)) hi = luaL_checkinteger(L, 2);
+  else { lo = luaL_checkinteger(L, 2); hi = luaL_checkinteger(L, 3); }
+  luaL_argcheck(L, lo <= hi, 2, "empty interval");
+  uint64_t span = (uint64_t)hi - (uint64_t)lo + 1, x;
+  if (span == 0) x = rng_next(g);                  /* the whole 64-bit range */
+  else {
+    uint64_t lim = UINT64_MAX - UINT64_MAX % span; /* reject the biased tail */
+    do x = rng_next(g); while (x >= lim);
+    x %= span;
+  }
+  lua_pushinteger(L, (lua_Integer)((uint64_t)lo + x));
+  return 1;
+}
+
+/* core.map.random(seed [, stream]) -> generator. */
+static int m_random(lua_State *L) {
+  uint64_t seed = (uint64_t)(lua_Integer)luaL_optnumber(L, 1, 0);
+  uint64_t stream = (uint64_t)(lua_Integer)luaL_optnumber(L, 2, 0);
+  push_rng(L, seed, stream);
+  return 1;
+}
+
+/* The task now running in this worker (registry CTX_KEY). */
+typedef struct taskctx {
+  uint64_t seed;
+  uint32_t index;          /* 0-based task index */
+  uint64_t serial;         /* changes with every task */
+  int in_task;
+} taskctx;
+
+static taskctx *get_ctx(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+  taskctx *c = (taskctx *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return c;
+}
+
+/* core.map.rng([seed]) -> the running task's generator (the same object all
+ * through one task), or, outside a task, a generator of stream 0 of seed.
+ * Stack: [seed?] -> [g] */
+static int m_rng(lua_State *L) {
+  taskctx *c = get_ctx(L);
+  if (!c || !c->in_task) {
+    push_rng(L, (uint64_t)(lua_Integer)luaL_optnumber(L, 1, 0), 0);
+    return 1;
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "pd.map.rng");       /* [g|nil] */
+  lua_getfield(L, LUA_REGISTRYINDEX, "pd.map.rngserial"); /* [g, serial] */
+  if (lua_isuserdata(L, -2) && (uint64_t)lua_tointeger(L, -1) == c->serial) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pop(L, 2);
+  push_rng(L, c->seed, (uint64_t)c->index + 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "pd.map.rng");
+  lua_pushinteger(L, (lua_Integer)c->serial);
+  lua_setfield(L, LUA_REGISTRYINDEX, "pd.map.rngserial");
+  return 1;
+}
+
+/* core.map.task() -> index (1-based) of the running task, or nil. */
+static int m_task(lua_State *L) {
+  taskctx *c = get_ctx(L);
+  if (!c || !c->in_task) return 0;
+  lua_pushinteger(L, (lua_Integer)c->index + 1);
+  return 1;
+}
+
+/* ==== the pool (coordinator side) =============================================== */
+
+typedef struct lpool { pd_pool *p; } lpool;
+
+static lpool *check_pool(lua_State *L) {
+  lpool *lp = (lpool *)luaL_checkudata(L, 1, POOL_MT);
+  if (!lp->p) luaL_error(L, "attempt to use a closed pool");
+  return lp;
+}
+
+/* core.map.pool{workers=, memory= (bytes), argv={...}} -> pool.
+ * Userdata first (closed), pool second.  Stack: [opts] -> [pool] */
+static int m_pool(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lpool *lp = (lpool *)lua_newuserdatauv(L, sizeof *lp, 0);
+  lp->p = NULL;
+  luaL_setmetatable(L, POOL_MT);
+  lua_getfield(L, 1, "workers");
+  int workers = (int)luaL_optinteger(L, -1, 1);
+  lua_getfield(L, 1, "memory");
+  double mem = luaL_optnumber(L, -1, 0);
+  lua_getfield(L, 1, "argv");
+  luaL_checktype(L, -1, LUA_TTABLE);
+  int n = (int)lua_rawlen(L, -1);
+  luaL_argcheck(L, n >= 1 && n < 16, 1, "argv: 1 to 15 words");
+  char *argv[16];
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    argv[i] = (char *)luaL_checkstring(L, -1);     /* kept alive by argv table */
+    lua_pop(L, 1);
+  }
+  argv[n] = NULL;
+  pd_pool_opts o = {workers > 0 ? workers : 1, (unsigned long long)(mem > 0 ? mem : 0), argv};
+  lp->p = pd_pool_new(&o);
+  if (!lp->p) return luaL_error(L, "not enough memory");
+  lua_pop(L, 3);                                   /* [opts, pool] */
+  return 1;
+}
+
+static int p_gc(lua_State *L) {
+  lpool *lp = (lpool *)luaL_checkudata(L, 1, POOL_MT);
+  pd_pool_free(lp->p);
+  lp->p = NULL;
+  return 0;
+}
+
+static pd_job *check_job(lua_State *L, lpool *lp, int idx) {
+  pd_job *j = pd_pool_job(lp->p, (uint32_t)luaL_checkinteger(L, idx));
+  if (!j) luaL_error(L, "no such job %d (released?)", (int)lua_tointeger(L, idx));
+  return j;
+}
+
+static int optint(lua_State *L, int t, const char *k, int d) {
+  lua_getfield(L, t, k);
+  int v = (int)luaL_optinteger(L, -1, d);
+  lua_pop(L, 1);
+  return v;
+}
+
+typedef struct encjob { pd_job *j; lua_Integer at; } encjob;
+
+/* Protected: encode list[1..n] into the job.  [ej, list, n] -> [] */
+static int encode_args(lua_State *L) {
+  encjob *ej = (encjob *)lua_touserdata(L, 1);
+  lua_Integer n = lua_tointeger(L, 3);
+  pd_buf *b = pd_job_argbuf(ej->j);
+  for (lua_Integer i = 1; i <= n; i++) {
+    ej->at = i;
+    lua_rawgeti(L, 2, i);
+    enc_value(L, -1, b);
+    pd_job_argend(ej->j);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* pool:submit(fnblob, list, opts) -> id.  Encodes every element of list
+ * (1..n, n = opts.n or #list) now: an unsendable value is an error here,
+ * before any work starts.  Stack: unchanged but for the result. */
+static int p_submit(lua_State *L) {
+  lpool *lp = check_pool(L);
+  size_t fnlen;
+  const char *fn = luaL_checklstring(L, 2, &fnlen);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_getfield(L, 4, "n");
+  lua_Integer n = lua_isnil(L, -1) ? (lua_Integer)lua_rawlen(L, 3) : luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+  luaL_argcheck(L, n >= 0 && n < (lua_Integer)UINT32_MAX / 2, 3, "too many tasks");
+  pd_job_opts o;
+  memset(&o, 0, sizeof o);
+  o.chunk = optint(L, 4, "chunk", 0);
+  o.cpus = optint(L, 4, "cpus", 0);
+  o.retries = optint(L, 4, "retries", 2);
+  lua_getfield(L, 4, "timeout");
+  o.timeout = luaL_optnumber(L, -1, 0);
+  lua_getfield(L, 4, "seed");
+  o.seed = (uint64_t)(lua_Integer)luaL_optnumber(L, -1, 0);
+  lua_getfield(L, 4, "collect");
+  o.stop_on_error = !lua_toboolean(L, -1);
+  lua_getfield(L, 4, "unpack");
+  o.unpack = lua_toboolean(L, -1);
+  lua_pop(L, 4);
+  pd_job *j = pd_job_new(lp->p, fn, fnlen, (uint32_t)n, &o);
+  if (!j) return luaL_error(L, "not enough memory");
+  /* Encoding may raise (an unsendable element, out of memory): do it under
+   * a protected call so that the job is not leaked, then raise ourselves. */
+  encjob ej = {j, 0};
+  lua_pushcfunction(L, encode_args);
+  lua_pushlightuserdata(L, &ej);
+  lua_pushvalue(L, 3);
+  lua_Integer nn = n;
+  lua_pushinteger(L, nn);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+    pd_pool_submit(lp->p, j);
+    pd_pool_release(lp->p, j);
+    return luaL_error(L, "pd.map: element %d of the list cannot be sent to a worker: %s",
+                      (int)ej.at, lua_tostring(L, -1));
+  }
+  pd_pool_submit(lp->p, j);
+  lua_pushinteger(L, (lua_Integer)pd_job_id(j));
+  return 1;
+}
+
+/* pool:pump([seconds]) -> tasks finished (0 when the time ran out).
+ * seconds < 0 or nil: until something finishes. */
+static int p_pump(lua_State *L) {
+  lpool *lp = check_pool(L);
+  int rc = pd_pool_pump(lp->p, luaL_optnumber(L, 2, -1));
+  if (rc < 0) return luaL_error(L, "cannot start a worker process: %s", strerror(-rc));
+  lua_pushinteger(L, rc);
+  return 1;
+}
+
+static const char *const status_names[] = {"queued", "running", "done", "failed", "cancelled"};
+
+static int p_status(lua_State *L) {
+  lpool *lp = check_pool(L);
+  lua_pushstring(L, status_names[pd_job_status(check_job(L, lp, 2))]);
+  return 1;
+}
+
+static int p_progress(lua_State *L) {
+  lpool *lp = check_pool(L);
+  uint32_t d, t, f;
+  pd_job_progress(check_job(L, lp, 2), &d, &t, &f);
+  lua_pushinteger(L, d);
+  lua_pushinteger(L, t);
+  lua_pushinteger(L, f);
+  return 3;
+}
+
+/* Push task i's value: its result, an error object, or nil (not final).
+ * Returns the task's state.  Stack: [] -> [v] */
+static int push_task(lua_State *L, pd_job *j, uint32_t i) {
+  const char *p = NULL;
+  size_t n = 0;
+  int pid = 0;
+  int st = pd_job_task(j, i, &p, &n, &pid);
+  if (st == PD_T_DONE) {
+    decode_or_raise(L, p, n);
+    return st;
+  }
+  if (st != PD_T_ERROR && st != PD_T_FAILED) {
+    lua_pushnil(L);
+    return st;
+  }
+  if (st == PD_T_ERROR) decode_or_raise(L, p, n);   /* [{message, traceback}] */
+  else {
+    lua_newtable(L);
+    lua_pushlstring(L, p, n);
+    lua_setfield(L, -2, "message");
+    lua_pushliteral(L, "");
+    lua_setfield(L, -2, "traceback");
+  }
+  if (!lua_istable(L, -1)) luaL_error(L, "malformed error from a worker");
+  lua_pushinteger(L, (lua_Integer)i + 1);
+  lua_setfield(L, -2, "task");
+  lua_pushfstring(L, "local:%d", pid);
+  lua_setfield(L, -2, "node");
+  lua_pushinteger(L, pid);
+  lua_setfield(L, -2, "pid");
+  lua_pushstring(L, st == PD_T_ERROR ? "error" : "failed");
+  lua_setfield(L, -2, "kind");
+  lua_getfield(L, LUA_REGISTRYINDEX, ERROR_MT_KEY);
+  lua_setmetatable(L, -2);
+  return st;
+}
+
+/* pool:results(id) -> { v1, ..., n = total }: error objects in the slots of
+ * failed tasks, nil in those that never ran. */
+static int p_results(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_job *j = check_job(L, lp, 2);
+  uint32_t total;
+  pd_job_progress(j, NULL, &total, NULL);
+  lua_createtable(L, (int)total, 1);
+  for (uint32_t i = 0; i < total; i++) {
+    push_task(L, j, i);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_pushinteger(L, total);
+  lua_setfield(L, -2, "n");
+  return 1;
+}
+
+/* pool:task(id, i) -> v, state, pid */
+static int p_task(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_job *j = check_job(L, lp, 2);
+  lua_Integer i = luaL_checkinteger(L, 3);
+  uint32_t total;
+  pd_job_progress(j, NULL, &total, NULL);
+  luaL_argcheck(L, i >= 1 && i <= total, 3, "no such task");
+  int st = push_task(L, j, (uint32_t)(i - 1));
+  int pid = 0;
+  pd_job_task(j, (uint32_t)(i - 1), NULL, NULL, &pid);
+  lua_pushinteger(L, st);
+  lua_pushinteger(L, pid);
+  return 3;
+}
+
+/* pool:completed(id, k) -> i, v for the k-th task to finish, or nothing. */
+static int p_completed(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_job *j = check_job(L, lp, 2);
+  uint32_t i = pd_job_completed(j, (uint32_t)(luaL_checkinteger(L, 3) - 1));
+  if (i == UINT32_MAX) return 0;
+  lua_pushinteger(L, (lua_Integer)i + 1);
+  push_task(L, j, i);
+  return 2;
+}
+
+static int p_first_failure(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_job *j = check_job(L, lp, 2);
+  uint32_t i = pd_job_first_failure(j);
+  if (i == UINT32_MAX) return 0;
+  lua_pushinteger(L, (lua_Integer)i + 1);
+  push_task(L, j, i);
+  return 2;
+}
+
+static int p_cancel(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_pool_cancel(lp->p, check_job(L, lp, 2));
+  return 0;
+}
+
+static int p_release(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_job *j = pd_pool_job(lp->p, (uint32_t)luaL_checkinteger(L, 2));
+  if (j) pd_pool_release(lp->p, j);
+  return 0;
+}
+
+static int p_resize(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_pool_resize(lp->p, (int)luaL_checkinteger(L, 2));
+  return 0;
+}
+
+static int p_pids(lua_State *L) {
+  lpool *lp = check_pool(L);
+  int pids[1024];
+  int n = pd_pool_pids(lp->p, pids, 1024);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushinteger(L, pids[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static int p_stats(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_pool_stats s;
+  pd_pool_stats_get(lp->p, &s);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, (lua_Integer)s.spawned); lua_setfield(L, -2, "spawned");
+  lua_pushinteger(L, (lua_Integer)s.lost); lua_setfield(L, -2, "lost");
+  lua_pushinteger(L, (lua_Integer)s.frames_out); lua_setfield(L, -2, "frames_out");
+  lua_pushinteger(L, (lua_Integer)s.frames_in); lua_setfield(L, -2, "frames_in");
+  lua_pushinteger(L, (lua_Integer)s.tasks_done); lua_setfield(L, -2, "tasks_done");
+  return 1;
+}
+
+static int p_closed(lua_State *L) {
+  lpool *lp = (lpool *)luaL_checkudata(L, 1, POOL_MT);
+  lua_pushboolean(L, lp->p == NULL);
+  return 1;
+}
+
+/* ==== the worker ====================================================================
+ * core.map.worker(loader): fd 3 (PDLUA_WORKER_FD) carries frames.  For each
+ * JOB frame, loader(blob) -> f [, shared] is called once; for each TASKS
+ * frame every task runs under lua_pcall with a handler that keeps the
+ * traceback; results go back in one RESULTS frame per batch, written when
+ * no further complete frame is waiting.  Out of memory (the allocator cap
+ * below, or RLIMIT_AS) reports the task and exits with status 75, and the
+ * coordinator starts another worker. */
+
+typedef struct capalloc {
+  lua_Alloc f;
+  void *ud;
+  size_t used, limit;
+} capalloc;
+
+static void *cap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  capalloc *c = (capalloc *)ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize > old && c->limit && c->used + (nsize - old) > c->limit) return NULL;
+  void *r = c->f(c->ud, ptr, osize, nsize);
+  if (nsize == 0) c->used -= old < c->used ? old : c->used;
+  else if (r) c->used = c->used - (old < c->used ? old : c->used) + nsize;
+  return r;
+}
+
+/* Message handler: [err] -> [{message=, traceback=}] */
+static int task_handler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  luaL_traceback(L, L, NULL, 1);
+  lua_setfield(L, -2, "traceback");
+  return 1;
+}
+
+static uint32_t rd32(const char *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);                                /* little-endian hosts */
+  return v;
+}
+
+static void buf32(pd_buf *b, uint32_t v) { pd_buf_append(b, &v, 4); }
+
+static void oom_exit(pd_conn *c, uint32_t job, uint32_t idx, size_t limit) {
+  char msg[160];
+  int n = snprintf(msg, sizeof msg,
+                   "out of memory: task %u went past the worker memory limit of %zu MiB",
+                   idx + 1, limit >> 20);
+  /* a fresh frame on a clean buffer: whatever batch was half built is dropped */
+  c->out.len = c->out_off = 0;
+  size_t m = pd_conn_begin(c, PD_F_RESULTS);
+  buf32(&c->out, job);
+  buf32(&c->out, 1);
+  double z = 0;
+  pd_buf_append(&c->out, &z, 8);
+  buf32(&c->out, idx);
+  unsigned char st = PD_T_FAILED;
+  pd_buf_append(&c->out, &st, 1);
+  buf32(&c->out, (uint32_t)n);
+  pd_buf_append(&c->out, msg, (size_t)n);
+  pd_conn_end(c, m);
+  pd_conn_flush(c);
+  _exit(75);
+}
+
+/* Run one TASKS frame.  Stack balanced.  jobs: index of the jobs table. */
+static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int jobs,
+                      taskctx *ctx, capalloc *cap) {
+  if (n < 9) _exit(70);
+  double t0 = pd_now();
+  uint32_t job = rd32(f + 1), count = rd32(f + 5);
+  lua_rawgeti(L, jobs, job);                       /* [rec] */
+  if (!lua_istable(L, -1)) _exit(70);
+  lua_rawgeti(L, -1, 1);                           /* [rec, f] */
+  lua_rawgeti(L, -2, 2);                           /* [rec, f, flags] */
+  int unpack = (int)lua_tointeger(L, -1) & PD_JOBF_UNPACK;
+  lua_rawgeti(L, -3, 3);                           /* [rec, f, flags, seed] */
+  ctx->seed = (uint64_t)lua_tointeger(L, -1);
+  lua_pop(L, 2);                                   /* [rec, f] */
+  lua_rawgeti(L, -2, 4);                           /* [rec, f, shared] */
+  lua_getfield(L, LUA_REGISTRYINDEX, "pd.map.pd"); /* [rec, f, shared, pd] */
+  if (lua_istable(L, -1)) {
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "shared");
+  }
+  lua_pop(L, 2);                                   /* [rec, f] */
+  int fi = lua_gettop(L);
+  lua_pushcfunction(L, task_handler);              /* [rec, f, h] */
+  int hi = lua_gettop(L);
+  size_t m = pd_conn_begin(c, PD_F_RESULTS);
+  buf32(&c->out, job);
+  buf32(&c->out, count);
+  size_t secat = c->out.len;
+  double z = 0;
+  pd_buf_append(&c->out, &z, 8);
+  size_t off = 9;
+  for (uint32_t e = 0; e < count; e++) {
+    if (n - off < 8) _exit(70);
+    uint32_t idx = rd32(f + off), len = rd32(f + off + 4);
+    off += 8;
+    if (n - off < len) _exit(70);
+    ctx->index = idx;
+    ctx->serial++;
+    ctx->in_task = 1;
+    lua_pushvalue(L, fi);                          /* [.., f] */
+    decode_or_raise(L, f + off, len);              /* [.., f, arg] */
+    off += len;
+    int nargs = 1;
+    if (unpack && lua_istable(L, -1)) {
+      int t = lua_gettop(L);
+      int k = (int)lua_rawlen(L, t);
+      luaL_checkstack(L, k + 2, "too many arguments to unpack");
+      for (int a = 1; a <= k; a++) lua_rawgeti(L, t, a);
+      lua_remove(L, t);
+      nargs = k;
+    }
+    int status = lua_pcall(L, nargs, 1, hi);       /* [.., r] */
+    ctx->in_task = 0;
+    if (status == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
+    buf32(&c->out, idx);
+    unsigned char st = status == LUA_OK ? PD_T_DONE : PD_T_ERROR;
+    size_t stat = c->out.len;
+    pd_buf_append(&c->out, &st, 1);
+    size_t lenat = c->out.len;
+    buf32(&c->out, 0);
+    size_t before = c->out.len;
+    if (status != LUA_OK && !lua_istable(L, -1)) {   /* handler did not run */
+      lua_createtable(L, 0, 2);
+      lua_pushvalue(L, -2);
+      lua_setfield(L, -2, "message");
+      lua_remove(L, -2);
+    }
+    int rt = lua_type(L, -1);
+    if (rt == LUA_TNUMBER || rt == LUA_TSTRING || rt == LUA_TBOOLEAN || rt == LUA_TNIL) {
+      enc_value(L, -1, &c->out);                /* cannot fail but for memory */
+      uint32_t rl = (uint32_t)(c->out.len - before);
+      memcpy(c->out.data + lenat, &rl, 4);
+      lua_pop(L, 1);
+      continue;
+    }
+    /* an unsendable result becomes the task's error */
+    lua_pushcfunction(L, m_encode);
+    lua_pushvalue(L, -2);
+    int es = lua_pcall(L, 1, 1, 0);                /* [.., r, s|err] */
+    if (es == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
+    if (es != LUA_OK) {
+      lua_createtable(L, 0, 2);
+      lua_pushfstring(L, "task %d returned a value that cannot be sent back: %s",
+                      (int)idx + 1, lua_tostring(L, -2));
+      lua_setfield(L, -2, "message");
+      lua_pushliteral(L, "");
+      lua_setfield(L, -2, "traceback");
+      lua_pushcfunction(L, m_encode);
+      lua_insert(L, -2);
+      lua_call(L, 1, 1);                           /* plain strings: cannot fail */
+      c->out.data[stat] = PD_T_ERROR;
+      lua_remove(L, -2);
+    }
+    size_t sl;
+    const char *s = lua_tolstring(L, -1, &sl);
+    pd_buf_append(&c->out, s, sl);
+    uint32_t rl = (uint32_t)(c->out.len - before);
+    memcpy(c->out.data + lenat, &rl, 4);
+    lua_pop(L, 2);                                 /* [rec, f, h] */
+  }
+  double secs = pd_now() - t0;
+  memcpy(c->out.data + secat, &secs, 8);
+  pd_conn_end(c, m);
+  lua_pop(L, 3);
+}
+
+/* Message handler for the job loader: [err] -> ["message\ntraceback"].
+ * (pdi_msghandler lives in the pdlua executable, not in pd/core.so.) */
+static int load_handler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* A function that raises its upvalue.  Stack: [...] -> error */
+static int raise_upvalue(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return lua_error(L);
+}
+
+/* core.map.worker(loader): never returns (exits the process at EOF). */
+static int m_worker(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  const char *fds = getenv("PDLUA_WORKER_FD");
+  if (!fds) return luaL_error(L, "not a worker (PDLUA_WORKER_FD unset)");
+  int fd = atoi(fds);
+  static capalloc cap;                             /* one worker per process */
+  const char *mem = getenv("PDLUA_WORKER_MEMORY");
+  cap.limit = mem ? (size_t)strtoull(mem, NULL, 10) : 0;
+  if (cap.limit) {
+    cap.f = lua_getallocf(L, &cap.ud);
+    cap.used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_setallocf(L, cap_alloc, &cap);
+  }
+  taskctx *ctx = (taskctx *)lua_newuserdatauv(L, sizeof *ctx, 0);
+  memset(ctx, 0, sizeof *ctx);
+  lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+  lua_newtable(L);                                 /* [loader, jobs] */
+  int jobs = lua_gettop(L);
+  pd_conn c;
+  pd_conn_init(&c, fd);
+  uint32_t pid = (uint32_t)getpid();
+  pd_conn_put(&c, PD_F_HELLO, &pid, 4);
+  pd_conn_flush(&c);
+  for (;;) {
+    int r = pd_conn_fill(&c);
+    if (r < 0 && r != -EAGAIN) _exit(0);           /* coordinator gone */
+    const char *f;
+    size_t n;
+    int got;
+    while ((got = pd_conn_next(&c, &f, &n)) == 1) {
+      switch (f[0]) {
+      case PD_F_JOB: {
+        if (n < 14) _exit(70);
+        uint32_t job = rd32(f + 1);
+        int flags = (unsigned char)f[5];
+        uint64_t seed;
+        memcpy(&seed, f + 6, 8);
+        lua_pushcfunction(L, load_handler);        /* [.., h] */
+        lua_pushvalue(L, 1);
+        lua_pushlstring(L, f + 14, n - 14);        /* [.., h, loader, blob] */
+        if (lua_pcall(L, 1, 2, -3) != LUA_OK) {   /* [.., h, err] */
+          /* the job cannot load here: each of its tasks fails with why */
+          lua_pushcclosure(L, raise_upvalue, 1);   /* [.., h, f] */
+          lua_pushnil(L);                          /* [.., h, f, nil] */
+        }
+        /* [.., h, f, shared] */
+        lua_createtable(L, 4, 0);                  /* [.., h, f, shared, rec] */
+        lua_pushvalue(L, -3); lua_rawseti(L, -2, 1);
+        lua_pushinteger(L, flags); lua_rawseti(L, -2, 2);
+        lua_pushinteger(L, (lua_Integer)seed); lua_rawseti(L, -2, 3);
+        lua_pushvalue(L, -2); lua_rawseti(L, -2, 4);
+        lua_rawseti(L, jobs, job);
+        lua_settop(L, jobs);
+        break;
+      }
+      case PD_F_TASKS:
+        run_tasks(L, &c, f, n, jobs, ctx, &cap);
+        /* each batch's results leave now: a later task that crashes the
+         * process must not take finished ones with it, and the
+         * coordinator's per-task clocks (timeouts) start from here */
+        if (pd_conn_flush(&c) < 0) _exit(0);
+        break;
+      case PD_F_DROP:
+        if (n < 5) _exit(70);
+        lua_pushnil(L);
+        lua_rawseti(L, jobs, rd32(f + 1));
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        break;
+      default:
+        _exit(70);
+      }
+    }
+    if (got < 0) _exit(70);
+    if (pd_conn_flush(&c) < 0) _exit(0);
+  }
+}
+
+/* ==== small helpers for the Lua side ======================================= */
+
+static int m_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 2)));
+  return 1;
+}
+
+static int m_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+/* core.map.machine() -> cpus online, MemAvailable bytes (0 if unknown). */
+static int m_machine(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  double avail = 0;
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (f) {
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+      unsigned long long kb;
+      if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { avail = (double)kb * 1024; break; }
+    }
+    fclose(f);
+  }
+  lua_pushnumber(L, avail);
+  return 2;
+}
+
+/* core.map.rss(pid) -> resident bytes of a process (from /proc), or nil. */
+static int m_rss(lua_State *L) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)luaL_optinteger(L, 1, getpid()));
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  char line[256];
+  double rss = -1, hwm = -1;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long long kb;
+    if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) rss = (double)kb * 1024;
+    if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) hwm = (double)kb * 1024;
+  }
+  fclose(f);
+  if (rss < 0) return 0;
+  lua_pushnumber(L, rss);
+  lua_pushnumber(L, hwm);
+  return 2;
+}
+
+/* core.map.alive(pid) -> true while the process exists (and is not a zombie). */
+static int m_alive(lua_State *L) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)luaL_checkinteger(L, 1));
+  FILE *f = fopen(path, "r");
+  int alive = 0;
+  if (f) {
+    if (fgets(line, sizeof line, f)) {
+      char *rp = strrchr(line, ')');
+      alive = rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
+    }
+    fclose(f);
+  }
+  lua_pushboolean(L, alive);
+  return 1;
+}
+
+/* core.map.set_error_mt(mt): the metatable of error objects. */
+static int m_set_error_mt(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, ERROR_MT_KEY);
+  return 0;
+}
+
+/* core.map.set_pd(pd): the table whose `shared` field tasks see. */
+static int m_set_pd(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "pd.map.pd");
+  return 0;
+}
+
+static const luaL_Reg pool_methods[] = {
+  {"submit", p_submit}, {"pump", p_pump}, {"status", p_status},
+  {"progress", p_progress}, {"results", p_results}, {"task", p_task},
+  {"completed", p_completed}, {"first_failure", p_first_failure},
+  {"cancel", p_cancel}, {"release", p_release}, {"resize", p_resize},
+  {"pids", p_pids}, {"stats", p_stats}, {"close", p_gc}, {"closed", p_closed},
+  {NULL, NULL},
+};
+
+static const luaL_Reg rng_methods[] = {
+  {"uniform", g_uniform}, {"normal", g_normal}, {"integers", g_integers},
+  {NULL, NULL},
+};
+
+static const luaL_Reg map_funcs[] = {
+  {"pool", m_pool}, {"worker", m_worker}, {"encode", m_encode},
+  {"decode", m_decode}, {"random", m_random}, {"rng", m_rng}, {"task", m_task},
+  {"isatty", m_isatty}, {"getpid", m_getpid}, {"machine", m_machine},
+  {"rss", m_rss}, {"alive", m_alive}, {"set_error_mt", m_set_error_mt},
+  {"set_pd", m_set_pd}, {"codec_encode", m_codec_encode},
+  {NULL, NULL},
+};
+
+/* Stack: [] -> [pd.core.map] */
+int luaopen_pd_core_map(lua_State *L) {
+  if (luaL_newmetatable(L, POOL_MT)) {
+    luaL_newlib(L, pool_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, p_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, p_gc);
+    lua_setfield(L, -2, "__close");
+  }
+  if (luaL_newmetatable(L, RNG_MT)) {
+    luaL_newlib(L, rng_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 2);
+  luaL_newlib(L, map_funcs);
+  return 1;
+}

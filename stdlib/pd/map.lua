@@ -1,0 +1,465 @@
+--- pd.map: parallel map over local worker processes (docs/map.md).
+--
+-- The coordinator side of pd.map, pd.map_async, pd.jobs, pd.job, pd.init,
+-- pd.shutdown, pd.nodes, pd.iserror and pd.rng.  The scheduling itself is C
+-- (core/sched.c through pd.core.map): this file packs the function, keeps
+-- the job handles, and draws progress.
+local core = require "pd.core"
+local cmap = require "pd.core.map"
+
+local M = {}
+
+local unpack = table.unpack or unpack  -- luacheck: ignore
+
+-- ---------------------------------------------------------------------------
+-- Error objects: message, traceback (the worker's), task, node, pid, kind.
+local Error = {}
+Error.__index = Error
+Error.__name = "pd.Error"
+function Error.__tostring(e)
+  local tb = e.traceback
+  local s = string.format("task %s failed on %s: %s", tostring(e.task), tostring(e.node),
+                          tostring(e.message))
+  if tb and tb ~= "" then s = s .. "\n(worker) " .. tb end
+  return s
+end
+cmap.set_error_mt(Error)
+
+--- pd.iserror(v) -> true when v is a failed task's error object.
+function M.iserror(v) return getmetatable(v) == Error end
+
+-- ---------------------------------------------------------------------------
+-- The mapped function travels once per worker as one codec message (lua/
+-- codec.h): bytecode with its upvalues, library values by name, resolved
+-- again on the worker; `shared` rides along.  The workers are our own
+-- children running this VM: trusted for bytecode.
+
+--- The blob a worker turns back into (f, shared).
+-- Two messages: the module search paths first (the function may name
+-- modules that only those paths find), then {f, shared}.
+function M._pack(f, shared)
+  local paths = cmap.encode { path = package.path, cpath = package.cpath }
+  return #paths .. ":" .. paths .. cmap.encode { f = f, shared = shared }
+end
+
+local loaded = {}
+--- Worker side of _pack (stdlib/pd/worker.lua): blob -> f, shared.  The
+-- same blob (the same function mapped again) is loaded once.
+function M._unpack(blob)
+  local hit = loaded[blob]
+  if hit then return hit.f, hit.shared end
+  local len, rest = blob:match("^(%d+):()")
+  len = tonumber(len)
+  local paths = cmap.decode(blob:sub(rest, rest + len - 1))
+  package.path, package.cpath = paths.path or package.path, paths.cpath or package.cpath
+  local spec = cmap.decode(blob:sub(rest + len))
+  local rec = { f = spec.f, shared = spec.shared }
+  if type(rec.f) ~= "function" then error("pd.map: the job carries no function", 0) end
+  loaded[blob] = rec
+  local n = 0
+  for _ in pairs(loaded) do n = n + 1 end
+  if n > 64 then loaded = { [blob] = rec } end     -- bounded cache
+  return rec.f, rec.shared
+end
+
+-- ---------------------------------------------------------------------------
+-- The session: pools of local workers, created on first use.
+
+local S = {
+  pools = {},        -- memory limit (bytes) -> pool
+  jobs = setmetatable({}, { __mode = "v" }),  -- id -> job
+  njobs = 0,
+}
+
+local function settings()
+  local o = core.options()
+  local cpus, avail = cmap.machine()
+  return {
+    cpus = S.cpus or o.cpus or cpus,
+    seed = S.seed or o.seed,
+    progress = S.progress,
+    json = o.json,
+    avail = avail,
+  }
+  end
+
+--- pd.init{cpus=, seed=, memory=, progress=, nodes=}: optional; without it
+-- the first map starts local workers on every CPU (or --cpus).
+function M.init(opts)
+  opts = opts or {}
+  if opts.nodes and #opts.nodes > 0 then
+    error("pd.init: remote nodes are not available in this build yet (local workers only)", 2)
+  end
+  if opts.cpus ~= nil then
+    assert(math.type == nil or math.type(opts.cpus) ~= "float" or opts.cpus % 1 == 0,
+           "pd.init: cpus must be a whole number")
+    if opts.cpus < 1 then error("pd.init: cpus must be at least 1", 2) end
+    S.cpus = opts.cpus
+  end
+  if opts.seed ~= nil then S.seed = opts.seed end
+  if opts.memory ~= nil then S.memory = opts.memory end
+  if opts.progress ~= nil then S.progress = opts.progress end
+  for _, p in pairs(S.pools) do p:resize(S.cpus or settings().cpus) end
+  return true
+end
+
+local function worker_argv()
+  local exe = core.exe()
+  if not exe then error("pd.map: cannot find the pdlua executable to start workers", 3) end
+  return { exe, "-e", "require('pd.worker')" }
+end
+
+-- The pool for workers with this memory cap (MiB, or nil for the default).
+local function get_pool(memory_mib, cpus)
+  local st = settings()
+  local n = math.max(cpus or 0, st.cpus)
+  local bytes
+  if memory_mib then bytes = math.floor(memory_mib * 1048576)
+  elseif S.memory then bytes = math.floor(S.memory * 1048576)
+  else
+    -- a fair share of what the machine has free: a runaway task fails
+    -- with an out-of-memory error long before the kernel's OOM killer
+    bytes = st.avail > 0 and math.floor(st.avail * 0.9 / n) or 0
+  end
+  local key = memory_mib or "default"
+  local p = S.pools[key]
+  if p and p:closed() then p = nil end
+  if not p then
+    p = cmap.pool { workers = n, memory = bytes, argv = worker_argv() }
+    S.pools[key] = p
+  else
+    p:resize(n)
+  end
+  return p
+end
+
+--- pd.shutdown(): stop every worker; jobs in flight are cancelled.
+function M.shutdown()
+  for k, p in pairs(S.pools) do
+    p:close()
+    S.pools[k] = nil
+  end
+  return true
+end
+
+--- pd.nodes() -> the local node only (remote nodes come with pd.serve).
+function M.nodes()
+  local st = settings()
+  local busy, pids = 0, {}
+  for _, p in pairs(S.pools) do
+    if not p:closed() then
+      for _, pid in ipairs(p:pids()) do pids[#pids + 1] = pid end
+    end
+  end
+  busy = #pids
+  return { { url = "local", name = "local", cpus = st.cpus, gpus = 0, busy = busy, alive = true,
+             workers = pids } }
+end
+
+-- ---------------------------------------------------------------------------
+-- Progress: a bar on a terminal, JSON events for scripts.
+
+local function json_str(s)
+  return '"' .. tostring(s):gsub('[%c"\\]', function(c)
+    return string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+local function emit(ev)
+  local parts = {}
+  for _, k in ipairs(ev) do
+    local v = ev[k]
+    local s = type(v) == "string" and json_str(v) or
+              (type(v) == "number" and (v ~= v and "null" or string.format("%.17g", v)) or tostring(v))
+    if type(v) == "number" and math.type and math.type(v) == "integer" then s = tostring(v) end
+    parts[#parts + 1] = json_str(k) .. ":" .. s
+  end
+  io.stderr:write("{" .. table.concat(parts, ",") .. "}\n")
+  io.stderr:flush()
+end
+
+local function fmt_time(s)
+  if s ~= s or s == math.huge then return "?" end
+  if s < 60 then return string.format("%.0fs", s) end
+  if s < 3600 then return string.format("%dm%02ds", math.floor(s / 60), math.floor(s % 60)) end
+  return string.format("%dh%02dm", math.floor(s / 3600), math.floor(s % 3600 / 60))
+end
+
+local function draw_bar(job, final)
+  local done, total, failed = job:progress()
+  local el = core.now() - job._t0
+  local rate = el > 0 and done / el or 0
+  local eta = rate > 0 and (total - done) / rate or math.huge
+  local w = 30
+  local fill = total > 0 and math.floor(w * done / total) or w
+  local line = string.format("\r[%s%s] %d/%d %s%.0f/s ETA %s ", string.rep("#", fill),
+                             string.rep(".", w - fill), done, total,
+                             failed > 0 and (failed .. " failed ") or "", rate,
+                             final and fmt_time(el) or fmt_time(eta))
+  io.stderr:write(line .. (final and "\n" or ""))
+  io.stderr:flush()
+end
+
+local function report(job, final)
+  local now = core.now()
+  if not final and now - (job._last_report or 0) < 0.25 then return end
+  job._last_report = now
+  if job._json then
+    local done, total, failed = job:progress()
+    local el = now - job._t0
+    if final then
+      emit { "event", "job", "status", "done", "total", "failed", "seconds",
+             event = "job_finished", job = job.id, status = job:status(), done = done,
+             total = total, failed = failed, seconds = el }
+    else
+      emit { "event", "job", "done", "total", "failed", "rate",
+             event = "progress", job = job.id, done = done, total = total,
+             failed = failed, rate = el > 0 and done / el or 0 }
+    end
+  end
+  if job._bar and (final and job._drawn or now - job._t0 > 0.5) then
+    job._drawn = true
+    draw_bar(job, final)
+  end
+end
+
+-- ---------------------------------------------------------------------------
+-- Jobs
+
+local Job = {}
+Job.__index = Job
+Job.__name = "pd.Job"
+
+local function final_status(s) return s == "done" or s == "failed" or s == "cancelled" end
+
+function Job:status()
+  if self._released then return self._final_status end
+  return self._pool:status(self.id)
+end
+
+--- job:progress() -> done, total, failed
+function Job:progress()
+  if self._released then return self._done, self.n, self._failed end
+  return self._pool:progress(self.id)
+end
+
+local function finished(job)
+  if job._reported then return end
+  job._reported = true
+  if job._json or job._bar then report(job, true) end
+end
+
+--- job:wait([seconds]) -> true when the job is over (done, failed or
+-- cancelled), or nil, "timeout".
+function Job:wait(seconds)
+  local deadline = seconds and core.now() + seconds
+  local pool = self._pool
+  while not final_status(self:status()) do
+    local left = deadline and deadline - core.now()
+    if left and left <= 0 then return nil, "timeout" end
+    local step = (self._json or self._bar) and 0.25 or -1
+    if left and (step < 0 or left < step) then step = left end
+    pool:pump(step)
+    if self._json or self._bar then report(self) end
+  end
+  finished(self)
+  return true
+end
+
+local function raise_failure(job)
+  local i, e = job._pool:first_failure(job.id)
+  if e then error(e, 0) end
+end
+
+--- job:results() -> { r1, ..., n = total }, waiting for the job first.
+-- With errors = "raise" (the default) a failed job raises its first error
+-- object; with "collect" failed slots hold error objects.
+function Job:results()
+  if self._released then error("job " .. self.id .. " was released", 2) end
+  self:wait()
+  local st = self:status()
+  if st == "cancelled" then error("job " .. self.id .. " was cancelled", 2) end
+  if st == "failed" and not self._collect then raise_failure(self) end
+  return self._pool:results(self.id)
+end
+
+--- job:cancel(): queued tasks never start; running ones are stopped now.
+function Job:cancel()
+  if self._released then return end
+  self._pool:cancel(self.id)
+  finished(self)
+end
+
+--- for i, v in job:each() do ... end: results as they complete (v may be
+-- an error object with errors = "collect"; a failure raises otherwise).
+function Job:each()
+  local k = 0
+  return function()
+    k = k + 1
+    while true do
+      local i, v = self._pool:completed(self.id, k)
+      if i then
+        if M.iserror(v) and not self._collect then error(v, 0) end
+        return i, v
+      end
+      if final_status(self:status()) then finished(self); return nil end
+      self._pool:pump((self._json or self._bar) and 0.25 or -1)
+      if self._json or self._bar then report(self) end
+    end
+  end
+end
+
+--- job:release(): forget the job's results now (done by the GC otherwise).
+function Job:release()
+  if self._released then return end
+  local pool = self._pool
+  if not pool:closed() then
+    self._final_status = pool:status(self.id)
+    self._done, _, self._failed = pool:progress(self.id)
+    pool:release(self.id)
+  else
+    self._final_status = "cancelled"
+    self._done, self._failed = 0, 0
+  end
+  self._released = true
+end
+
+local function release_gc(job)
+  if not job._released and job._pool and not job._pool:closed() then
+    job._pool:release(job.id)
+    job._released = true
+  end
+end
+Job.__gc = release_gc
+
+local function attach_gc(job)
+  if newproxy then                 -- LuaJIT: no __gc on tables
+    local proxy = newproxy(true)
+    getmetatable(proxy).__gc = function() release_gc(job) end
+    job._proxy = proxy
+  end
+end
+
+local known = { cpus = 1, gpus = 1, nodes = 1, chunk = 1, timeout = 1, memory = 1, retries = 1,
+                seed = 1, progress = 1, errors = 1, shared = 1, unpack = 1 }
+
+--- pd.map_async(f, list [, opts]) -> job
+function M.map_async(f, list, opts)
+  opts = opts or {}
+  if type(f) ~= "function" then error("pd.map: bad argument #1 (function expected, got "
+                                      .. type(f) .. ")", 2) end
+  if type(list) ~= "table" then error("pd.map: bad argument #2 (table expected, got "
+                                      .. type(list) .. ")", 2) end
+  if type(opts) ~= "table" then error("pd.map: bad argument #3 (table expected)", 2) end
+  for k in pairs(opts) do
+    if not known[k] then error("pd.map: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  if opts.errors ~= nil and opts.errors ~= "raise" and opts.errors ~= "collect" then
+    error("pd.map: errors must be \"raise\" or \"collect\"", 2)
+  end
+  if opts.gpus and opts.gpus > 0 then error("pd.map: gpus are not available in this build yet", 2) end
+  if opts.nodes and #opts.nodes > 0 then error("pd.map: remote nodes are not available yet", 2) end
+  for _, k in ipairs { "chunk", "cpus", "retries" } do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or v < 0 or v % 1 ~= 0) then
+      error("pd.map: " .. k .. " must be a whole number >= 0", 2)
+    end
+  end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    error("pd.map: timeout must be a positive number of seconds", 2)
+  end
+  if opts.memory ~= nil and (type(opts.memory) ~= "number" or opts.memory <= 0) then
+    error("pd.map: memory must be a positive number of MiB", 2)
+  end
+  local st = settings()
+  S.njobs = S.njobs + 1
+  local seed = opts.seed
+  if seed == nil then
+    local base = tonumber(st.seed) or 0
+    if st.seed == nil then base = math.floor(core.now() * 1e6) % 2147483647 end
+    seed = base * 1000003 + S.njobs
+  end
+  seed = math.floor(tonumber(seed) or error("pd.map: seed must be a number", 2))
+  local n = list.n or #list
+  local pool = get_pool(opts.memory, opts.cpus)
+  local blob = M._pack(f, opts.shared)
+  local id = pool:submit(blob, list, {
+    n = n, chunk = opts.chunk, cpus = opts.cpus, retries = opts.retries,
+    timeout = opts.timeout, seed = seed, collect = opts.errors == "collect",
+    unpack = opts.unpack,
+  })
+  local progress = opts.progress
+  if progress == nil then progress = st.progress end
+  if progress == nil then progress = core.options().progress end
+  local job = setmetatable({
+    id = id, n = n, seed = seed, _pool = pool, _t0 = core.now(),
+    _collect = opts.errors == "collect",
+    _json = st.json and progress ~= false,
+    _bar = progress ~= false and (progress == true or cmap.isatty(2)) and not st.json,
+  }, Job)
+  attach_gc(job)
+  S.jobs[id] = job
+  if job._json then
+    emit { "event", "job", "total", "seed", event = "job_started", job = id, total = n, seed = seed }
+  end
+  return job
+end
+
+--- pd.map(f, list [, opts]) -> results in list order, results.n == #list.
+function M.map(f, list, opts)
+  local ok, job = pcall(M.map_async, f, list, opts)
+  if not ok then error(job, 2) end
+  job:wait()
+  local st = job:status()
+  if st == "failed" and not job._collect then
+    local _, e = job._pool:first_failure(job.id)
+    job:release()
+    error(e, 0)
+  end
+  local r = job._pool:results(job.id)
+  job:release()
+  return r
+end
+
+--- pd.jobs() -> the jobs still held (not released), by id.
+function M.jobs()
+  local t = {}
+  for id, j in pairs(S.jobs) do
+    if not j._released then t[#t + 1] = j end
+  end
+  table.sort(t, function(a, b) return a.id < b.id end)
+  return t
+end
+
+--- pd.job(id) -> job or nil
+function M.job(id)
+  local j = S.jobs[id]
+  if j and not j._released then return j end
+  return nil
+end
+
+--- pd.rng() -> inside a task, the generator fixed by the job's seed and the
+-- task's index (the same object all through the task); outside, a
+-- generator of the session seed.
+function M.rng()
+  if cmap.task() then return cmap.rng() end
+  return cmap.rng(tonumber(settings().seed) or 0)
+end
+
+--- pd.random.new(seed [, stream]) (until pd.random arrives with arrays).
+M.random = { new = function(seed, stream) return cmap.random(seed, stream) end }
+
+--- Worker pids of every pool (for tests and pd.nodes).
+function M._pids()
+  local t = {}
+  for _, p in pairs(S.pools) do
+    if not p:closed() then
+      for _, pid in ipairs(p:pids()) do t[#t + 1] = pid end
+    end
+  end
+  return t
+end
+
+function M._pools() return S.pools end
+
+return M

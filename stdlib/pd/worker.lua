@@ -1,0 +1,12 @@
+--- pd.worker: the body of a local worker process.
+--
+-- Started by the coordinator as `pdlua -e "require('pd.worker')"` with its
+-- end of a socketpair on fd 3 (PDLUA_WORKER_FD).  One Lua state; the loop
+-- (pd.core.map.worker, C) never returns: it exits when the coordinator's end
+-- closes, and dies with the coordinator (PR_SET_PDEATHSIG).
+local pd = require "pd"
+local cmap = require "pd.core.map"
+local map = require "pd.map"
+
+cmap.set_pd(pd)
+cmap.worker(map._unpack)
