@@ -9,7 +9,7 @@
  *   pool:completed(id, k) -> i, v | nil         pool:first_failure(id)
  *   pool:cancel(id)  pool:release(id)  pool:pids()  pool:stats()  pool:close()
  *   core.map.worker(loader)        the worker loop; never returns
- *   core.map.rng() / core.map.random(seed [, stream])   generators
+ *   core.map.task() -> index, seed, serial of the task running here
  *
  * The pool is a userdata with __gc and __close: closing the Lua state kills
  * and reaps every worker.  Values cross the socketpair through the value
@@ -22,7 +22,6 @@
 #include "pd/pd.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +29,6 @@
 #include <unistd.h>
 
 #define POOL_MT "pd.Pool"
-#define RNG_MT "pd.Generator"
 #define ERROR_MT_KEY "pd.Error"      /* registry: the error objects' metatable */
 #define CTX_KEY "pd.map.ctx"         /* registry: the worker's task context */
 
@@ -194,92 +192,9 @@ static int m_decode(lua_State *L) {
   return 1;
 }
 
-/* ==== random streams ==========================================================
- * xoshiro256** (Blackman and Vigna) seeded through splitmix64 from (seed,
- * stream): a stream is fixed by the pair, whatever ran before it, so a task's
- * numbers depend on the job's seed and its index only. */
-typedef struct rng { uint64_t s[4]; } rng;
-
-static uint64_t splitmix(uint64_t *x) {
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static void rng_seed(rng *g, uint64_t seed, uint64_t stream) {
-  uint64_t x = seed;
-  uint64_t h = splitmix(&x) ^ (stream * 0xd1342543de82ef95ull + 0x632be59bd9b4e019ull);
-  for (int i = 0; i < 4; i++) g->s[i] = splitmix(&h);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(rng *g) {
-  uint64_t *s = g->s;
-  uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-  s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
-  s[2] ^= t; s[3] = rotl(s[3], 45);
-  return r;
-}
-
-static double rng_double(rng *g) { return (double)(rng_next(g) >> 11) * 0x1.0p-53; }
-
-static rng *push_rng(lua_State *L, uint64_t seed, uint64_t stream) {
-  rng *g = (rng *)lua_newuserdatauv(L, sizeof *g, 0);
-  rng_seed(g, seed, stream);
-  luaL_setmetatable(L, RNG_MT);
-  return g;
-}
-
-/* g:uniform() in [0,1); g:uniform(b) in [0,b); g:uniform(a, b) in [a,b). */
-static int g_uniform(lua_State *L) {
-  rng *g = (rng *)luaL_checkudata(L, 1, RNG_MT);
-  double u = rng_double(g);
-  if (lua_isnoneornil(L, 2)) lua_pushnumber(L, u);
-  else if (lua_isnoneornil(L, 3)) lua_pushnumber(L, u * luaL_checknumber(L, 2));
-  else {
-    double a = luaL_checknumber(L, 2), b = luaL_checknumber(L, 3);
-    lua_pushnumber(L, a + (b - a) * u);
-  }
-  return 1;
-}
-
-/* g:normal([mean [, sd]]): Box-Muller. */
-static int g_normal(lua_State *L) {
-  rng *g = (rng *)luaL_checkudata(L, 1, RNG_MT);
-  double mu = luaL_optnumber(L, 2, 0), sd = luaL_optnumber(L, 3, 1);
-  double u1 = 1.0 - rng_double(g), u2 = rng_double(g);      /* u1 in (0,1] */
-  lua_pushnumber(L, mu + sd * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-  return 1;
-}
-
-/* g:integers(n) in 1..n; g:integers(lo, hi) in lo..hi (both ends included). */
-static int g_integers(lua_State *L) {
-  rng *g = (rng *)luaL_checkudata(L, 1, RNG_MT);
-  lua_Integer lo = 1, hi;
-  if (lua_isnoneornil(L, 3)) hi = luaL_checkinteger(L, 2);
-  else { lo = luaL_checkinteger(L, 2); hi = luaL_checkinteger(L, 3); }
-  luaL_argcheck(L, lo <= hi, 2, "empty interval");
-  uint64_t span = (uint64_t)hi - (uint64_t)lo + 1, x;
-  if (span == 0) x = rng_next(g);                  /* the whole 64-bit range */
-  else {
-    uint64_t lim = UINT64_MAX - UINT64_MAX % span; /* reject the biased tail */
-    do x = rng_next(g); while (x >= lim);
-    x %= span;
-  }
-  lua_pushinteger(L, (lua_Integer)((uint64_t)lo + x));
-  return 1;
-}
-
-/* core.map.random(seed [, stream]) -> generator. */
-static int m_random(lua_State *L) {
-  uint64_t seed = (uint64_t)(lua_Integer)luaL_optnumber(L, 1, 0);
-  uint64_t stream = (uint64_t)(lua_Integer)luaL_optnumber(L, 2, 0);
-  push_rng(L, seed, stream);
-  return 1;
-}
-
+/* ==== the running task ======================================================
+ * pd.rng() inside a task is pd.random's stream (job seed, task index): the
+ * worker records here which task runs; stdlib/pd/map.lua makes the stream. */
 /* The task now running in this worker (registry CTX_KEY). */
 typedef struct taskctx {
   uint64_t seed;
@@ -295,36 +210,15 @@ static taskctx *get_ctx(lua_State *L) {
   return c;
 }
 
-/* core.map.rng([seed]) -> the running task's generator (the same object all
- * through one task), or, outside a task, a generator of stream 0 of seed.
- * Stack: [seed?] -> [g] */
-static int m_rng(lua_State *L) {
-  taskctx *c = get_ctx(L);
-  if (!c || !c->in_task) {
-    push_rng(L, (uint64_t)(lua_Integer)luaL_optnumber(L, 1, 0), 0);
-    return 1;
-  }
-  lua_getfield(L, LUA_REGISTRYINDEX, "pd.map.rng");       /* [g|nil] */
-  lua_getfield(L, LUA_REGISTRYINDEX, "pd.map.rngserial"); /* [g, serial] */
-  if (lua_isuserdata(L, -2) && (uint64_t)lua_tointeger(L, -1) == c->serial) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  lua_pop(L, 2);
-  push_rng(L, c->seed, (uint64_t)c->index + 1);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, LUA_REGISTRYINDEX, "pd.map.rng");
-  lua_pushinteger(L, (lua_Integer)c->serial);
-  lua_setfield(L, LUA_REGISTRYINDEX, "pd.map.rngserial");
-  return 1;
-}
-
-/* core.map.task() -> index (1-based) of the running task, or nil. */
+/* core.map.task() -> index (1-based), job seed, serial (changes with every
+ * task) of the task running in this worker, or nothing outside a task. */
 static int m_task(lua_State *L) {
   taskctx *c = get_ctx(L);
   if (!c || !c->in_task) return 0;
   lua_pushinteger(L, (lua_Integer)c->index + 1);
-  return 1;
+  lua_pushinteger(L, (lua_Integer)c->seed);
+  lua_pushinteger(L, (lua_Integer)c->serial);
+  return 3;
 }
 
 /* ==== the pool (coordinator side) =============================================== */
@@ -983,14 +877,9 @@ static const luaL_Reg pool_methods[] = {
   {NULL, NULL},
 };
 
-static const luaL_Reg rng_methods[] = {
-  {"uniform", g_uniform}, {"normal", g_normal}, {"integers", g_integers},
-  {NULL, NULL},
-};
-
 static const luaL_Reg map_funcs[] = {
   {"pool", m_pool}, {"worker", m_worker}, {"encode", m_encode},
-  {"decode", m_decode}, {"random", m_random}, {"rng", m_rng}, {"task", m_task},
+  {"decode", m_decode}, {"task", m_task},
   {"isatty", m_isatty}, {"getpid", m_getpid}, {"machine", m_machine},
   {"rss", m_rss}, {"alive", m_alive}, {"set_error_mt", m_set_error_mt},
   {"set_pd", m_set_pd}, {"codec_encode", m_codec_encode},
@@ -1007,11 +896,7 @@ int luaopen_pd_core_map(lua_State *L) {
     lua_pushcfunction(L, p_gc);
     lua_setfield(L, -2, "__close");
   }
-  if (luaL_newmetatable(L, RNG_MT)) {
-    luaL_newlib(L, rng_methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 2);
+  lua_pop(L, 1);
   luaL_newlib(L, map_funcs);
   return 1;
 }

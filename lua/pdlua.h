@@ -11,9 +11,9 @@
  * in package.preload as "pd.core.<name>" so that plain lua5.4 loading
  * build/lib/pd/core.so gets all of them from one file. */
 int luaopen_pd_core(lua_State *L);
+int luaopen_pd_core_map(lua_State *L);      /* map.c: pd.map, workers */
 /* pd.core.array: arrays, pd.math, pd.linalg, pd.random (array.h). */
 int luaopen_pd_core_array(lua_State *L);
-int luaopen_pd_core_map(lua_State *L);      /* map.c: pd.map, workers */
 int luaopen_pd_core_codec(lua_State *L);   /* codec.h */
 
 /* Directory holding the pdlua executable (no trailing slash), or NULL when

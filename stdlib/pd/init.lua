@@ -38,21 +38,18 @@ do
     pd[k] = A[k]
   end
   lazy.linalg, lazy.math, lazy.random = "pd.linalg", "pd.math", "pd.random"
-  --- The random generator of the running task (pd.random.rng).
-  function pd.rng() return require("pd.random").rng() end
 end
 
 --- Minimise / maximise f over a search space (pd.optim; docs/optimisation.md).
 function pd.minimize(f, spec) return pd.optim.minimize(f, spec) end
 function pd.maximize(f, spec) return pd.optim.maximize(f, spec) end
 
--- pd.map and the session (stdlib/pd/map.lua), loaded on first use.
+-- pd.map and the session (stdlib/pd/map.lua), loaded on first use.  pd.rng
+-- is map's: inside a task it is the task's pd.random stream.
 for _, name in ipairs { "map", "map_async", "jobs", "job", "init", "shutdown", "nodes",
                         "iserror", "rng" } do
   pd[name] = function(...) return require("pd.map")[name](...) end
 end
--- (merge of arrays and map: pd.random is arrays' module; pd.rng is map's,
--- which knows the running task's stream.)
 
 --- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
 -- as a fresh table; empty under plain lua5.4.

@@ -438,16 +438,22 @@ function M.job(id)
   return nil
 end
 
---- pd.rng() -> inside a task, the generator fixed by the job's seed and the
--- task's index (the same object all through the task); outside, a
--- generator of the session seed.
+--- pd.rng() -> inside a task, the generator of stream (job seed, task
+-- index) of pd.random (Philox, from arrays): the same object all through
+-- the task, whatever worker runs it.  Outside a task, pd.random's own
+-- pd.rng (stream 0 of the --seed).
+local rng_serial, rng_cur
 function M.rng()
-  if cmap.task() then return cmap.rng() end
-  return cmap.rng(tonumber(settings().seed) or 0)
+  local i, seed, serial = cmap.task()
+  if i then
+    if serial ~= rng_serial then
+      rng_cur = require("pd.core.array").random.stream(seed, i)
+      rng_serial = serial
+    end
+    return rng_cur
+  end
+  return require("pd.random").rng()
 end
-
---- pd.random.new(seed [, stream]) (until pd.random arrives with arrays).
-M.random = { new = function(seed, stream) return cmap.random(seed, stream) end }
 
 --- Worker pids of every pool (for tests and pd.nodes).
 function M._pids()

@@ -9,4 +9,6 @@ local cmap = require "pd.core.map"
 local map = require "pd.map"
 
 cmap.set_pd(pd)
+-- pd.random.rng() inside a task is the task's stream too
+require("pd.random").rng = map.rng
 cmap.worker(map._unpack)
