@@ -119,9 +119,11 @@ local function transform(self, g)
     return x
   end
   local x = {}
+  local il, iu = self.inner_lo, self.inner_hi
   for i = 1, self.n do
-    local l, u = lo[i], hi[i]
-    if l > -huge and u < huge then x[i] = box(g[i], l, u)
+    local l, u, v = lo[i], hi[i], g[i]
+    if v >= il[i] and v <= iu[i] then x[i] = v      -- the identity part
+    elseif l > -huge and u < huge then x[i] = box(v, l, u)
     elseif l > -huge and g[i] < l then x[i] = l + (l - g[i])   -- reflect at a lone bound
     elseif u < huge and g[i] > u then x[i] = u - (g[i] - u)
     else x[i] = g[i] end
@@ -165,16 +167,16 @@ function M.new(opts)
   self.sigma0 = opts.sigma0 or 1.0
   self.sigma = self.sigma0
   local stds = opts.stds
-  self.C = la.eye(n)
-  self.B = la.eye(n)
-  self.D = {}
-  self.pc, self.ps = {}, {}
+  self.D, self.pc, self.ps = {}, {}, {}
+  local var, ones = {}, {}
   for i = 1, n do
     local s = stds and stds[i] or 1.0
-    self.C[(i - 1) * n + i] = s * s
-    self.D[i] = s
+    self.D[i], var[i], ones[i] = s, s * s, 1.0
     self.pc[i], self.ps[i] = 0.0, 0.0
   end
+  self.C = la.diag_matrix(n, var)        -- covariance (pd.array)
+  self.B = la.diag_matrix(n, ones)       -- its eigenvectors, as columns
+  self.BDt, self.Cis = la.transforms(self.B, self.D, n)
   self.stds0 = {}
   for i = 1, n do self.stds0[i] = self.D[i] end
   if opts.lower or opts.upper then
@@ -182,6 +184,19 @@ function M.new(opts)
     for i = 1, n do
       self.lower[i] = opts.lower and opts.lower[i] or -huge
       self.upper[i] = opts.upper and opts.upper[i] or huge
+    end
+  end
+  if self.lower then
+    -- where the bound transformation is the identity: [lb + al, ub - au]
+    self.inner_lo, self.inner_hi = {}, {}
+    for i = 1, n do
+      local l, u = self.lower[i], self.upper[i]
+      if l > -huge and u < huge then
+        self.inner_lo[i] = l + min((u - l) / 2, (1 + abs(l)) / 20)
+        self.inner_hi[i] = u - min((u - l) / 2, (1 + abs(u)) / 20)
+      else
+        self.inner_lo[i], self.inner_hi[i] = l, u
+      end
     end
   end
   self.rng = opts.rng or la.rng(opts.seed or 0)
@@ -212,13 +227,14 @@ end
 
 local function update_eigen(self)
   local n = self.n
-  local e, B = la.eigh(self.C, n)
+  local e, B = la.eigh(self.C)
   local D = {}
   for i = 1, n do
     if e[i] <= 0 then e[i] = 1e-300 end
     D[i] = sqrt(e[i])
   end
   self.B, self.D = B, D
+  self.BDt, self.Cis = la.transforms(B, D, n)
   self.eigen_evals = self.countevals
 end
 
@@ -229,16 +245,16 @@ function ES:ask()
   if self.countevals - self.eigen_evals >= self.lazy_gap then update_eigen(self) end
   local n, rng, mean, sigma = self.n, self.rng, self.mean, self.sigma
   local G, X = {}, {}
+  local Z = rng:normals(self.lambda, n)
+  local Yarr, Ys = la.cma_sample(Z, self.BDt)   -- y_k = B D z_k, one gemm
   for k = 1, self.lambda do
-    local z = {}
-    for i = 1, n do z[i] = rng:normal() end
-    local y = la.bdz(self.B, self.D, z, n)
+    local y = Ys[k]
     local g = {}
     for i = 1, n do g[i] = mean[i] + sigma * y[i] end
     G[k] = g
     X[k] = transform(self, g)
   end
-  self.pending, self.pending_x = G, X
+  self.pending, self.pending_x, self.pending_y, self.pending_ys = G, X, Yarr, Ys
   local copy = {}
   for k = 1, #X do
     local x = {}
@@ -272,9 +288,10 @@ local function check_stop(self, fs)
   for i = 1, #h do hmax = max(hmax, h[i]); hmin = min(hmin, h[i]) end
   if fs[#fs] - fs[1] < self.tolfun and hmax - hmin < self.tolfun then return "tolfun" end
   if #h > 9 and hmax - hmin < self.tolfunhist then return "tolfunhist" end
+  local dC = la.diag(self.C, n)
   local tolx = true
   for i = 1, n do
-    local dc = sqrt(self.C[(i - 1) * n + i])
+    local dc = sqrt(dC[i])
     if self.sigma * dc >= self.tolx or self.sigma * abs(self.pc[i]) >= self.tolx then
       tolx = false; break
     end
@@ -288,17 +305,17 @@ local function check_stop(self, fs)
   local same = 0
   for k = 1, n do
     local m = self.mean[k]
-    if m == m + 0.1 * self.sigma * self.D[i] * self.B[(k - 1) * n + i] then same = same + 1 end
+    if m == m + 0.1 * self.sigma * self.D[i] * la.get(self.B, k, i) then same = same + 1 end
   end
   if same == n then return "noeffectaxis" end
   for k = 1, n do
     local m = self.mean[k]
-    if m == m + 0.2 * self.sigma * sqrt(self.C[(k - 1) * n + k]) then return "noeffectcoord" end
+    if m == m + 0.2 * self.sigma * sqrt(dC[k]) then return "noeffectcoord" end
   end
   if self.flatcount > self.tolflatfitness then return "tolflatfitness" end
   if self.sigma / dmax > self.sigma0 * self.tolupsigma then return "tolupsigma" end
   for k = 1, n do
-    if self.sigma * sqrt(self.C[(k - 1) * n + k]) > self.sigma0 * self.stds0[k] * self.tolfacupx then
+    if self.sigma * sqrt(dC[k]) > self.sigma0 * self.stds0[k] * self.tolfacupx then
       return "tolfacupx"
     end
   end
@@ -328,7 +345,8 @@ function ES:tell(X, F)
       error(string.format("cmaes: value %d is %s, not a number", k, tostring(v)), 2)
     end
   end
-  self.pending, self.pending_x = nil, nil
+  local Yarr, Ys = self.pending_y, self.pending_ys
+  self.pending, self.pending_x, self.pending_y, self.pending_ys = nil, nil, nil, nil
   self.countiter = self.countiter + 1
   self.countevals = self.countevals + lam
   -- rank
@@ -362,13 +380,9 @@ function ES:tell(X, F)
 
   local w, mu, sigma = self.weights, self.mu, self.sigma
   local mold = self.mean
-  -- y_k = (g_k - m)/sigma in rank order
+  -- y_k = (g_k - m)/sigma, in rank order
   local Y = {}
-  for r = 1, lam do
-    local g, y = G[idx[r]], {}
-    for i = 1, n do y[i] = (g[i] - mold[i]) / sigma end
-    Y[r] = y
-  end
+  for r = 1, lam do Y[r] = Ys[idx[r]] end
   -- mean
   local yw = {}
   for i = 1, n do yw[i] = 0.0 end
@@ -381,7 +395,7 @@ function ES:tell(X, F)
   self.mean = mean
   -- step-size path and stall flag
   local cs, cc, mueff = self.cs, self.cc, self.mueff
-  local zw = la.invsqrt_times(self.B, self.D, yw, n)
+  local zw = la.rows_times({ yw }, self.Cis)[1]   -- C^(-1/2) y_w
   local a = sqrt(cs * (2 - cs) * mueff)
   local ps = self.ps
   local ps2 = 0.0
@@ -398,23 +412,9 @@ function ES:tell(X, F)
   -- n / |C^-1/2 y|^2 so that C stays positive definite)
   local c1, cmu = self.c1, self.cmu
   local c1a = c1 * (1 - (1 - hsig * hsig) * cc * (2 - cc))
-  local vs, ws = { pc }, { c1a }
   local wsum = 0.0
-  for r = 1, lam do
-    local wr = w[r]
-    wsum = wsum + wr
-    if wr < 0 then
-      local z = la.invsqrt_times(self.B, self.D, Y[r], n)
-      local z2 = 0.0
-      for i = 1, n do z2 = z2 + z[i] * z[i] end
-      wr = wr * n / z2
-    end
-    if wr ~= 0 then
-      vs[#vs + 1] = Y[r]
-      ws[#ws + 1] = cmu * wr
-    end
-  end
-  la.rank_update(self.C, n, 1 - c1a - cmu * wsum, vs, ws)
+  for r = 1, lam do wsum = wsum + w[r] end
+  la.cma_covariance(self.C, n, 1 - c1a - cmu * wsum, Yarr, idx, w, cmu, self.Cis, pc, c1a)
   -- step size (CSA), log-step clipped to +-1 as pycma does
   local s = (self.cs / self.damps) * (sqrt(ps2) / self.chiN - 1)
   if s > 1 then s = 1 elseif s < -1 then s = -1 end
@@ -431,7 +431,8 @@ function ES:best() return self.best_x, self.best_f end
 -- the largest standard deviation along a coordinate.
 function ES:spread()
   local n, m = self.n, 0.0
-  for i = 1, n do m = max(m, self.C[(i - 1) * n + i]) end
+  local dC = la.diag(self.C, n)
+  for i = 1, n do m = max(m, dC[i]) end
   return self.sigma * sqrt(m)
 end
 

@@ -318,6 +318,8 @@ local function ser(v, out, seen)
   if t == "number" then out[#out + 1] = num(v)
   elseif t == "string" then out[#out + 1] = string.format("%q", v)
   elseif t == "boolean" then out[#out + 1] = tostring(v)
+  elseif la.is_matrix(v) then ser(la.pack(v), out, seen)
+  elseif la.is_generator(v) then ser(la.rng_pack(v), out, seen)
   elseif t == "table" then
     assert(not seen[v], "pd.optim: checkpoint state shares a table")
     seen[v] = true
@@ -364,7 +366,17 @@ function M.load(file)
     chunk, err = load(text, "=" .. file, "t", {})
   end
   if not chunk then error("pd.optim: bad checkpoint " .. file .. ": " .. err, 2) end
-  return chunk()
+  local function thaw(t)
+    for k, v in pairs(t) do
+      if type(v) == "table" then
+        if v.__matrix then t[k] = la.unpack(v)
+        elseif v.__rng then t[k] = la.rng_unpack(v)
+        else thaw(v) end
+      end
+    end
+    return t
+  end
+  return thaw(chunk())
 end
 
 ---------------------------------------------------------------------------

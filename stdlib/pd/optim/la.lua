@@ -1,222 +1,176 @@
 --- pd.optim.la: the few numerical kernels the optimisers need, in one place.
 --
 -- Every optimiser in pd.optim goes through this file for its random numbers
--- and its linear algebra, so that moving them onto native arrays
--- (pd.array, pd.linalg.eigh on LAPACKE, pd.random) is a change to this file
--- only.  Until the arrays branch is merged they are plain Lua on flat
--- tables.
+-- and its linear algebra: the matrices are native pd.arrays (BLAS gemm for
+-- the covariance update, LAPACK dsyevd for the eigendecomposition).
 --
--- Conventions.  A vector is a Lua list of n numbers.  A square matrix is a
--- flat list of n*n numbers, row-major: element (i, j) is m[(i-1)*n + j].
--- Everything here runs identically under Lua 5.4 and LuaJIT 2.1 (floats
--- only, no integer division, no bit operators), so a seed gives the same
--- stream on both.
+-- Conventions.  A vector is a Lua list of n numbers; a matrix is an n x n
+-- f64 pd.array.  Random numbers come from pd.random, so a seed gives the
+-- same stream under Lua 5.4 and LuaJIT 2.1 and a checkpoint restores it
+-- exactly.
 local M = {}
 
-local sqrt, log, cos, floor, abs = math.sqrt, math.log, math.cos, math.floor, math.abs
+local floor, abs = math.floor, math.abs
 
 ---------------------------------------------------------------------------
--- Random numbers: MRG32k3a (L'Ecuyer, "Good parameters and implementations
--- for combined multiple recursive random number generators", Operations
--- Research 47(1), 1999), in its floating-point form, which is exact in
--- IEEE doubles.  The state is six numbers in a plain table, so it can be
--- written to a checkpoint and read back bit for bit.
+-- Random numbers: pd.random (Philox4x64-10, ziggurat normals), one stream
+-- per (seed, stream) pair, the same on every machine and under both VMs.
+-- A generator is wrapped in a plain table {g = generator}; checkpoints
+-- store g:state() and rebuild it exactly (M.rng_pack / M.rng_unpack).
 ---------------------------------------------------------------------------
-local M1, M2 = 4294967087.0, 4294944443.0
-local NORM = 2.328306549295727688e-10
-local A12, A13N, A21, A23N = 1403580.0, 810728.0, 527612.0, 1370589.0
+local A = require "pd.core.array"
+local R = A.random
 
 local Rng = {}
 Rng.__index = Rng
 M.Rng = Rng
 
---- A new generator for integer seed `seed` (any number; its integer part
--- and sign are used), stream `stream` (default 0).  Different (seed,
--- stream) pairs give unrelated sequences.
+--- A new generator for seed `seed`, stream `stream` (default 0): integers
+-- (a float seed is truncated; a negative one is taken as its absolute value).
 function M.rng(seed, stream)
-  seed = floor(abs(tonumber(seed) or 0)) % 4294967296
-  stream = floor(abs(tonumber(stream) or 0)) % 4294967296
-  -- Fill the state with an LCG (exact in doubles: 69069 * 2^32 < 2^53).
-  local x = (seed * 69069 + stream * 1013904223 + 12345) % 4294967296
-  local s = {}
-  for i = 1, 6 do
-    x = (x * 69069 + 1) % 4294967296
-    local m = i <= 3 and M1 or M2
-    s[i] = x % m
-  end
-  if s[1] + s[2] + s[3] == 0 then s[1] = 12345 end
-  if s[4] + s[5] + s[6] == 0 then s[4] = 12345 end
-  local r = setmetatable({ s = s, spare = false }, Rng)
-  for _ = 1, 8 do r:uniform() end   -- let the LCG's structure wash out
-  return r
+  seed = floor(abs(tonumber(seed) or 0))
+  stream = floor(abs(tonumber(stream) or 0))
+  return setmetatable({ g = R.new(seed, stream) }, Rng)
 end
 
 --- Re-attach the methods to a generator table read back from a checkpoint.
 function M.rng_restore(t) return setmetatable(t, Rng) end
 
---- Uniform double in (0, 1).
-function Rng:uniform()
-  local s = self.s
-  local p1 = A12 * s[2] - A13N * s[1]
-  p1 = p1 - floor(p1 / M1) * M1
-  if p1 < 0 then p1 = p1 + M1 end
-  s[1], s[2] = s[2], s[3]; s[3] = p1
-  local p2 = A21 * s[6] - A23N * s[4]
-  p2 = p2 - floor(p2 / M2) * M2
-  if p2 < 0 then p2 = p2 + M2 end
-  s[4], s[5] = s[5], s[6]; s[6] = p2
-  if p1 > p2 then return (p1 - p2) * NORM end
-  return (p1 - p2 + M1) * NORM
-end
+--- Checkpoint forms of a pd.random generator.
+function M.is_generator(v) return type(v) == "userdata" and type(v.state) == "function" and not A.isarray(v) end
+function M.rng_pack(g) return { __rng = g:state() } end
+function M.rng_unpack(t) return R.from_state(t.__rng) end
+
+--- Uniform double in [0, 1).
+function Rng:uniform() return self.g:uniform() end
 
 --- Uniform in [a, b).
-function Rng:range(a, b) return a + (b - a) * self:uniform() end
+function Rng:range(a, b) return a + (b - a) * self.g:uniform() end
 
 --- Integer uniform in 1..n.
-function Rng:int(n)
-  local k = floor(self:uniform() * n) + 1
-  if k > n then k = n end
-  return k
-end
+function Rng:int(n) return self.g:integers(1, n) end
 
---- Standard normal (Box-Muller, both values used).
-function Rng:normal()
-  if self.spare then
-    local v = self.spare_value
-    self.spare = false
-    return v
-  end
-  local u1, u2 = self:uniform(), self:uniform()
-  local r = sqrt(-2 * log(u1))
-  local t = 6.283185307179586 * u2
-  self.spare, self.spare_value = true, r * math.sin(t)
-  return r * cos(t)
-end
+--- Standard normal.
+function Rng:normal() return self.g:normal() end
+
+--- An m x n array of standard normals (one call into C).
+function Rng:normals(m, n) return self.g:normal(0, 1, m, n) end
 
 ---------------------------------------------------------------------------
--- Dense matrices (flat, row-major)
+-- Matrices: native pd.array (C, BLAS and LAPACKE)
+--
+-- The optimisers' matrices (CMA-ES's covariance C, its eigenvectors B and
+-- the derived transforms) are n x n f64 pd.arrays: the covariance update is
+-- one BLAS gemm, the eigendecomposition LAPACK dsyevd.  Vectors stay Lua
+-- lists (ranking, weights and step size are Lua).
 ---------------------------------------------------------------------------
+local linalg = A.linalg
 
---- n-by-n identity.
-function M.eye(n)
-  local m = {}
-  for i = 1, n do
-    local o = (i - 1) * n
-    for j = 1, n do m[o + j] = (i == j) and 1.0 or 0.0 end
-  end
+--- n-by-n diagonal matrix with diagonal d (a list).
+function M.diag_matrix(n, d)
+  local m = A.zeros(n, n)
+  for i = 1, n do m:set(i, i, d[i]) end
   return m
 end
 
---- y = B * (d .* z): the sampling transform of CMA-ES (B orthogonal, d the
--- square roots of C's eigenvalues).  Returns a new list.
-function M.bdz(B, d, z, n)
-  local dz = {}
-  for j = 1, n do dz[j] = d[j] * z[j] end
-  local y = {}
-  for i = 1, n do
-    local o, s = (i - 1) * n, 0.0
-    for j = 1, n do s = s + B[o + j] * dz[j] end
-    y[i] = s
-  end
-  return y
+--- The diagonal of an n-by-n matrix, as a list.
+function M.diag(m, n)
+  local d = {}
+  for i = 1, n do d[i] = m:get(i, i) end
+  return d
 end
 
---- C^(-1/2) y = B diag(1/d) B' y.  Returns a new list.
-function M.invsqrt_times(B, d, y, n)
-  local t = {}
-  for j = 1, n do t[j] = 0.0 end
-  for i = 1, n do                  -- t = B' y
-    local o, yi = (i - 1) * n, y[i]
-    for j = 1, n do t[j] = t[j] + B[o + j] * yi end
-  end
-  for j = 1, n do t[j] = t[j] / d[j] end
-  local r = {}
-  for i = 1, n do
-    local o, s = (i - 1) * n, 0.0
-    for j = 1, n do s = s + B[o + j] * t[j] end
-    r[i] = s
-  end
-  return r
+--- Element (i, j).
+function M.get(m, i, j) return m:get(i, j) end
+
+--- Eigendecomposition of the symmetric matrix C: the eigenvalues as a
+-- list (ascending) and the eigenvectors as the columns of a matrix.
+function M.eigh(C)
+  local w, V = linalg.eigh(C)
+  return w:totable(), V
 end
 
---- In place: C <- decay*C + sum_k w[k] * v_k v_k'  (vs: list of vectors).
--- The covariance update of CMA-ES (rank one and rank mu in one pass).
--- Only the upper triangle is computed; it is mirrored at the end.
+--- rows(Z) * T for a list of row vectors Z and an n x n matrix T: the
+-- list of row vectors z_k' T.  One gemm.
+function M.rows_times(Z, T)
+  return A.array(Z):matmul(T):totable()
+end
+
+--- (B diag(d))' and B diag(1/d) B' from an eigendecomposition: the
+-- sampling transform (as rows, for rows_times) and C^(-1/2).
+function M.transforms(B, d, n)
+  local BDt = B:T():copy()
+  local Bi = B:T():copy()
+  for i = 1, n do
+    BDt:row(i):scale(d[i])
+    Bi:row(i):scale(1 / d[i])
+  end
+  local Cis = B:matmul(Bi)
+  return BDt, Cis
+end
+
+--- In place: C <- decay*C + sum_k w[k] * v_k v_k'  (vs: list of vectors,
+-- w: list of weights): the covariance update of CMA-ES, rank one and
+-- rank mu in one BLAS gemm.
 function M.rank_update(C, n, decay, vs, w)
-  local K = #vs
-  for i = 1, n do
-    local o = (i - 1) * n
-    for j = i, n do C[o + j] = C[o + j] * decay end
+  local scaled = {}
+  for k = 1, #vs do
+    local v, wk, r = vs[k], w[k], {}
+    for i = 1, n do r[i] = wk * v[i] end
+    scaled[k] = r
   end
-  for k = 1, K do
-    local v, wk = vs[k], w[k]
-    if wk ~= 0 then
-      for i = 1, n do
-        local o, a = (i - 1) * n, wk * v[i]
-        if a ~= 0 then
-          for j = i, n do C[o + j] = C[o + j] + a * v[j] end
-        end
-      end
-    end
-  end
-  for i = 2, n do
-    for j = 1, i - 1 do C[(i - 1) * n + j] = C[(j - 1) * n + i] end
-  end
+  C:add_matmul(A.array(vs):T(), A.array(scaled), 1.0, decay)
 end
 
---- Symmetric eigendecomposition A = B diag(e) B' by cyclic Jacobi
--- rotations (Golub & Van Loan, "Matrix Computations", section 8.5).
--- Returns e (list of n eigenvalues) and B (flat, eigenvectors as columns).
--- A is not changed.
-function M.eigh(A, n)
-  local a = {}
-  for k = 1, n * n do a[k] = A[k] end
-  local v = M.eye(n)
-  for _ = 1, 60 do
-    local off, diag = 0.0, 0.0
-    for i = 1, n do
-      local o = (i - 1) * n
-      diag = diag + a[o + i] * a[o + i]
-      for j = i + 1, n do off = off + a[o + j] * a[o + j] end
+--- CMA-ES sampling: given a lambda x n array Z of standard normals and the
+-- transform BDt = (B D)', return Y = Z BDt as an array (row k is
+-- y_k = B D z_k) and as a list of lists.  One gemm.
+function M.cma_sample(Z, BDt)
+  local Y = Z:matmul(BDt)
+  return Y, Y:totable()
+end
+
+--- The CMA-ES covariance update in place, in C (pycma's aCMA rule):
+--   C <- decay C + c1a pc pc' + cmu sum_r w_r' y_r y_r'
+-- Y: the lambda x n array of steps y_k (as sampled), order: the sample
+-- index of each rank, w: the recombination weights by rank.  Negative
+-- weights are rescaled by n / |C^(-1/2) y_r|^2 (Cis = C^(-1/2)), which
+-- keeps C positive definite.
+function M.cma_covariance(C, n, decay, Y, order, w, cmu, Cis, pc, c1a)
+  local Ys = Y:take(order)                 -- rows in rank order
+  local W = Ys:copy()
+  local Zn
+  for r = 1, #order do
+    local wr = w[r]
+    if wr < 0 then
+      Zn = Zn or Ys:matmul(Cis)
+      local z = Zn:row(r):norm()
+      wr = wr * n / (z * z)
     end
-    if off <= 1e-30 * diag or off == 0 then break end
-    for p = 1, n - 1 do
-      local op = (p - 1) * n
-      for q = p + 1, n do
-        local oq = (q - 1) * n
-        local apq = a[op + q]
-        if apq ~= 0 then
-          local app, aqq = a[op + p], a[oq + q]
-          local theta = (aqq - app) / (2 * apq)
-          local t
-          if theta >= 0 then t = 1 / (theta + sqrt(1 + theta * theta))
-          else t = -1 / (-theta + sqrt(1 + theta * theta)) end
-          local c = 1 / sqrt(1 + t * t)
-          local s = t * c
-          for k = 1, n do           -- columns p and q (a is symmetric)
-            local ok = (k - 1) * n
-            local akp, akq = a[ok + p], a[ok + q]
-            a[ok + p] = c * akp - s * akq
-            a[ok + q] = s * akp + c * akq
-          end
-          for k = 1, n do           -- rows p and q
-            local apk, aqk = a[op + k], a[oq + k]
-            a[op + k] = c * apk - s * aqk
-            a[oq + k] = s * apk + c * aqk
-          end
-          for k = 1, n do
-            local ok = (k - 1) * n
-            local vkp, vkq = v[ok + p], v[ok + q]
-            v[ok + p] = c * vkp - s * vkq
-            v[ok + q] = s * vkp + c * vkq
-          end
-        end
-      end
-    end
+    W:row(r):scale(cmu * wr)
   end
-  local e = {}
-  for i = 1, n do e[i] = a[(i - 1) * n + i] end
-  return e, v
+  C:add_matmul(Ys:T(), W, 1.0, decay)
+  if c1a ~= 0 then C:add_outer(A.array(pc), c1a) end
+end
+
+--- Matrices in checkpoints: pack(m) gives a plain table, unpack(t) the
+-- matrix back, bit for bit.
+function M.is_matrix(v) return A.isarray(v) end
+function M.pack(m)
+  local r, c = m:shape()
+  local flat, k = {}, 0
+  for i = 1, r do
+    for j = 1, c do k = k + 1; flat[k] = m:get(i, j) end
+  end
+  return { __matrix = flat, rows = r, cols = c }
+end
+function M.unpack(t)
+  local m = A.zeros(t.rows, t.cols)
+  local k = 0
+  for i = 1, t.rows do
+    for j = 1, t.cols do k = k + 1; m:set(i, j, t.__matrix[k]) end
+  end
+  return m
 end
 
 --- Euclidean norm.
