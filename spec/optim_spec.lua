@@ -246,6 +246,27 @@ describe("pd.minimize specs", function()
     assert.are.equal(25, blocks)
     assert.are.same(a.x, b.x)
   end)
+  it("gives the same result serially and on 1 or 2 workers, vectorized or not", function()
+    local spec = { dim = 4, bounds = { -2, 2 }, seed = 6, maxiter = 20, algorithm = "pso" }
+    local a = pd.minimize(rosenbrock, spec)
+    for _, cpus in ipairs { 1, 2 } do
+      spec.parallel, spec.cpus = true, cpus
+      spec.vectorized = nil
+      local b = pd.minimize(rosenbrock, spec)
+      assert.are.same(a.x, b.x)
+      spec.vectorized = true
+      local c = pd.minimize(function(X)
+        local out = {}
+        for k = 1, #X do
+          local x, s = X[k], 0
+          for i = 1, #x - 1 do s = s + 100 * (x[i + 1] - x[i] ^ 2) ^ 2 + (1 - x[i]) ^ 2 end
+          out[k] = s
+        end
+        return out
+      end, spec)
+      assert.are.same(a.x, c.x)
+    end
+  end)
   it("hands named parameters to a vectorized fitness as columns (Playdoh style)", function()
     local r = pd.minimize(function(P)
       local out = {}
@@ -296,7 +317,36 @@ describe("pd.minimize failures", function()
     assert.truthy(e.message:match("not a number"))
   end)
   it("reruns a lost worker's evaluations", function()
-    pending("needs pd.map's retries (map branch)")
+    local marker = os.tmpname()
+    os.remove(marker)
+    local spec = { dim = 3, bounds = { -2, 2 }, seed = 8, maxiter = 15 }
+    local plain = pd.minimize(sphere, spec)
+    spec.parallel, spec.cpus = true, 2
+    local r = pd.minimize(function(x)
+      local f = io.open(marker, "r")
+      if not f then
+        io.open(marker, "w"):close()
+        os.exit(9, false)            -- this worker dies mid-evaluation, once
+      end
+      f:close()
+      local s = 0
+      for i = 1, #x do s = s + x[i] * x[i] end
+      return s
+    end, spec)
+    assert.truthy(io.open(marker, "r"))
+    os.remove(marker)
+    assert.are.same(plain.x, r.x)
+    assert.are.equal(plain.f, r.f)
+  end)
+  it("reports a worker's error with its traceback and the point", function()
+    local ok, e = pcall(pd.minimize, function(x)
+      if x[1] > 0 then error("remote boom") end
+      return x[1] ^ 2
+    end, { dim = 1, bounds = { -1, 1 }, seed = 1, parallel = true, cpus = 2 })
+    assert.is_false(ok)
+    assert.truthy(e.message:match("remote boom"))
+    assert.truthy(e.traceback:match("traceback"))
+    assert.is_true(e.point[1] > 0)
   end)
 end)
 

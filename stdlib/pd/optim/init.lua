@@ -236,30 +236,32 @@ local function check_value(v, S, point, k)
   end
 end
 
---- Evaluate f at every point of `points` (lists); `ctx` has the space S,
--- args (a list), groups (the group of each point, or nil) and vectorized.
--- Returns the list of values.  A fitness that raises stops everything with
--- an error object (message, traceback, point); so does a value that is not
--- a number or is NaN.
---
--- This is the one place that knows how points reach f: today in the
--- coordinator, one call per point (or one call per batch when vectorized).
-function M.evaluate(f, points, ctx)
+-- A population block for a vectorized fitness: a pd.array of rows, or for
+-- named parameters a table of columns (pd.arrays), Playdoh's keyword style.
+local function block_of(S, points, a, b)
+  local A = require "pd.core.array"
+  if S.names then
+    local cols = {}
+    for i, name in ipairs(S.names) do
+      local col = {}
+      for k = a, b do col[#col + 1] = points[k][i] end
+      cols[name] = A.array(col)
+    end
+    return cols
+  end
+  local rows = {}
+  for k = a, b do rows[#rows + 1] = points[k] end
+  return A.array(rows)
+end
+M.block_of = block_of
+
+-- Serial evaluation in the coordinator.
+local function evaluate_here(f, points, ctx)
   local S, args = ctx.S, ctx.args or {}
   local nargs = args.n or #args
   local out = {}
   if ctx.vectorized then
-    local block
-    if S.names then
-      block = {}
-      for i, name in ipairs(S.names) do
-        local col = {}
-        for k = 1, #points do col[k] = points[k][i] end
-        block[name] = col
-      end
-    else
-      block = points
-    end
+    local block = block_of(S, points, 1, #points)
     local ok, res
     if ctx.groups then
       ok, res = xpcall(f, handler, block, ctx.groups, unpack(args, 1, nargs))
@@ -270,8 +272,11 @@ function M.evaluate(f, points, ctx)
       res.message = "the fitness raised: " .. tostring(res.message)
       raise(res)
     end
-    if type(res) ~= "table" or #res ~= #points then
+    if type(res) ~= "table" and not (type(res) == "userdata" and #res) then
       raise { message = "a vectorized fitness must return a list of " .. #points .. " values" }
+    end
+    if #res ~= #points then
+      raise { message = "a vectorized fitness must return a list of " .. #points .. " values, not " .. #res }
     end
     for k = 1, #points do
       check_value(res[k], S, decode(S, points[k]), k)
@@ -296,6 +301,90 @@ function M.evaluate(f, points, ctx)
     out[k] = v
   end
   return out
+end
+
+-- Parallel evaluation with pd.map: one task per point (map batches them),
+-- or with vectorized one block of rows per worker.  A worker lost on the
+-- way costs only its tasks, which pd.map runs again (opts.retries).
+local function evaluate_map(f, points, ctx)
+  local S, args = ctx.S, ctx.args or {}
+  local nargs = args.n or #args
+  local names = S.names
+  local pd = require "pd"
+  local mopts = { errors = "collect", retries = ctx.retries or 2, cpus = ctx.cpus,
+                  nodes = ctx.nodes, gpus = ctx.gpus, shared = ctx.shared, timeout = ctx.timeout }
+  local out = {}
+  if ctx.vectorized then
+    local nb = ctx.blocks
+    nb = math.max(1, math.min(nb, #points))
+    local items, ranges = {}, {}
+    for b = 1, nb do
+      local a = floor((b - 1) * #points / nb) + 1
+      local e = floor(b * #points / nb)
+      local g
+      if ctx.groups then
+        g = {}
+        for k = a, e do g[#g + 1] = ctx.groups[k] end
+      end
+      items[b] = { block_of(S, points, a, e), g }
+      ranges[b] = { a, e }
+    end
+    local task = function(item)
+      if item[2] then return f(item[1], item[2], unpack(args, 1, nargs)) end
+      return f(item[1], unpack(args, 1, nargs))
+    end
+    local res = pd.map(task, items, mopts)
+    for b = 1, nb do
+      local r, a, e = res[b], ranges[b][1], ranges[b][2]
+      if pd.iserror(r) then
+        raise { message = "the fitness raised: " .. tostring(r.message), traceback = r.traceback,
+                node = r.node }
+      end
+      if (type(r) ~= "table" and type(r) ~= "userdata") or #r ~= e - a + 1 then
+        raise { message = "a vectorized fitness must return a list of " .. (e - a + 1) .. " values" }
+      end
+      for k = a, e do
+        local v = r[k - a + 1]
+        check_value(v, S, decode(S, points[k]), k)
+        out[k] = v
+      end
+    end
+    return out
+  end
+  local items = {}
+  for k = 1, #points do items[k] = { points[k], ctx.groups and ctx.groups[k] or nil } end
+  local task = function(item)
+    local x = item[1]
+    if names then
+      local t = {}
+      for i, name in ipairs(names) do t[name] = x[i] end
+      x = t
+    end
+    if item[2] then return f(x, item[2], unpack(args, 1, nargs)) end
+    return f(x, unpack(args, 1, nargs))
+  end
+  local res = pd.map(task, items, mopts)
+  for k = 1, #points do
+    local v = res[k]
+    if pd.iserror(v) then
+      raise { message = "the fitness raised: " .. tostring(v.message), traceback = v.traceback,
+              point = decode(S, points[k]), names = names, index = k, node = v.node }
+    end
+    check_value(v, S, decode(S, points[k]), k)
+    out[k] = v
+  end
+  return out
+end
+
+--- Evaluate f at every point of `points` (lists); `ctx` has the space S,
+-- args (a list), groups (the group of each point, or nil), vectorized, and
+-- parallel (spread over pd.map's workers) with cpus, nodes, gpus, blocks.
+-- Returns the list of values.  A fitness that raises stops everything with
+-- an error object (message, traceback, point); so does a value that is not
+-- a number or is NaN.
+function M.evaluate(f, points, ctx)
+  if ctx.parallel then return evaluate_map(f, points, ctx) end
+  return evaluate_here(f, points, ctx)
 end
 
 ---------------------------------------------------------------------------
@@ -500,7 +589,26 @@ local function run(f, spec, sign)
   state = state or new_state(inner, S, kind, seed, ngroups)
   ckpt = ckpt or (type(spec.resume) == "string" and spec.resume) or nil
 
-  local ctx = { S = S, args = spec.args, vectorized = spec.vectorized }
+  local ctx = { S = S, args = spec.args, vectorized = spec.vectorized, cpus = spec.cpus,
+                nodes = spec.nodes, gpus = spec.gpus, retries = spec.retries, shared = spec.shared,
+                timeout = spec.timeout }
+  local popts = {}
+  do
+    local ok, core = pcall(require, "pd.core")
+    popts = ok and core.options and core.options() or {}
+  end
+  ctx.parallel = spec.parallel
+  if ctx.parallel == nil then
+    ctx.parallel = (spec.cpus or spec.nodes or spec.gpus or popts.cpus or popts.nodes) and true or false
+  end
+  if ctx.parallel then
+    local n = spec.cpus or popts.cpus
+    if not n then
+      local okm, cmap = pcall(require, "pd.core.map")
+      n = okm and cmap.machine and cmap.machine() or 1
+    end
+    ctx.blocks = spec.blocks or n
+  end
   local progress = spec.progress
   local out = type(progress) == "function" and progress or function(line) io.stderr:write(line, "\n") end
 
