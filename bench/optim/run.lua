@@ -48,7 +48,8 @@ local FULL = {
   { "ipop", "schwefel", { 2 } },
   { "pso", "sphere", { 10, 20 } }, { "pso", "ackley", { 10 } }, { "pso", "rastrigin", { 10 } },
   { "ga", "sphere", { 10 } }, { "ga", "rastrigin", { 10 } }, { "ga", "rosenbrock", { 10 } },
-  { "ga4", "schwefel", { 10 } },
+  { "pso", "ackley", { 20 } }, { "pso", "griewank", { 20 } },
+  { "ga4", "schwefel", { 10 } }, { "ga4", "schwefelm", { 10 } },
 }
 local QUICK = {
   { "cmaes", "sphere", { 10 } }, { "cmaes", "ellipsoid", { 10 } },
@@ -156,7 +157,7 @@ for _, cell in ipairs(cells) do
     local a = anchors[ANCHOR[algo][1] .. "/" .. fname .. "/" .. n] or {}
     local p = anchors[ANCHOR[algo][2] .. "/" .. fname .. "/" .. n] or {}
     local am = tonumber(a.median_evals_succ)
-    local ratio = (med and am) and string.format("%.3f", med / am) or "-"
+    local ratio = (med and am and am < math.huge) and string.format("%.3f", med / am) or "-"
     print(string.format("%-6s %-10s %3d | %2d/%-2d %7s %7s %9s %7.1f | %-14s %2s/%-2s %7s %6s | %-14s %2s/%-2s %7s %9s",
       algo, fname, n, succ, seeds, fmt(med), fmt(ert), fmt(median(bests), "g"), median(costs),
       ANCHOR[algo][1], a.succ or "-", a.runs or "-", a.median_evals_succ or "-", ratio,
