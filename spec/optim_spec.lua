@@ -322,11 +322,14 @@ describe("pd.minimize failures", function()
     local spec = { dim = 3, bounds = { -2, 2 }, seed = 8, maxiter = 15 }
     local plain = pd.minimize(sphere, spec)
     spec.parallel, spec.cpus = true, 2
+    -- (locals, so that the function does not carry busted's environment
+    -- to the workers)
+    local open, exit = io.open, os.exit
     local r = pd.minimize(function(x)
-      local f = io.open(marker, "r")
+      local f = open(marker, "r")
       if not f then
-        io.open(marker, "w"):close()
-        os.exit(9, false)            -- this worker dies mid-evaluation, once
+        open(marker, "w"):close()
+        exit(9, false)               -- this worker dies mid-evaluation, once
       end
       f:close()
       local s = 0
@@ -339,8 +342,9 @@ describe("pd.minimize failures", function()
     assert.are.equal(plain.f, r.f)
   end)
   it("reports a worker's error with its traceback and the point", function()
+    local raise = error
     local ok, e = pcall(pd.minimize, function(x)
-      if x[1] > 0 then error("remote boom") end
+      if x[1] > 0 then raise("remote boom") end
       return x[1] ^ 2
     end, { dim = 1, bounds = { -1, 1 }, seed = 1, parallel = true, cpus = 2 })
     assert.is_false(ok)
