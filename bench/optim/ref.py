@@ -98,21 +98,21 @@ def deap_ga(cnt, n, lo, hi, seed):
 
 
 def deap_cma(cnt, n, lo, hi, seed):
-    from deap import cma
+    from deap import base, cma, creator
+    if not hasattr(creator, "RefFitnessMin"):
+        creator.create("RefFitnessMin", base.Fitness, weights=(-1.0,))
+        creator.create("RefIndividual", list, fitness=creator.RefFitnessMin)
     np.random.seed(seed)
     rng = np.random.RandomState(seed)
     s = cma.Strategy(centroid=list(rng.uniform(lo, hi, n)), sigma=0.25 * (hi - lo))
     while True:
-        pop = s.generate(list)
-        fit = []
+        pop = s.generate(creator.RefIndividual)
         for x in pop:
             xc = np.clip(x, lo, hi)
-            fit.append(cnt(xc) + float(np.sum((np.asarray(x) - xc) ** 2)))
-        for x, v in zip(pop, fit):
-            x.fitness = type("F", (), {"values": (v,)})()
-        order = sorted(range(len(pop)), key=lambda k: fit[k])
-        s.update([pop[k] for k in order])
-        if s.sigma * math.sqrt(max(s.diagD ** 2)) < 1e-12 * (hi - lo):
+            # f at the clipped point, plus a penalty for selection only
+            x.fitness.values = (cnt(xc) + float(np.sum((np.asarray(x) - xc) ** 2)),)
+        s.update(pop)
+        if s.sigma * math.sqrt(max(s.diagD ** 2)) < 1e-12 * (hi - lo) or max(s.diagD) ** 2 > 1e14 * min(s.diagD) ** 2:
             return
 
 
