@@ -93,6 +93,34 @@ describe("CMA-ES convergence (as good as pycma, fixed seeds)", function()
     assert.is_true(r.evaluations < 8000, r.evaluations)
     for i = 1, 10 do assert.is_true(math.abs(r.x[i] - 1) < 1e-3) end
   end)
+  it("is rotation invariant: a rotated ellipsoid costs what the plain one costs", function()
+    local n = 8
+    local g = pd.random.new(99)
+    local M = pd.zeros(n, n)
+    for i = 1, n do for j = i, n do
+      local v = g:normal(); M:set(i, j, v); M:set(j, i, v)
+    end end
+    local _, Q = pd.linalg.eigh(M)                 -- a random orthogonal matrix
+    local R = Q:totable()
+    local function rotated(x)
+      local y = {}
+      for i = 1, n do
+        local s = 0
+        for j = 1, n do s = s + R[i][j] * x[j] end
+        y[i] = s
+      end
+      return ellipsoid(y)
+    end
+    local plain, rot = 0, 0
+    for seed = 1, 3 do
+      local spec = { dim = n, init = { -3, 3 }, seed = seed, target = 1e-8 }
+      local a, b = pd.minimize(ellipsoid, spec), pd.minimize(rotated, spec)
+      assert.are.equal("target", a.stop)
+      assert.are.equal("target", b.stop)
+      plain, rot = plain + a.evaluations, rot + b.evaluations
+    end
+    assert.is_true(math.abs(rot / plain - 1) < 0.15, rot / plain)
+  end)
   it("stops by its own termination criteria when no target is given", function()
     local r = pd.minimize(sphere, { dim = 4, bounds = { -3, 3 }, seed = 5 })
     assert.is_truthy(({ tolfun = 1, tolx = 1, tolfunhist = 1 })[r.stop], r.stop)
@@ -282,6 +310,11 @@ describe("pd.minimize specs", function()
     local r2 = pd.minimize(rastrigin, { algorithm = "ga", dim = 5, bounds = { -5.12, 5.12 },
       islands = 4, migration = { every = 10, count = 3, topology = "all" }, budget = 20000, seed = 1 })
     assert.are_not.equal(r.f, r2.f)
+    -- any topology: a list of {from, to} edges (here a star around island 1)
+    local r3 = pd.minimize(rastrigin, { algorithm = "ga", dim = 5, bounds = { -5.12, 5.12 },
+      islands = 4, budget = 20000, seed = 1, migration = { every = 10, count = 2,
+      topology = { { 2, 1 }, { 3, 1 }, { 4, 1 }, { 1, 2 }, { 1, 3 }, { 1, 4 } } } })
+    assert.is_true(r3.f < 0.1, r3.f)
   end)
   it("rejects a bad spec with a clear message", function()
     assert.has_error(function() pd.minimize(sphere, { bounds = { -1, 1 } }) end)
