@@ -242,6 +242,13 @@ describe("pd.minimize specs", function()
                           progress = function(l) lines[#lines + 1] = l end })
     assert.are.equal(5, #lines)
     assert.truthy(lines[5]:match("iter 5%s+evals 30%s+best [%d%.e%-]+%s+spread"))
+    -- PSO evaluates an iteration in 4 blocks: still one line, one history entry
+    lines = {}
+    local r = pd.minimize(sphere, { algorithm = "pso", dim = 2, bounds = { -1, 1 }, maxiter = 3,
+                                    seed = 1, progress = function(l) lines[#lines + 1] = l end })
+    assert.are.equal(3, #lines)
+    assert.are.equal(3, #r.history)
+    assert.truthy(lines[3]:match("iter 3%s+evals 120%s"))
   end)
   it("runs independent groups in one batch, each as its own seed's run", function()
     local calls = 0

@@ -631,16 +631,17 @@ local function run(f, spec, sign)
     local values = M.evaluate(f, points, ctx)
     state.evaluations = state.evaluations + #values
     state.rounds = state.rounds + 1
-    local round_best, round_sum, round_scale = huge, 0.0, 0.0
+    local round_best, round_scale, completed = huge, 0.0, false
     for gi, g in ipairs(state.groups) do
       local sl = slices[gi]
       if sl then
         local F = {}
-        for k = sl[1], sl[2] do
-          local v = sign * values[k]
-          F[#F + 1] = v
-          round_sum = round_sum + v
-        end
+        for k = sl[1], sl[2] do F[#F + 1] = sign * values[k] end
+        -- the values of the iteration so far (PSO tells a sweep in blocks)
+        g.sum = (g.sum or 0.0)
+        g.count = (g.count or 0)
+        for k = 1, #F do g.sum = g.sum + F[k] end
+        g.count = g.count + #F
         local before = g.algo.countiter
         g.algo:tell(sl[3], F)
         g.evals = g.evals + #F
@@ -648,13 +649,14 @@ local function run(f, spec, sign)
         if bf < g.best_f then g.best_f, g.best_x = bf, copy(bx) end
         if g.algo.countiter > before then
           g.iter = g.iter + 1
-          local mean = 0.0
-          for k = 1, #F do mean = mean + F[k] end
-          mean = mean / #F
+          local mean = g.sum / g.count
+          state.sum, state.count = (state.sum or 0.0) + g.sum, (state.count or 0) + g.count
+          g.sum, g.count = 0.0, 0
           local scale = g.algo:spread()
           g.history[#g.history + 1] = { iteration = g.iter, evaluations = g.evals,
             best = sign * g.best_f, mean = sign * mean, scale = scale }
           round_scale = max(round_scale, scale)
+          completed = true
         end
         round_best = min(round_best, g.best_f)
         -- stop or restart
@@ -668,13 +670,17 @@ local function run(f, spec, sign)
         if why then g.done, g.stop = true, why end
       end
     end
-    local hist = state.history
-    hist[#hist + 1] = { iteration = state.rounds, evaluations = state.evaluations,
-                        best = sign * round_best, mean = sign * round_sum / #values,
-                        scale = round_scale }
-    if progress then
-      out(string.format("optim %s  iter %d  evals %d  best %.6g  spread %.3g",
-        kind, state.rounds, state.evaluations, sign * round_best, round_scale))
+    if completed then   -- one entry (and progress line) per iteration
+      local hist = state.history
+      state.iteration = (state.iteration or 0) + 1
+      hist[#hist + 1] = { iteration = state.iteration, evaluations = state.evaluations,
+                          best = sign * round_best, mean = sign * state.sum / state.count,
+                          scale = round_scale }
+      state.sum, state.count = 0.0, 0
+      if progress then
+        out(string.format("optim %s  iter %d  evals %d  best %.6g  spread %.3g",
+          kind, state.iteration, state.evaluations, sign * round_best, round_scale))
+      end
     end
     if ckpt then M.save(ckpt, state) end
   end
