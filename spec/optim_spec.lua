@@ -424,7 +424,11 @@ describe("checkpoint and resume", function()
       return s
     end, { algorithm = arg[1], dim = 4, bounds = {-2, 2}, seed = 3, maxiter = 60,
            checkpoint = arg[2] ~= "" and arg[2] or nil, resume = arg[2] ~= "" and arg[2] or nil })
-    io.write(string.format("%.17g %d %d", r.f, r.evaluations, r.iterations))
+    local digest = 0
+    for i, h in ipairs(r.history) do
+      digest = digest + i * (h.best + h.mean + h.scale + h.evaluations + h.iteration)
+    end
+    io.write(string.format("%.17g %d %d %d %.17g", r.f, r.evaluations, r.iterations, #r.history, digest))
   ]]
   for _, alg in ipairs { "cmaes", "pso", "ga" } do
     it("a killed " .. alg .. " run resumes and ends where an uninterrupted run ends", function()
@@ -441,7 +445,7 @@ describe("checkpoint and resume", function()
       local resumed, err3, rc3 = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck))
       assert.are.equal(0, rc3, err3)
       assert.are.equal(plain, resumed)
-      os.remove(ck); os.remove(file)
+      os.remove(ck); os.remove(ck .. ".hist"); os.remove(file)
     end)
   end
 end)

@@ -537,6 +537,82 @@ local function new_state(spec, S, kind, seed, groups)
   return state
 end
 
+-- Checkpoints keep the histories out of the state file, which is rewritten
+-- every iteration: they are appended to FILE.hist, one line per entry
+-- ("<group or 0> iteration evaluations best mean scale"), and the state
+-- records how many lines belong to it.  A run killed between the append and
+-- the rename leaves extra lines, which resume drops.
+local HFIELDS = { "iteration", "evaluations", "best", "mean", "scale" }
+
+local function hist_line(gi, h)
+  local t = { tostring(gi) }
+  for _, k in ipairs(HFIELDS) do t[#t + 1] = num(h[k]) end
+  return table.concat(t, " ") .. "\n"
+end
+
+local function save_checkpoint(file, state)
+  local lines = {}
+  local function new_entries(gi, hist, key)
+    local done = state.hist_done[key] or 0
+    for i = done + 1, #hist do lines[#lines + 1] = hist_line(gi, hist[i]) end
+    state.hist_done[key] = #hist
+  end
+  state.hist_done = state.hist_done or {}
+  new_entries(0, state.history, "run")
+  for gi, g in ipairs(state.groups) do new_entries(gi, g.history, "g" .. gi) end
+  state.hist_lines = (state.hist_lines or 0) + #lines
+  if #lines > 0 then
+    local f = assert(io.open(file .. ".hist", "ab"))
+    f:write(table.concat(lines))
+    f:close()
+  end
+  -- the state without its histories
+  local saved = { state.history }
+  state.history = nil
+  for gi, g in ipairs(state.groups) do saved[gi + 1] = g.history; g.history = nil end
+  local ok, err = pcall(M.save, file, state)
+  state.history = saved[1]
+  for gi, g in ipairs(state.groups) do g.history = saved[gi + 1] end
+  if not ok then error(err, 0) end
+end
+
+local function load_checkpoint(file)
+  local state = M.load(file)
+  if not state then return nil end
+  state.history = {}
+  for _, g in ipairs(state.groups) do g.history = {} end
+  local keep = {}
+  local f = io.open(file .. ".hist", "rb")
+  local n = 0
+  if f then
+    for line in f:lines() do
+      if n >= (state.hist_lines or 0) then break end
+      n = n + 1
+      keep[n] = line .. "\n"
+      local w = {}
+      for tok in line:gmatch("%S+") do w[#w + 1] = tok end
+      local h = {}
+      for i, k in ipairs(HFIELDS) do
+        local v = w[i + 1]
+        h[k] = v == "(0/0)" and 0 / 0 or v == "(1/0)" and huge or v == "(-1/0)" and -huge or tonumber(v)
+      end
+      local gi = tonumber(w[1])
+      if gi == 0 then state.history[#state.history + 1] = h
+      else state.groups[gi].history[#state.groups[gi].history + 1] = h end
+    end
+    f:close()
+  end
+  if n ~= (state.hist_lines or 0) then
+    error("pd.minimize: " .. file .. ".hist is missing lines of the checkpoint's history", 3)
+  end
+  -- drop what a killed iteration appended after the last state
+  local w = assert(io.open(file .. ".hist.tmp", "wb"))
+  w:write(table.concat(keep))
+  w:close()
+  assert(os.rename(file .. ".hist.tmp", file .. ".hist"))
+  return state
+end
+
 local function attach(state)
   for _, g in ipairs(state.groups) do restorers[g.kind](g.algo) end
 end
@@ -578,7 +654,7 @@ local function run(f, spec, sign)
   if resume == true then resume = ckpt end
   local state
   if resume then
-    state = M.load(resume)
+    state = load_checkpoint(resume)
     if state then
       if state.kind ~= kind or state.n ~= S.n or #state.groups ~= ngroups then
         error("pd.minimize: checkpoint " .. resume .. " is for another problem", 3)
@@ -586,8 +662,11 @@ local function run(f, spec, sign)
       attach(state)
     end
   end
-  state = state or new_state(inner, S, kind, seed, ngroups)
   ckpt = ckpt or (type(spec.resume) == "string" and spec.resume) or nil
+  if not state then
+    state = new_state(inner, S, kind, seed, ngroups)
+    if ckpt then os.remove(ckpt .. ".hist") end
+  end
 
   local ctx = { S = S, args = spec.args, vectorized = spec.vectorized, cpus = spec.cpus,
                 nodes = spec.nodes, gpus = spec.gpus, retries = spec.retries, shared = spec.shared,
@@ -682,7 +761,7 @@ local function run(f, spec, sign)
           kind, state.iteration, state.evaluations, sign * round_best, round_scale))
       end
     end
-    if ckpt then M.save(ckpt, state) end
+    if ckpt then save_checkpoint(ckpt, state) end
   end
 
   -- the result
