@@ -14,7 +14,7 @@
 --     unconstrained and f is evaluated at the mapped, always feasible point;
 --   * pycma's termination criteria and defaults (tolx, tolfun, tolfunhist,
 --     tolstagnation, tolconditioncov, noeffectaxis, noeffectcoord,
---     tolflatfitness, tolupsigma, tolfacupx, maxiter).
+--     tolflatfitness, tolxstagnation, tolupsigma, tolfacupx, maxiter).
 -- Restarts with increasing population (IPOP: Auger & Hansen, CEC 2005) and
 -- BIPOP (Hansen, GECCO BBOB workshop 2009) live in pd.optim (the driver).
 --
@@ -137,7 +137,7 @@ end
 
 local DEFAULTS = {
   tolfun = 1e-11, tolfunhist = 1e-12, tolx = 1e-11, tolconditioncov = 1e14,
-  tolflatfitness = 1, tolfacupx = 1e3, tolupsigma = 1e20,
+  tolflatfitness = 3, tolfacupx = 1e3, tolupsigma = 1e20,
 }
 
 --- A new strategy.  opts:
@@ -201,8 +201,15 @@ function M.new(opts)
   end
   self.rng = opts.rng or la.rng(opts.seed or 0)
   self.countiter, self.countevals = 0, 0
-  self.eigen_evals = 0
-  self.lazy_gap = 0.5 * n * self.lambda / (self.c1 + self.cmu) / (n * n)
+  -- pycma decomposes C again after 1/(c1 + cmu)/n/10 iterations (its
+  -- GaussFullSampler's lazy_update_gap), in practice every iteration
+  self.lazy_gap = 1 / (self.c1 + self.cmu) / n / 10
+  self.eigen_iter = 0
+  -- tolxstagnation: [1e-9, 20, 0.1], the mean moved less than 1e-9 over
+  -- 20 + 0.1 * iterations iterations
+  self.xstag = { x = {}, count = 0, count_x = 0 }
+  for i = 1, n do self.xstag.x[i] = self.mean[i] end
+  self.best_evals = 0
   for k, v in pairs(DEFAULTS) do self[k] = opts[k] or v end
   self.tolstagnation = opts.tolstagnation or floor(100 + 100 * n ^ 1.5 / self.lambda)
   self.maxiter = opts.maxiter or floor(100 + 150 * (n + 3) ^ 2 / sqrt(self.lambda))
@@ -235,14 +242,16 @@ local function update_eigen(self)
   end
   self.B, self.D = B, D
   self.BDt, self.Cis = la.transforms(B, D, n)
-  self.eigen_evals = self.countevals
+  self.eigen_iter = self.countiter
 end
 
 --- Sample lambda new points.  Returns a list of points (lists), already
 -- mapped into the bounds; tell() expects their values in the same order.
 function ES:ask()
   if self.pending then return self.pending_x end
-  if self.countevals - self.eigen_evals >= self.lazy_gap then update_eigen(self) end
+  if self.countiter > 0 and self.countiter - self.eigen_iter >= self.lazy_gap then
+    update_eigen(self)
+  end
   local n, rng, mean, sigma = self.n, self.rng, self.mean, self.sigma
   local G, X = {}, {}
   local Z = rng:normals(self.lambda, n)
@@ -313,19 +322,28 @@ local function check_stop(self, fs)
     if m == m + 0.2 * self.sigma * sqrt(dC[k]) then return "noeffectcoord" end
   end
   if self.flatcount > self.tolflatfitness then return "tolflatfitness" end
+  local xs = self.xstag
+  if xs.count - xs.count_x > 20 + 0.1 * xs.count then return "tolxstagnation" end
   if self.sigma / dmax > self.sigma0 * self.tolupsigma then return "tolupsigma" end
   for k = 1, n do
     if self.sigma * sqrt(dC[k]) > self.sigma0 * self.stds0[k] * self.tolfacupx then
       return "tolfacupx"
     end
   end
-  -- stagnation: the recent median of best and median f no better than older
+  -- stagnation: the best was found in the first half of the stagnation
+  -- period, and the recent medians of best and median f (recorded every 5
+  -- iterations) are no better than the older ones
   local hb, hm = self.histbest, self.histmedian
-  local l = floor(max(self.tolstagnation / 10, #hb / 10))
-  if self.countiter > n * (5 + 100 / self.lambda) and #hb > 100 and 2 * l < #hb
-     and median(hm, 1, l) >= median(hm, l + 1, 2 * l)
-     and median(hb, 1, l) >= median(hb, l + 1, 2 * l) then
-    return "tolstagnation"
+  local l = max(self.tolstagnation / 5 / 2, #hb / 10)
+  if l <= self.countiter then
+    l = floor(l)
+    if self.countiter > n * (5 + 100 / self.lambda)
+       and (self.countevals - self.best_evals) / self.lambda > self.tolstagnation / 2
+       and #hb > 100 and 2 * l < #hb
+       and median(hm, 1, l) >= median(hm, l + 1, 2 * l)
+       and median(hb, 1, l) >= median(hb, l + 1, 2 * l) then
+      return "tolstagnation"
+    end
   end
   return nil
 end
@@ -361,22 +379,19 @@ function ES:tell(X, F)
   if fs[1] < self.best_f then
     self.best_f = fs[1]
     self.best_x = transform(self, G[idx[1]])
+    self.best_evals = self.countevals
   end
-  -- flat fitness: the best equals a quarter-population value
-  local kth = min(lam, ceil(0.1 + lam / 4) + 1)
-  if fs[1] == fs[kth] then
-    self.flatcount = self.flatcount + 1
-    self.sigma = self.sigma * exp(0.2 + self.cs / self.damps)
-  else
-    self.flatcount = 0
-  end
+  -- flat fitness: the best no better than the value at 3/4 of the ranking
+  if fs[1] < fs[floor(0.75 * lam) + 1] then self.flatcount = 0
+  else self.flatcount = self.flatcount + 1 end
   -- histories (newest first)
   table.insert(self.hist, 1, fs[1])
   if #self.hist > 10 + 30 * n / lam then table.remove(self.hist) end
-  table.insert(self.histbest, 1, fs[1])
-  table.insert(self.histmedian, 1, median(fs, 1, lam))
-  local cap = max(self.tolstagnation, 120 + floor(30 * n / lam))
-  while #self.histbest > cap do table.remove(self.histbest); table.remove(self.histmedian) end
+  if self.countiter % 5 == 0 then
+    table.insert(self.histbest, 1, fs[1])
+    table.insert(self.histmedian, 1, median(fs, 1, lam))
+    if #self.histbest > 2e4 then table.remove(self.histbest); table.remove(self.histmedian) end
+  end
 
   local w, mu, sigma = self.weights, self.mu, self.sigma
   local mold = self.mean
@@ -414,11 +429,23 @@ function ES:tell(X, F)
   local c1a = c1 * (1 - (1 - hsig * hsig) * cc * (2 - cc))
   local wsum = 0.0
   for r = 1, lam do wsum = wsum + w[r] end
-  la.cma_covariance(self.C, n, 1 - c1a - cmu * wsum, Yarr, idx, w, cmu, self.Cis, pc, c1a)
+  -- rank one with c1 and the decay with c1a, as pycma does (they differ
+  -- only when h_sigma stalls the path)
+  la.cma_covariance(self.C, n, 1 - c1a - cmu * wsum, Yarr, idx, w, cmu, self.Cis, pc, c1)
   -- step size (CSA), log-step clipped to +-1 as pycma does
   local s = (self.cs / self.damps) * (sqrt(ps2) / self.chiN - 1)
   if s > 1 then s = 1 elseif s < -1 then s = -1 end
   self.sigma = self.sigma * exp(s)
+  -- the mean's movement, for tolxstagnation
+  local xs = self.xstag
+  xs.count = xs.count + 1
+  local delta = 1e-9 * sqrt(max(1, (xs.count - xs.count_x) / (20 + 0.1 * xs.count)))
+  local d2 = 0.0
+  for i = 1, n do d2 = d2 + (xs.x[i] - mean[i]) ^ 2 end
+  if sqrt(d2) > delta then
+    for i = 1, n do xs.x[i] = mean[i] end
+    xs.count_x = xs.count
+  end
 
   self.stop = check_stop(self, fs)
   return self.stop

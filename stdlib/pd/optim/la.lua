@@ -131,12 +131,12 @@ function M.cma_sample(Z, BDt)
 end
 
 --- The CMA-ES covariance update in place, in C (pycma's aCMA rule):
---   C <- decay C + c1a pc pc' + cmu sum_r w_r' y_r y_r'
+--   C <- decay C + c1 pc pc' + cmu sum_r w_r' y_r y_r'
 -- Y: the lambda x n array of steps y_k (as sampled), order: the sample
 -- index of each rank, w: the recombination weights by rank.  Negative
 -- weights are rescaled by n / |C^(-1/2) y_r|^2 (Cis = C^(-1/2)), which
 -- keeps C positive definite.
-function M.cma_covariance(C, n, decay, Y, order, w, cmu, Cis, pc, c1a)
+function M.cma_covariance(C, n, decay, Y, order, w, cmu, Cis, pc, c1)
   local Ys = Y:take(order)                 -- rows in rank order
   local W = Ys:copy()
   local Zn
@@ -150,7 +150,7 @@ function M.cma_covariance(C, n, decay, Y, order, w, cmu, Cis, pc, c1a)
     W:row(r):scale(cmu * wr)
   end
   C:add_matmul(Ys:T(), W, 1.0, decay)
-  if c1a ~= 0 then C:add_outer(A.array(pc), c1a) end
+  if c1 ~= 0 then C:add_outer(A.array(pc), c1) end
 end
 
 --- Matrices in checkpoints: pack(m) gives a plain table, unpack(t) the
