@@ -17,6 +17,7 @@ static const luaL_Reg natives[] = {
   {"pd.core.map", luaopen_pd_core_map},
   {"pd.core.array", luaopen_pd_core_array},
   {"pd.core.codec", luaopen_pd_core_codec},
+  {"pd.core.gpu", luaopen_pd_core_gpu},
   {NULL, NULL},
 };
 

@@ -58,6 +58,10 @@ describe("matmul and dot", function()
     assert.error_matches(function() pd.array { 1, 2 }:dot(pd.array { 1 }) end, "shape mismatch in dot")
   end)
 
+  it("makes outer products", function()
+    same({ { 3, 4 }, { 6, 8 }, { 9, 12 } }, pd.linalg.outer(pd.array { 1, 2, 3 }, pd.array { 3, 4 }))
+  end)
+
   it("updates in place: add_outer (ger) and add_matmul (gemm)", function()
     local C = pd.eye(2)
     C:add_outer(pd.array { 1, 2 }, 0.5)         -- y defaults to x
@@ -71,6 +75,95 @@ describe("matmul and dot", function()
     same({ { 60, 66 }, { 141, 156 } }, D)
     assert.error_matches(function() D:add_matmul(B, A) end, "shape mismatch in add_matmul")
     assert.error_matches(function() C:add_outer(pd.array { 1, 2, 3 }) end, "shape mismatch in add_outer")
+  end)
+end)
+
+describe("matmul on random shapes and views", function()
+  -- every way BLAS may be handed an operand (contiguous, transposed,
+  -- row-sliced, a block with a leading dimension, a row or column vector)
+  -- against a triple loop in Lua
+  local g = pd.random.new(99)
+  local function mat(r, c, d, kind)
+    if kind == "T" then return g:uniform(-1, 1, c, r):astype(d):T() end
+    if kind == "block" then return g:uniform(-1, 1, r + 2, c + 3):astype(d):block(2, r + 1, 2, c + 1) end
+    if kind == "slice" then return g:uniform(-1, 1, r + 2, c):astype(d):slice(2, r + 1) end
+    if kind == "Tblock" then return g:uniform(-1, 1, c + 1, r + 2):astype(d):block(2, c + 1, 1, r):T() end
+    return g:uniform(-1, 1, r, c):astype(d)
+  end
+  local function vec(n, d, kind)
+    if kind == "col" then return g:uniform(-1, 1, n, 3):astype(d):col(2) end
+    return g:uniform(-1, 1, n):astype(d)
+  end
+  local kinds = { "plain", "T", "block", "slice", "Tblock" }
+
+  it("agrees with a triple loop for f64 and f32", function()
+    for case = 1, 120 do
+      local d = case % 2 == 0 and "f64" or "f32"
+      local tol = d == "f64" and 1e-12 or 1e-5
+      local m, k, n = g:integers(1, 6), g:integers(1, 6), g:integers(1, 6)
+      local A = mat(m, k, d, kinds[g:integers(1, #kinds)])
+      local B = mat(k, n, d, kinds[g:integers(1, #kinds)])
+      local C = A:matmul(B)
+      for i = 1, m do
+        for j = 1, n do
+          local s = 0
+          for l = 1, k do s = s + A:get(i, l) * B:get(l, j) end
+          assert.is_true(math.abs(s - C:get(i, j)) < tol, ("case %d %s (%d,%d)"):format(case, d, i, j))
+        end
+      end
+      local x = vec(k, d, case % 3 == 0 and "col" or "plain")
+      local y = A:matmul(x)
+      for i = 1, m do
+        local s = 0
+        for l = 1, k do s = s + A:get(i, l) * x[l] end
+        assert.is_true(math.abs(s - y[i]) < tol, ("case %d gemv %d"):format(case, i))
+      end
+      local v = vec(m, d, case % 3 == 1 and "col" or "plain")
+      local w = v:matmul(A)
+      for j = 1, k do
+        local s = 0
+        for l = 1, m do s = s + v[l] * A:get(l, j) end
+        assert.is_true(math.abs(s - w[j]) < tol, ("case %d vec-mat %d"):format(case, j))
+      end
+      -- in place into a view of a bigger matrix
+      local big = pd.zeros(m + 1, n + 2, d)
+      big:block(2, m + 1, 2, n + 1):add_matmul(A, B)
+      assert.is_true(pd.math.abs(big:block(2, m + 1, 2, n + 1) - C):max() < tol, "add_matmul into a block")
+      assert.equals(0, big:row(1):norm() + big:col(1):norm() + big:col(n + 2):norm())
+    end
+  end)
+end)
+
+describe("the CMA-ES covariance update (docs/arrays.md)", function()
+  it("equals the same update written as loops", function()
+    local mu, n = 5, 4
+    local g = pd.random.new(1)
+    local Y, pc = g:normal(0, 1, mu, n), g:normal(0, 1, n)
+    local w = pd.array { 0.35, 0.25, 0.2, 0.12, 0.08 }
+    local c1, cmu = 0.1, 0.2
+    local C = pd.eye(n)
+    C:scale(1 - c1 - cmu)
+    C:add_outer(pc, c1)
+    C:add_matmul((Y * w:reshape(mu, 1)):T(), Y, cmu)
+    for i = 1, n do
+      for j = 1, n do
+        local s = (i == j and 1 - c1 - cmu or 0) + c1 * pc[i] * pc[j]
+        for k = 1, mu do s = s + cmu * w[k] * Y:get(k, i) * Y:get(k, j) end
+        assert.is_true(close(s, C:get(i, j), 1e-14), i .. "," .. j)
+      end
+    end
+  end)
+end)
+
+describe("OpenBLAS controls", function()
+  it("reads and sets the thread count, and names the build", function()
+    local before = pd.linalg.threads()
+    assert.is_true(before >= 1)
+    assert.equals(before, pd.linalg.threads(1))
+    assert.equals(1, pd.linalg.threads(before))
+    assert.equals(before, pd.linalg.threads())
+    assert.matches("OpenBLAS", pd.linalg.config())
+    assert.error_matches(function() pd.linalg.threads(0) end, "threads must be")
   end)
 end)
 
@@ -144,5 +237,16 @@ describe("cholesky and solve", function()
     assert.is_nil(pd.linalg.solve(pd.eye(3), pd.ones(3)):sum() ~= 3 or nil)
     assert.error_matches(function() pd.linalg.solve(pd.array { { 1, 2 }, { 2, 4 } }, pd.ones(2)) end, "singular")
     assert.error_matches(function() pd.linalg.solve(A, pd.ones(3)) end, "shape mismatch in solve")
+  end)
+
+  it("inverts and takes determinants", function()
+    local A = pd.array { { 4, 7 }, { 2, 6 } }
+    same({ { 0.6, -0.7 }, { -0.2, 0.4 } }, pd.linalg.inv(A))
+    assert.is_true(maxdiff(A:matmul(pd.linalg.inv(A)), pd.eye(2)) < 1e-14)
+    assert.is_true(close(10, pd.linalg.det(A)))
+    assert.is_true(close(-10, pd.linalg.det(pd.array { { 2, 6 }, { 4, 7 } })))   -- a row swap
+    assert.is_true(close(24, pd.linalg.det(pd.array { { 2, 0, 0 }, { 0, 3, 0 }, { 0, 0, 4 } })))
+    assert.equals(0, pd.linalg.det(pd.array { { 1, 2 }, { 2, 4 } }))
+    assert.error_matches(function() pd.linalg.inv(pd.array { { 1, 2 }, { 2, 4 } }) end, "singular")
   end)
 end)

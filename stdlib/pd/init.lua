@@ -14,6 +14,7 @@ local pd = {
 local lazy = {
   pretty = "pd.pretty",
   codec = "pd.codec",
+  gpu = "pd.gpu",
   optim = "pd.optim",
 }
 
