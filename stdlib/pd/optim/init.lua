@@ -783,10 +783,20 @@ local function run(f, spec, sign)
   return r
 end
 
+-- One thread for BLAS while the optimiser runs (see la.single_thread);
+-- errors pass through unchanged.
+local function run1(f, spec, sign)
+  local restore = la.single_thread()
+  local ok, r = pcall(run, f, spec, sign)
+  restore()
+  if not ok then error(r, 0) end
+  return r
+end
+
 --- Minimise f over the space of spec; see docs/optimisation.md.
-function M.minimize(f, spec) return run(f, spec, 1) end
+function M.minimize(f, spec) return run1(f, spec, 1) end
 
 --- Maximise f: minimise -f, and report f's own values.
-function M.maximize(f, spec) return run(f, spec, -1) end
+function M.maximize(f, spec) return run1(f, spec, -1) end
 
 return M

@@ -153,6 +153,16 @@ function M.cma_covariance(C, n, decay, Y, order, w, cmu, Cis, pc, c1)
   if c1 ~= 0 then C:add_outer(A.array(pc), c1) end
 end
 
+--- Run BLAS and LAPACK on one thread until the returned function is
+-- called: the optimisers' matrices are small, where threads only cost, and
+-- a threaded BLAS may sum in a different order from run to run, which would
+-- break "same seed, same result".
+function M.single_thread()
+  if not linalg.threads then return function() end end
+  local old = linalg.threads(1)
+  return function() linalg.threads(old) end
+end
+
 --- Matrices in checkpoints: pack(m) gives a plain table, unpack(t) the
 -- matrix back, bit for bit.
 function M.is_matrix(v) return A.isarray(v) end
