@@ -109,19 +109,6 @@ function M.transforms(B, d, n)
   return BDt, Cis
 end
 
---- In place: C <- decay*C + sum_k w[k] * v_k v_k'  (vs: list of vectors,
--- w: list of weights): the covariance update of CMA-ES, rank one and
--- rank mu in one BLAS gemm.
-function M.rank_update(C, n, decay, vs, w)
-  local scaled = {}
-  for k = 1, #vs do
-    local v, wk, r = vs[k], w[k], {}
-    for i = 1, n do r[i] = wk * v[i] end
-    scaled[k] = r
-  end
-  C:add_matmul(A.array(vs):T(), A.array(scaled), 1.0, decay)
-end
-
 --- CMA-ES sampling: given a lambda x n array Z of standard normals and the
 -- transform BDt = (B D)', return Y = Z BDt as an array (row k is
 -- y_k = B D z_k) and as a list of lists.  One gemm.
@@ -181,13 +168,6 @@ function M.unpack(t)
     for j = 1, t.cols do k = k + 1; m:set(i, j, t.__matrix[k]) end
   end
   return m
-end
-
---- Euclidean norm.
-function M.norm(x)
-  local s = 0.0
-  for i = 1, #x do s = s + x[i] * x[i] end
-  return sqrt(s)
 end
 
 return M
