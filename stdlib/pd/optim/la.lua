@@ -37,7 +37,11 @@ end
 function M.rng_restore(t) return setmetatable(t, Rng) end
 
 --- Checkpoint forms of a pd.random generator.
-function M.is_generator(v) return type(v) == "userdata" and type(v.state) == "function" and not A.isarray(v) end
+function M.is_generator(v)
+  if type(v) ~= "userdata" or A.isarray(v) then return false end
+  local ok, st = pcall(function() return v.state end)
+  return ok and type(st) == "function"
+end
 function M.rng_pack(g) return { __rng = g:state() } end
 function M.rng_unpack(t) return R.from_state(t.__rng) end
 
