@@ -267,6 +267,17 @@ describe("pd.minimize specs", function()
     end
     assert.are.equal(calls, r.evaluations)
   end)
+  it("honours per-group options (Playdoh's per-group optparams)", function()
+    local f = function(x) return x[1] ^ 2 + x[2] ^ 2 end
+    local r = pd.minimize(f, { algorithm = "pso", dim = 2, bounds = { -5, 5 }, groups = 2, seed = 30,
+                               maxiter = 30, options = { { w = 0.5 }, { w = 0.9, c = 1.0 } } })
+    local a = pd.minimize(f, { algorithm = "pso", dim = 2, bounds = { -5, 5 }, seed = 30,
+                               maxiter = 30, options = { w = 0.5 } })
+    local b = pd.minimize(f, { algorithm = "pso", dim = 2, bounds = { -5, 5 }, seed = 31,
+                               maxiter = 30, options = { w = 0.9, c = 1.0 } })
+    assert.are.equal(a.f, r.groups[1].f)
+    assert.are.equal(b.f, r.groups[2].f)
+  end)
   it("hands a vectorized fitness the whole population, with the same result", function()
     local blocks = 0
     local spec = { dim = 3, bounds = { -2, 2 }, seed = 5, maxiter = 25 }

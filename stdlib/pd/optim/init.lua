@@ -179,8 +179,19 @@ local function cmaes_new(S, o, rng, popsize, sigma_scale, budget, target)
   return cmaes.new(opts)
 end
 
-local function make(kind, S, spec, rng, budget, target)
+-- The options of group gi: spec.options, or with one table per group
+-- (options = {{...}, {...}}, Playdoh's per-group optparams) the gi-th.
+local function group_options(spec, gi)
   local o = spec.options or {}
+  if type(o[1]) == "table" then
+    o = o[gi or 1]
+    if not o then error("pd.optim: options has no entry for group " .. tostring(gi), 4) end
+  end
+  return o
+end
+
+local function make(kind, S, spec, rng, budget, target, gi)
+  local o = group_options(spec, gi)
   if kind == "cmaes" then
     return cmaes_new(S, o, rng, spec.popsize, 1, budget, target)
   end
@@ -506,7 +517,7 @@ local function restart(g, S, spec, budget_left, target)
     g.restarts_left = g.restarts_left - 1
     popsize, scale = lam0 * 2 ^ g.large_runs, 1
   end
-  local o = spec.options or {}
+  local o = group_options(spec, g.index)
   g.algo = cmaes_new(S, o, rng, popsize, scale, budget_left, target)
   if maxiter then g.algo.maxiter = min(g.algo.maxiter, maxiter) end
   g.runs = g.runs + 1
@@ -520,7 +531,7 @@ local function new_state(spec, S, kind, seed, groups)
   local target = spec.target
   for gi = 1, groups do
     local rng = la.rng(seed + gi - 1, 1)   -- group g: the run of seed + g - 1
-    local g = { kind = kind, evals = 0, iter = 0, best_f = huge, history = {},
+    local g = { kind = kind, index = gi, evals = 0, iter = 0, best_f = huge, history = {},
                 runs = 1, large_runs = 0 }
     local r = spec.restarts
     if type(r) == "table" then
@@ -530,7 +541,7 @@ local function new_state(spec, S, kind, seed, groups)
       g.restarts_left = r or 0
       g.bipop = false
     end
-    g.algo = make(kind, S, spec, rng, budget, target)
+    g.algo = make(kind, S, spec, rng, budget, target, gi)
     if kind == "cmaes" then g.lambda0 = g.algo.lambda end
     state.groups[gi] = g
   end
