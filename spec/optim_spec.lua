@@ -334,6 +334,21 @@ describe("pd.minimize specs", function()
       topology = { { 2, 1 }, { 3, 1 }, { 4, 1 }, { 1, 2 }, { 1, 3 }, { 1, 4 } } } })
     assert.is_true(r3.f < 0.1, r3.f)
   end)
+  it("runs PSO on islands: swarms in lockstep with migration, the same on workers", function()
+    local spec = { algorithm = "pso", dim = 5, bounds = { -5.12, 5.12 }, islands = 4, popsize = 80,
+                   migration = { every = 5, count = 2, topology = "ring" }, maxiter = 60, seed = 2 }
+    local r = pd.minimize(sphere, spec)
+    assert.are.equal(60 * 80, r.evaluations)
+    assert.is_true(r.f < 1e-3, r.f)
+    local again = pd.minimize(sphere, spec)
+    assert.are.equal(r.f, again.f)
+    spec.parallel, spec.cpus = true, 2
+    local par = pd.minimize(sphere, spec)
+    assert.are.same(r.x, par.x)
+    spec.parallel, spec.cpus = nil, nil
+    spec.migration.every = 1000                  -- no migration: another run
+    assert.are_not.equal(r.f, pd.minimize(sphere, spec).f)
+  end)
   it("rejects a bad spec with a clear message", function()
     assert.has_error(function() pd.minimize(sphere, { bounds = { -1, 1 } }) end)
     assert.has_error(function() pd.minimize(sphere, { dim = 2 }) end)
@@ -434,6 +449,7 @@ describe("checkpoint and resume", function()
       for i = 1, #x - 1 do s = s + 100 * (x[i+1] - x[i]^2)^2 + (1 - x[i])^2 end
       return s
     end, { algorithm = arg[1], dim = 4, bounds = {-2, 2}, seed = 3, maxiter = 60,
+           islands = tonumber(arg[3]), migration = { every = 7, count = 2 },
            checkpoint = arg[2] ~= "" and arg[2] or nil, resume = arg[2] ~= "" and arg[2] or nil })
     local digest = 0
     for i, h in ipairs(r.history) do
@@ -441,19 +457,20 @@ describe("checkpoint and resume", function()
     end
     io.write(string.format("%.17g %d %d %d %.17g", r.f, r.evaluations, r.iterations, #r.history, digest))
   ]]
-  for _, alg in ipairs { "cmaes", "pso", "ga" } do
-    it("a killed " .. alg .. " run resumes and ends where an uninterrupted run ends", function()
+  for _, case in ipairs { { "cmaes", 1 }, { "pso", 1 }, { "ga", 1 }, { "pso", 3 }, { "ga", 3 } } do
+    local alg, k = case[1], case[2]
+    it("a killed " .. alg .. " run (" .. k .. " islands) resumes and ends where an uninterrupted run ends", function()
       local file = H.tmpfile(script, ".lua")
       local ck = os.tmpname()
       os.remove(ck)
-      local plain, err, rc = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " ''")
+      local plain, err, rc = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " '' " .. k)
       assert.are.equal(0, rc, err)
-      local _, _, rc2 = H.sh("KILL_AT=300 " .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck))
+      local _, _, rc2 = H.sh("KILL_AT=300 " .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
       assert.are.equal(9, rc2)
       local f = io.open(ck, "rb")
       assert.truthy(f)
       f:close()
-      local resumed, err3, rc3 = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck))
+      local resumed, err3, rc3 = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
       assert.are.equal(0, rc3, err3)
       assert.are.equal(plain, resumed)
       os.remove(ck); os.remove(ck .. ".hist"); os.remove(file)

@@ -17,6 +17,7 @@ local la = require "pd.optim.la"
 local cmaes = require "pd.optim.cmaes"
 local pso = require "pd.optim.pso"
 local ga = require "pd.optim.ga"
+local islands = require "pd.optim.islands"
 
 local M = {}
 M.la = la
@@ -201,7 +202,21 @@ local function make(kind, S, spec, rng, budget, target, gi)
   opts.lower, opts.upper, opts.init_lower, opts.init_upper = S.lo, S.hi, S.ilo, S.ihi
   opts.budget, opts.target = budget, target
   if kind == "pso" then
-    return pso.new(opts)
+    local k = spec.islands or 1
+    if k <= 1 then return pso.new(opts) end
+    -- an archipelago of swarms, each with its own stream drawn from rng
+    local members = {}
+    opts.popsize = spec.popsize and math.max(2, floor(spec.popsize / k)) or 40
+    opts.budget, opts.target = nil, nil
+    for i = 1, k do
+      local o2 = {}
+      for key, v in pairs(opts) do o2[key] = v end
+      o2.rng = la.rng(rng:int(2147483647), i)
+      members[i] = pso.new(o2)
+    end
+    local mig = spec.migration or {}
+    return islands.new(members, { every = mig.every, count = mig.count or 1,
+                                  topology = mig.topology, budget = budget, target = target })
   elseif kind == "ga" then
     opts.popsize = spec.popsize or 25 * (spec.islands or 1)
     opts.islands = spec.islands or 1
@@ -211,7 +226,13 @@ local function make(kind, S, spec, rng, budget, target, gi)
   error("pd.optim: unknown algorithm '" .. tostring(kind) .. "' (cmaes, pso, ga)", 3)
 end
 
-local restorers = { cmaes = cmaes.restore, pso = pso.restore, ga = ga.restore }
+local restorers = {
+  cmaes = cmaes.restore, ga = ga.restore,
+  pso = function(t)
+    if t.members then return islands.restore(t, pso.restore) end
+    return pso.restore(t)
+  end,
+}
 
 ---------------------------------------------------------------------------
 -- Ask-and-tell objects: pd.optim.cmaes{dim=, bounds=, ...}
@@ -638,8 +659,8 @@ local function run(f, spec, sign)
   if not restorers[kind] then
     error("pd.minimize: unknown algorithm '" .. tostring(kind) .. "' (cmaes, pso, ga)", 3)
   end
-  if spec.islands and spec.islands > 1 and kind ~= "ga" then
-    error("pd.minimize: islands are for algorithm = 'ga'", 3)
+  if spec.islands and spec.islands > 1 and kind == "cmaes" then
+    error("pd.minimize: islands are for algorithm = 'ga' or 'pso'", 3)
   end
   local ngroups = spec.groups or 1
   local budget = spec.budget
