@@ -1320,6 +1320,38 @@ static int reduce_axis(lua_State *L, int mean) {
   return 1;
 }
 
+/* a:var([ddof]) -> variance of all elements, sum((x - mean)^2) / (n - ddof)
+ * (ddof 0 by default, as numpy; 1 for the unbiased sample variance); two
+ * passes, so no cancellation.  a:std([ddof]) -> its square root.  NaN when
+ * n <= ddof.  Stack: [a, ddof?] -> [v] */
+static double variance(lua_State *L, lua_Integer ddof) {
+  pdi_array *a = pdi_array_check(L, 1);
+  if (a->dtype != PDI_F64) { push_astype(L, 1, PDI_F64); lua_replace(L, 1); }
+  a = contig_at(L, 1);
+  const double *x = (const double *)a->data;
+  if (a->n <= ddof) return NAN;
+  double m = sum_f64(x, a->n) / (double)a->n;
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= a->n; i += 4)
+    for (int k = 0; k < 4; k++) s[k] += (x[i + k] - m) * (x[i + k] - m);
+  double t = (s[0] + s[1]) + (s[2] + s[3]);
+  for (; i < a->n; i++) t += (x[i] - m) * (x[i] - m);
+  return t / (double)(a->n - ddof);
+}
+static int arr_var(lua_State *L) {
+  lua_Integer ddof = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, ddof >= 0, 2, "ddof must be 0 or more");
+  lua_pushnumber(L, variance(L, ddof));
+  return 1;
+}
+static int arr_std(lua_State *L) {
+  lua_Integer ddof = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, ddof >= 0, 2, "ddof must be 0 or more");
+  lua_pushnumber(L, sqrt(variance(L, ddof)));
+  return 1;
+}
+
 /* Index of the smallest (want_max 0) or largest element of a contiguous
  * array, the first one on ties; NaN elements are skipped unless all are. */
 #define ARGEXT(T)                                                          \
@@ -1966,6 +1998,7 @@ static const luaL_Reg arr_methods[] = {
   {"clip", arr_clip}, {"cumsum", arr_cumsum},
   {"sum", arr_sum}, {"mean", arr_mean}, {"min", arr_min}, {"max", arr_max},
   {"argmin", arr_argmin}, {"argmax", arr_argmax}, {"norm", arr_norm},
+  {"var", arr_var}, {"std", arr_std},
   {"sort", arr_sort}, {"argsort", arr_argsort}, {"take", arr_take},
   {"dot", arr_dot}, {"matmul", arr_matmul}, {"add_matmul", arr_add_matmul},
   {"add_outer", arr_add_outer},

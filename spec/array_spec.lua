@@ -323,6 +323,12 @@ describe("pd.array reductions and sorting", function()
     assert.is_true(allnan ~= allnan)
     assert.equals(math.huge, pd.array { 1, math.huge, 3, 4, 5, 6 }:max())
     assert.equals(0, pd.zeros(0):sum())
+    local v = pd.array { 2, 4, 4, 4, 5, 5, 7, 9 }
+    assert.equals(4, v:var()); assert.equals(2, v:std())            -- population
+    assert.is_true(close(32 / 7, v:var(1)))                         -- sample
+    assert.equals(4, v:astype("i32"):reshape(2, 4):var())
+    assert.is_true(close(0, pd.full(9, 1e9 + 0.5):var()))              -- two passes: no cancellation
+    assert.is_true(pd.zeros(1):var(1) ~= pd.zeros(1):var(1))          -- NaN: n <= ddof
   end)
 
   it("sorts, argsorts (stable, 1-based) and takes", function()
