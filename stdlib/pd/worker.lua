@@ -9,6 +9,10 @@ local cmap = require "pd.core.map"
 local map = require "pd.map"
 
 cmap.set_pd(pd)
+-- LuaJIT: a coordinator that loaded a 5.2+ compatibility layer (compat53,
+-- or busted's under the specs) names `unpack` table.unpack in what it
+-- sends (pd.optim's fitness wrappers hold it); let that name resolve here.
+if table.unpack == nil and unpack then table.unpack = unpack end  -- luacheck: ignore
 -- pd.random.rng() inside a task is the task's stream too
 require("pd.random").rng = map.rng
 cmap.worker(map._unpack)
