@@ -75,8 +75,9 @@ static int incomplete(lua_State *L, int status) {
   if (status == LUA_ERRSYNTAX) {
     size_t lmsg;
     const char *msg = lua_tolstring(L, -1, &lmsg);
-    size_t lmark = sizeof(EOFMARK) - 1;
-    if (lmsg >= lmark && strcmp(msg + lmsg - lmark, EOFMARK) == 0) {
+    size_t lmark = sizeof(EOFMARK) - 1;          /* LuaJIT quotes it: '<eof>' */
+    if (lmsg > 0 && msg[lmsg - 1] == '\'') lmsg--;
+    if (lmsg >= lmark && strncmp(msg + lmsg - lmark, EOFMARK, lmark) == 0) {
       lua_pop(L, 1);
       return 1;
     }
@@ -116,7 +117,8 @@ static void print_values(lua_State *L) {
   luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
   lua_getglobal(L, "require");
   lua_pushliteral(L, "pd.pretty");
-  int have_pretty = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isfunction(L, -1);
+  /* pd.pretty is a table with __call */
+  int have_pretty = lua_pcall(L, 1, 1, 0) == LUA_OK && !lua_isnil(L, -1);
   if (!have_pretty) {
     lua_pop(L, 1);
     lua_getglobal(L, "print");

@@ -14,6 +14,7 @@ local pd = {
 local lazy = {
   pretty = "pd.pretty",
   codec = "pd.codec",
+  gpu = "pd.gpu",
 }
 
 --- Register a lazily loaded part (used by the parts themselves).
