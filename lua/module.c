@@ -18,6 +18,7 @@ static const luaL_Reg natives[] = {
   {"pd.core.array", luaopen_pd_core_array},
   {"pd.core.codec", luaopen_pd_core_codec},
   {"pd.core.gpu", luaopen_pd_core_gpu},
+  {"pd.core.tubes", luaopen_pd_core_tubes},
   {NULL, NULL},
 };
 

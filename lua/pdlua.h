@@ -16,6 +16,7 @@ int luaopen_pd_core_map(lua_State *L);      /* map.c: pd.map, workers */
 int luaopen_pd_core_array(lua_State *L);
 int luaopen_pd_core_codec(lua_State *L);   /* codec.h */
 int luaopen_pd_core_gpu(lua_State *L);     /* gpu.c */
+int luaopen_pd_core_tubes(lua_State *L);   /* tubes.c: pd.tasks, tubes */
 
 /* Directory holding the pdlua executable (no trailing slash), or NULL when
  * it cannot be found.  Result is static storage, computed once. */

@@ -24,6 +24,7 @@ function Error.__tostring(e)
   return s
 end
 cmap.set_error_mt(Error)
+M._Error = Error    -- pd.tasks (stdlib/pd/tasks.lua) makes its errors with it
 
 --- pd.iserror(v) -> true when v is a failed task's error object.
 function M.iserror(v) return getmetatable(v) == Error end
@@ -82,6 +83,8 @@ local function settings()
     avail = avail,
   }
   end
+
+M._settings = settings   -- pd.tasks reads the session's cpus and seed
 
 --- pd.init{cpus=, seed=, memory=, progress=, nodes=}: optional; without it
 -- the first map starts local workers on every CPU (or --cpus).

@@ -1,0 +1,834 @@
+/*
+ * tubes.c: pd.core.tubes, the native side of pd.tasks (stdlib/pd/tasks.lua)
+ * and of a task-set node (stdlib/pd/tasknode.lua).  Guide: docs/tasks.md.
+ *
+ * Coordinator side, a "pd.Gang": the processes of one task set.
+ *   core.tubes.gang{argv=, count=, tubes={{name, from, to}, ...}, env=}
+ *       -> gang, places   (places[k] = list of {tube, "in"|"out", fd})
+ *   gang:send(k, type, payload) -> true | nil, "gone"
+ *   gang:recv(seconds) -> k, type, payload | k, false, how | nil (timeout)
+ *   gang:pid(k)  gang:kill(k)  gang:alive(k)  gang:close()
+ *
+ * Node side, a "pd.TaskNode": the control link and the tube ends.
+ *   core.tubes.node(ctlfd) -> node
+ *   node:add(name, "in"|"out", fd)
+ *   node:recv([seconds]) -> type, payload | nil, "timeout" | false (gone)
+ *   node:send(type, payload)
+ *   node:push(name, v)  node:pop(name [, seconds])  node:poll(name)
+ *   node:flush()  node:close()  node:aborted()
+ *   node:watch(fn)   fn(type, payload) is called for control frames that
+ *                    arrive while the node waits or computes (INFO); an
+ *                    ABORT frame raises in the node instead
+ *
+ * The local path.  A tube is one AF_UNIX stream socketpair made by the
+ * coordinator before the nodes start; each node gets its ends as plain
+ * descriptors (gang.c), so a value goes from node to node with one write
+ * and one read, never through the coordinator.  Frames are pd_conn frames
+ * (4-byte length, type byte, codec message).
+ *
+ * Bounds.  push never waits while at most TUBE_BOUND bytes (64 MiB) sit
+ * unsent on its tube (beyond what the kernel's socket buffer already took);
+ * past that it waits for the target to read (back-pressure).  While a node
+ * waits for anything (pop, a push held back, the final flush) it keeps
+ * sending what its other tubes hold and reads what arrives on all of them,
+ * up to TUBE_BOUND buffered per tube, so two nodes pushing large values at
+ * each other do not deadlock.
+ */
+#define _GNU_SOURCE
+#include "pdlua.h"
+#include "codec.h"
+
+#include "pd/pd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GANG_MT "pd.Gang"
+#define NODE_MT "pd.TaskNode"
+#define NODE_KEY "pd.tubes.node"       /* registry: the node of this state */
+#define WATCH_KEY "pd.tubes.watch"     /* registry: its control watcher */
+
+#define TUBE_BOUND ((size_t)64 << 20)   /* bytes unsent (or unread) per tube */
+#define TUBE_VALUE 1                    /* frame type of a value on a tube */
+#define HOOK_COUNT (1 << 17)            /* VM instructions between control checks */
+
+/* Control frame types (tasks.lua names them too). */
+enum { C_INFO = 3, C_ABORT = 4 };
+
+/* ==== coordinator: the gang ================================================ */
+
+typedef struct gnode {
+  int pid;          /* 0 once reaped */
+  pd_conn c;
+  int eof;
+  int status;       /* wait status once reaped */
+} gnode;
+
+typedef struct gang {
+  int n;
+  gnode *nodes;     /* n entries; NULL while closed */
+} gang;
+
+static gang *check_gang(lua_State *L) {
+  gang *g = (gang *)luaL_checkudata(L, 1, GANG_MT);
+  if (!g->nodes) luaL_error(L, "attempt to use a closed task set");
+  return g;
+}
+
+static int gang_index(lua_State *L, gang *g, int idx) {
+  lua_Integer k = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, k >= 1 && k <= g->n, idx, "no such node");
+  return (int)k - 1;
+}
+
+/* Reap node k after its socket ended: give it 200 ms to finish exiting on its
+ * own (its real status says why it died), then SIGKILL. */
+static void reap(gnode *nd) {
+  if (nd->pid <= 0) return;
+  for (int i = 0; i < 200; i++) {
+    int st;
+    pid_t r = waitpid(nd->pid, &st, WNOHANG);
+    if (r == nd->pid) { nd->status = st; nd->pid = 0; return; }
+    if (r < 0 && errno != EINTR) { nd->status = -1; nd->pid = 0; return; }
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  nd->status = pd_kill_reap(nd->pid);
+  nd->pid = 0;
+}
+
+static void describe(int st, char *buf, size_t n) {
+  if (st < 0) snprintf(buf, n, "vanished");
+  else if (WIFSIGNALED(st)) snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
+  else if (WIFEXITED(st)) snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
+  else snprintf(buf, n, "stopped");
+}
+
+/* Kill and reap every node, close every link.  Idempotent. */
+static void gang_free(gang *g) {
+  if (!g->nodes) return;
+  for (int k = 0; k < g->n; k++)
+    if (g->nodes[k].pid > 0) kill(g->nodes[k].pid, SIGKILL);    /* all at once */
+  for (int k = 0; k < g->n; k++) {
+    if (g->nodes[k].pid > 0) pd_kill_reap(g->nodes[k].pid);
+    pd_conn_close(&g->nodes[k].c);
+  }
+  free(g->nodes);
+  g->nodes = NULL;
+}
+
+/* gang:close(), __gc, __close.  Stack: +0 */
+static int g_close(lua_State *L) {
+  gang_free((gang *)luaL_checkudata(L, 1, GANG_MT));
+  return 0;
+}
+
+/* core.tubes.gang{argv=, count=, tubes=, env=} -> gang, places.
+ * Userdata first (closed), processes second; on a failed start every node
+ * already started is killed.  Stack: [opts] -> [gang, places] */
+static int t_gang(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  gang *g = (gang *)lua_newuserdatauv(L, sizeof *g, 0);     /* [opts, g] */
+  g->n = 0;
+  g->nodes = NULL;
+  luaL_setmetatable(L, GANG_MT);
+  lua_getfield(L, 1, "count");
+  int n = (int)luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= 4096, 1, "count: 1 to 4096 nodes");
+  /* argv and env as C arrays (strings kept alive by the opts table) */
+  char *argv[16], *env[16];
+  lua_getfield(L, 1, "argv");                                /* [opts, g, argv] */
+  luaL_checktype(L, -1, LUA_TTABLE);
+  int na = (int)lua_rawlen(L, -1);
+  luaL_argcheck(L, na >= 1 && na < 16, 1, "argv: 1 to 15 words");
+  for (int i = 0; i < na; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    argv[i] = (char *)luaL_checkstring(L, -1);
+    lua_pop(L, 1);
+  }
+  argv[na] = NULL;
+  lua_getfield(L, 1, "env");                                 /* [opts, g, argv, env] */
+  int ne = lua_istable(L, -1) ? (int)lua_rawlen(L, -1) : 0;
+  luaL_argcheck(L, ne < 16, 1, "env: at most 15 entries");
+  for (int i = 0; i < ne; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    env[i] = (char *)luaL_checkstring(L, -1);
+    lua_pop(L, 1);
+  }
+  env[ne] = NULL;
+  lua_getfield(L, 1, "tubes");                               /* [opts, g, argv, env, tubes] */
+  luaL_checktype(L, -1, LUA_TTABLE);
+  int nt = (int)lua_rawlen(L, -1);
+  int tubes = lua_gettop(L);
+  /* ends[2t] goes to from (out), ends[2t+1] to to (in) */
+  int *from = malloc(((size_t)nt + 1) * sizeof *from);
+  int *to = malloc(((size_t)nt + 1) * sizeof *to);
+  int *ends = malloc(((size_t)nt * 2 + 1) * sizeof *ends);
+  int *pass = malloc(((size_t)nt * 2 + 1) * sizeof *pass);
+  g->nodes = calloc((size_t)n, sizeof *g->nodes);
+  if (!from || !to || !ends || !pass || !g->nodes) {
+    free(from); free(to); free(ends); free(pass);
+    free(g->nodes); g->nodes = NULL;
+    return luaL_error(L, "not enough memory");
+  }
+  for (int t = 0; t < 2 * nt; t++) ends[t] = -1;
+  g->n = n;
+  for (int k = 0; k < n; k++) pd_conn_init(&g->nodes[k].c, -1);
+  const char *fail = NULL;
+  int err = 0;
+  for (int t = 0; t < nt && !fail; t++) {
+    lua_rawgeti(L, tubes, t + 1);                          /* {name, from, to} */
+    lua_rawgeti(L, -1, 2);
+    lua_rawgeti(L, -2, 3);
+    from[t] = (int)lua_tointeger(L, -2) - 1;
+    to[t] = (int)lua_tointeger(L, -1) - 1;
+    lua_pop(L, 3);
+    if (from[t] < 0 || from[t] >= n || to[t] < 0 || to[t] >= n) { fail = "tube end out of range"; break; }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) { fail = "socketpair"; err = errno; break; }
+    ends[2 * t] = sv[0];
+    ends[2 * t + 1] = sv[1];
+  }
+  lua_createtable(L, n, 0);                                  /* [.., tubes, places] */
+  for (int k = 0; k < n && !fail; k++) {
+    int np = 0;
+    lua_createtable(L, 4, 0);                                /* [.., places, pk] */
+    for (int t = 0; t < nt; t++) {
+      for (int d = 0; d < 2; d++) {                          /* out first, then in */
+        if ((d == 0 ? from[t] : to[t]) != k) continue;
+        pass[np] = ends[2 * t + d];
+        lua_createtable(L, 3, 0);
+        lua_pushinteger(L, t + 1); lua_rawseti(L, -2, 1);
+        lua_pushstring(L, d == 0 ? "out" : "in"); lua_rawseti(L, -2, 2);
+        lua_pushinteger(L, 4 + np); lua_rawseti(L, -2, 3);
+        lua_rawseti(L, -2, np + 1);
+        np++;
+      }
+    }
+    lua_rawseti(L, -2, k + 1);                               /* [.., places] */
+    int fd, pid;
+    int rc = pd_spawn_fds(argv, env, 0, pass, np, &fd, &pid);
+    if (rc) { fail = "cannot start a node process"; err = -rc; break; }
+    g->nodes[k].pid = pid;
+    pd_conn_init(&g->nodes[k].c, fd);
+  }
+  for (int t = 0; t < 2 * nt; t++)                           /* the nodes hold them now */
+    if (ends[t] >= 0) close(ends[t]);
+  free(from); free(to); free(ends); free(pass);
+  if (fail) {
+    gang_free(g);
+    return luaL_error(L, "pd.tasks: %s: %s", fail, strerror(err ? err : EINVAL));
+  }
+  lua_pushvalue(L, 2);                                       /* [.., places, g] */
+  lua_insert(L, -2);                                         /* [.., g, places] */
+  return 2;
+}
+
+/* gang:send(k, type, payload) -> true | nil, "gone".  Queues and writes
+ * what the socket takes now; the rest goes out in recv.  Stack: +1 or +2 */
+static int g_send(lua_State *L) {
+  gang *g = check_gang(L);
+  int k = gang_index(L, g, 2);
+  int type = (int)luaL_checkinteger(L, 3);
+  size_t n;
+  const char *p = luaL_optlstring(L, 4, "", &n);
+  gnode *nd = &g->nodes[k];
+  if (nd->eof || nd->c.fd < 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "gone");
+    return 2;
+  }
+  if (pd_conn_put(&nd->c, type, p, n)) return luaL_error(L, "not enough memory");
+  int rc = pd_conn_flush(&nd->c);
+  if (rc < 0 && rc != -EAGAIN) {
+    nd->c.out.len = nd->c.out_off = 0;
+    lua_pushnil(L);
+    lua_pushliteral(L, "gone");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Next complete frame of any node, in node order.  Returns 1 with the
+ * event pushed ([k, type, payload] or [k, false, how]), or 0. */
+static int gang_event(lua_State *L, gang *g) {
+  for (int k = 0; k < g->n; k++) {
+    gnode *nd = &g->nodes[k];
+    if (nd->c.fd < 0) continue;
+    const char *f;
+    size_t n;
+    int got = pd_conn_next(&nd->c, &f, &n);
+    if (got == 1) {
+      lua_pushinteger(L, k + 1);
+      lua_pushinteger(L, (unsigned char)f[0]);
+      lua_pushlstring(L, f + 1, n - 1);
+      return 1;
+    }
+    if (got < 0 || nd->eof) {            /* malformed, or ended: the node is gone */
+      pd_conn_close(&nd->c);
+      reap(nd);
+      char how[64];
+      if (got < 0) snprintf(how, sizeof how, "broke the protocol");
+      else describe(nd->status, how, sizeof how);
+      lua_pushinteger(L, k + 1);
+      lua_pushboolean(L, 0);
+      lua_pushstring(L, how);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* gang:recv([seconds]) -> k, type, payload | k, false, how | nil.
+ * seconds nil or < 0: until an event.  Stack: +3 or +1 */
+static int g_recv(lua_State *L) {
+  gang *g = check_gang(L);
+  double secs = luaL_optnumber(L, 2, -1);
+  double deadline = secs < 0 ? -1 : pd_now() + secs;
+  struct pollfd *fds = malloc((size_t)g->n * sizeof *fds);
+  if (!fds) return luaL_error(L, "not enough memory");
+  for (;;) {
+    if (gang_event(L, g)) { free(fds); return 3; }
+    int live = 0;
+    for (int k = 0; k < g->n; k++) {
+      gnode *nd = &g->nodes[k];
+      if (nd->c.fd >= 0 && nd->c.out.len > nd->c.out_off) pd_conn_flush(&nd->c);
+      fds[k].fd = nd->c.fd;                  /* < 0: ignored by poll */
+      fds[k].events = POLLIN | (nd->c.out.len > nd->c.out_off ? POLLOUT : 0);
+      fds[k].revents = 0;
+      live += nd->c.fd >= 0;
+    }
+    double left = deadline < 0 ? -1 : deadline - pd_now();
+    if (!live || (deadline >= 0 && left <= 0)) { free(fds); lua_pushnil(L); return 1; }
+    int ms = left < 0 ? -1 : (int)(left * 1000 + 0.999);
+    int r = poll(fds, (nfds_t)g->n, ms);
+    if (r < 0 && errno != EINTR) { free(fds); return luaL_error(L, "poll: %s", strerror(errno)); }
+    for (int k = 0; k < g->n && r > 0; k++) {
+      gnode *nd = &g->nodes[k];
+      if (nd->c.fd < 0 || !fds[k].revents) continue;
+      for (;;) {
+        int rc = pd_conn_fill(&nd->c);
+        if (rc == -EAGAIN) break;
+        if (rc < 0) { nd->eof = 1; break; }
+      }
+    }
+  }
+}
+
+static int g_pid(lua_State *L) {
+  gang *g = check_gang(L);
+  int k = gang_index(L, g, 2);
+  if (g->nodes[k].pid > 0) lua_pushinteger(L, g->nodes[k].pid);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int g_alive(lua_State *L) {
+  gang *g = check_gang(L);
+  int k = gang_index(L, g, 2);
+  lua_pushboolean(L, g->nodes[k].c.fd >= 0);
+  return 1;
+}
+
+/* gang:kill(k): SIGKILL node k (its end of stream is reported by recv). */
+static int g_kill(lua_State *L) {
+  gang *g = check_gang(L);
+  int k = gang_index(L, g, 2);
+  if (g->nodes[k].pid > 0) kill(g->nodes[k].pid, SIGKILL);
+  return 0;
+}
+
+/* ==== node: the tube ends =================================================== */
+
+typedef struct tube {
+  char *name;
+  size_t namelen;
+  int out;          /* 1: this node pushes, 0: it pops */
+  int closed;       /* the other end is gone (EOF, EPIPE) */
+  pd_conn c;
+} tube;
+
+typedef struct tnode {
+  pd_conn ctl;
+  tube *t;
+  int nt, capt;
+  struct pollfd *pfd;
+  int aborted;      /* the set failed: an ABORT arrived or a tube closed */
+  int busy;         /* in a wait: the hook leaves control frames to it */
+  int open_t;       /* tube with a frame being encoded, or -1 */
+  size_t open_mark;
+} tnode;
+
+static tnode *check_node(lua_State *L) {
+  tnode *N = (tnode *)luaL_checkudata(L, 1, NODE_MT);
+  if (N->ctl.fd < 0 && !N->t) luaL_error(L, "attempt to use a closed node");
+  return N;
+}
+
+/* A push whose encoding raised left a partial frame: drop it. */
+static void discard_open(tnode *N) {
+  if (N->open_t < 0) return;
+  tube *t = &N->t[N->open_t];
+  if (t->c.out.len > N->open_mark) t->c.out.len = N->open_mark;
+  N->open_t = -1;
+}
+
+static size_t pending(const tube *t) { return t->c.out.len - t->c.out_off; }
+static size_t buffered(const tube *t) { return t->c.in.len - t->c.in_off; }
+
+/* A complete frame waits in t's input buffer. */
+static int frame_ready(const tube *t) {
+  size_t have = buffered(t);
+  if (have < 4) return 0;
+  const unsigned char *u = (const unsigned char *)t->c.in.data + t->c.in_off;
+  uint32_t len = (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
+  return have - 4 >= len;
+}
+
+static int find_tube(lua_State *L, tnode *N, int idx, int out) {
+  size_t n;
+  const char *s = luaL_checklstring(L, idx, &n);
+  for (int i = 0; i < N->nt; i++)
+    if (N->t[i].out == out && N->t[i].namelen == n && !memcmp(N->t[i].name, s, n)) return i;
+  lua_getfield(L, LUA_REGISTRYINDEX, "pd.tubes.names");      /* who has what: for the message */
+  const char *have = lua_tostring(L, -1);
+  luaL_error(L, "pd.tasks: this node has no tube '%s' %s (%s)", s,
+             out ? "going out" : "coming in", have ? have : "no tubes");
+  return -1;
+}
+
+/* Write what each out tube holds, as far as the sockets take it.  A tube
+ * whose reader is gone drops what it holds (nobody will ever read it). */
+static void flush_outs(tnode *N) {
+  for (int i = 0; i < N->nt; i++) {
+    tube *t = &N->t[i];
+    if (!t->out || !pending(t)) continue;
+    int rc = pd_conn_flush(&t->c);
+    if (rc < 0 && rc != -EAGAIN) {
+      t->closed = 1;
+      t->c.out.len = t->c.out_off = 0;
+    }
+  }
+}
+
+static void run_control(lua_State *L, tnode *N);
+
+/* Read what t's socket holds now.  Stack: unchanged. */
+static void fill_in(tube *t) {
+  for (int i = 0; i < 64 && !t->closed && buffered(t) < TUBE_BOUND; i++) {
+    int rc = pd_conn_fill(&t->c);
+    if (rc == -EAGAIN) return;
+    if (rc < 0) { t->closed = 1; return; }
+    if (frame_ready(t)) return;
+  }
+}
+
+enum { W_POP, W_PUSH, W_FLUSH };
+
+/* Wait until tube ti has a frame (W_POP), until tube ti holds at most
+ * TUBE_BOUND bytes unsent (W_PUSH), or until every out tube is sent
+ * (W_FLUSH), serving control frames meanwhile.  Returns 1, or 0 when the
+ * deadline (monotonic seconds; < 0: none) passed.  Raises when the set is
+ * aborted, when the popped tube closes empty, or when the coordinator is
+ * gone.  Stack: unchanged. */
+static int wait_for(lua_State *L, tnode *N, int why, int ti, double deadline) {
+  for (;;) {
+    flush_outs(N);
+    if (why == W_POP) {
+      tube *t = &N->t[ti];
+      if (frame_ready(t)) return 1;
+      if (t->closed) {
+        N->aborted = 1;
+        luaL_error(L, "pd.tasks: tube '%s' is closed: the node that feeds it has ended", t->name);
+      }
+    } else if (why == W_PUSH) {
+      if (N->t[ti].closed || pending(&N->t[ti]) <= TUBE_BOUND) return 1;
+    } else {
+      int all = 1;
+      for (int i = 0; i < N->nt && all; i++) all = !N->t[i].out || !pending(&N->t[i]);
+      if (all) return 1;
+    }
+    double left = deadline < 0 ? -1 : deadline - pd_now();
+    if (deadline >= 0 && left <= 0) return 0;
+    int np = 0;
+    N->pfd[np].fd = N->ctl.fd;
+    N->pfd[np].events = POLLIN;
+    N->pfd[np++].revents = 0;
+    for (int i = 0; i < N->nt; i++) {
+      tube *t = &N->t[i];
+      short ev = 0;
+      if (!t->closed && !t->out && buffered(t) < TUBE_BOUND) ev = POLLIN;
+      if (!t->closed && t->out && pending(t)) ev = POLLOUT;
+      N->pfd[np].fd = ev ? t->c.fd : -1;
+      N->pfd[np].events = ev;
+      N->pfd[np++].revents = 0;
+    }
+    int ms = left < 0 ? -1 : (int)(left * 1000 + 0.999);
+    int r = poll(N->pfd, (nfds_t)np, ms);
+    if (r < 0 && errno != EINTR) luaL_error(L, "pd.tasks: poll: %s", strerror(errno));
+    if (r <= 0) continue;
+    if (N->pfd[0].revents) run_control(L, N);
+    for (int i = 0; i < N->nt; i++) {
+      tube *t = &N->t[i];
+      if (!N->pfd[i + 1].revents) continue;
+      if (!t->out) fill_in(t);
+      else if (N->pfd[i + 1].revents & (POLLERR | POLLHUP)) {
+        t->closed = 1;
+        t->c.out.len = t->c.out_off = 0;
+      }
+    }
+  }
+}
+
+/* Read and act on the control frames that have arrived: ABORT raises,
+ * anything else goes to the watcher, fn(type, payload).  Stack: unchanged. */
+static void run_control(lua_State *L, tnode *N) {
+  int rc;
+  while ((rc = pd_conn_fill(&N->ctl)) > 0) {}
+  int gone = rc != -EAGAIN;
+  const char *f;
+  size_t n;
+  int got;
+  while ((got = pd_conn_next(&N->ctl, &f, &n)) == 1) {
+    int type = (unsigned char)f[0];
+    if (type == C_ABORT) {
+      N->aborted = 1;
+      lua_pushlstring(L, f + 1, n - 1);
+      lua_error(L);
+    }
+    lua_pushlstring(L, f + 1, n - 1);                /* [p] */
+    lua_getfield(L, LUA_REGISTRYINDEX, WATCH_KEY);   /* [p, fn] */
+    if (lua_isfunction(L, -1)) {
+      lua_pushinteger(L, type);
+      lua_pushvalue(L, -3);                          /* [p, fn, type, p] */
+      lua_call(L, 2, 0);                             /* [p] */
+    } else {
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);                                   /* [] */
+  }
+  if (got < 0 || gone) {
+    N->aborted = 1;
+    luaL_error(L, "pd.tasks: the coordinator is gone");
+  }
+}
+
+/* Count hook: between instructions of a computing node, answer control
+ * frames (info, abort) without a thread or a signal.  One poll() every
+ * HOOK_COUNT instructions (about a millisecond of Lua).  An abort raises
+ * here, in the middle of the node's computation. */
+static int n_control(lua_State *L);
+static void node_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_getfield(L, LUA_REGISTRYINDEX, NODE_KEY);      /* [N] */
+  tnode *N = (tnode *)lua_touserdata(L, -1);
+  if (!N || N->busy || N->ctl.fd < 0) { lua_pop(L, 1); return; }
+  struct pollfd p = {N->ctl.fd, POLLIN, 0};
+  if (poll(&p, 1, 0) <= 0) { lua_pop(L, 1); return; }
+  lua_pushcfunction(L, n_control);
+  lua_insert(L, -2);                                 /* [f, N] */
+  N->busy = 1;
+  int st = lua_pcall(L, 1, 0, 0);                    /* [] or [err] */
+  N->busy = 0;
+  if (st != LUA_OK) lua_error(L);
+}
+
+/* node:_control(): serve control frames now (the hook's entry, with the node
+ * at index 1 as run_control wants).  Stack: [N] -> [] */
+static int n_control(lua_State *L) {
+  tnode *N = check_node(L);
+  run_control(L, N);
+  return 0;
+}
+
+/* core.tubes.node(ctlfd) -> node.  Stack: [fd] -> [node] */
+static int t_node(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  tnode *N = (tnode *)lua_newuserdatauv(L, sizeof *N, 0);
+  memset(N, 0, sizeof *N);
+  N->open_t = -1;
+  pd_conn_init(&N->ctl, -1);
+  luaL_setmetatable(L, NODE_MT);
+  N->pfd = malloc(sizeof *N->pfd);
+  if (!N->pfd) return luaL_error(L, "not enough memory");
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return luaL_error(L, "pd.tasks: control descriptor %d: %s", fd, strerror(errno));
+  fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  pd_conn_init(&N->ctl, fd);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, NODE_KEY);
+  return 1;
+}
+
+/* node:add(name, "in"|"out", fd).  Stack: unchanged */
+static int n_add(lua_State *L) {
+  tnode *N = check_node(L);
+  size_t n;
+  const char *name = luaL_checklstring(L, 2, &n);
+  const char *dir = luaL_checkstring(L, 3);
+  int fd = (int)luaL_checkinteger(L, 4);
+  int out = !strcmp(dir, "out");
+  luaL_argcheck(L, out || !strcmp(dir, "in"), 3, "\"in\" or \"out\"");
+  if (N->nt == N->capt) {
+    int c = N->capt ? N->capt * 2 : 8;
+    tube *t = realloc(N->t, (size_t)c * sizeof *t);
+    if (!t) return luaL_error(L, "not enough memory");
+    N->t = t;
+    struct pollfd *p = realloc(N->pfd, ((size_t)c + 1) * sizeof *p);
+    if (!p) return luaL_error(L, "not enough memory");
+    N->pfd = p;
+    N->capt = c;
+  }
+  tube *t = &N->t[N->nt];
+  memset(t, 0, sizeof *t);
+  t->name = malloc(n + 1);
+  if (!t->name) return luaL_error(L, "not enough memory");
+  memcpy(t->name, name, n);
+  t->name[n] = 0;
+  t->namelen = n;
+  t->out = out;
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return luaL_error(L, "pd.tasks: tube descriptor %d: %s", fd, strerror(errno));
+  fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  pd_conn_init(&t->c, fd);
+  N->nt++;
+  return 0;
+}
+
+/* node:push(name, v).  Encodes v into the tube's buffer and writes what the
+ * socket takes; waits only while the tube holds more than TUBE_BOUND bytes
+ * unsent.  A push to a node that has ended is dropped.  Stack: +0 */
+static int n_push(lua_State *L) {
+  tnode *N = check_node(L);
+  luaL_checkany(L, 3);
+  discard_open(N);
+  int ti = find_tube(L, N, 2, 1);
+  tube *t = &N->t[ti];
+  if (pending(t) > TUBE_BOUND) {
+    N->busy = 1;
+    wait_for(L, N, W_PUSH, ti, -1);
+    N->busy = 0;
+  }
+  if (t->closed) return 0;
+  N->open_t = ti;
+  N->open_mark = t->c.out.len;
+  size_t m = pd_conn_begin(&t->c, TUBE_VALUE);
+  if (m == (size_t)-1) return luaL_error(L, "not enough memory");
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  pdi_codec_encode(L, 3, &t->c.out, &o);           /* may raise: discard_open */
+  pd_conn_end(&t->c, m);
+  N->open_t = -1;
+  if (t->c.out.len - m - 4 > PD_FRAME_MAX) {
+    t->c.out.len = m;
+    return luaL_error(L, "pd.tasks: value too large for a tube (over 1 GiB encoded)");
+  }
+  int rc = pd_conn_flush(&t->c);
+  if (rc < 0 && rc != -EAGAIN) {
+    t->closed = 1;
+    t->c.out.len = t->c.out_off = 0;
+  }
+  return 0;
+}
+
+/* Take the next frame of tube ti and push its value.  Stack: +1 */
+static void take(lua_State *L, tube *t) {
+  const char *f;
+  size_t n;
+  if (pd_conn_next(&t->c, &f, &n) != 1 || f[0] != TUBE_VALUE)
+    luaL_error(L, "pd.tasks: malformed frame on tube '%s'", t->name);
+  pdi_codec_opts o;
+  pdi_codec_opts_default(&o);
+  pdi_codec_decode(L, f + 1, n - 1, &o);
+}
+
+/* node:pop(name [, seconds]) -> v | nil, "timeout".  Blocks until a value
+ * comes; raises when the set fails or the tube closes empty.  Stack: +1/+2 */
+static int n_pop(lua_State *L) {
+  tnode *N = check_node(L);
+  discard_open(N);
+  int ti = find_tube(L, N, 2, 0);
+  double secs = luaL_optnumber(L, 3, -1);
+  tube *t = &N->t[ti];
+  if (!frame_ready(t)) fill_in(t);                   /* often there already */
+  if (!frame_ready(t)) {
+    N->busy = 1;
+    int ok = wait_for(L, N, W_POP, ti, secs < 0 ? -1 : pd_now() + secs);
+    N->busy = 0;
+    if (!ok) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+  }
+  take(L, t);
+  return 1;
+}
+
+/* node:poll(name) -> v, or nil when nothing has arrived.  Never waits.
+ * Stack: +1 */
+static int n_poll(lua_State *L) {
+  tnode *N = check_node(L);
+  discard_open(N);
+  int ti = find_tube(L, N, 2, 0);
+  tube *t = &N->t[ti];
+  flush_outs(N);
+  if (!frame_ready(t)) fill_in(t);
+  if (!frame_ready(t)) { lua_pushnil(L); return 1; }
+  take(L, t);
+  return 1;
+}
+
+/* node:flush(): wait until every out tube is written (or its reader gone).
+ * Stack: +0 */
+static int n_flush(lua_State *L) {
+  tnode *N = check_node(L);
+  discard_open(N);
+  N->busy = 1;
+  wait_for(L, N, W_FLUSH, -1, -1);
+  N->busy = 0;
+  return 0;
+}
+
+/* node:recv([seconds]) -> type, payload | nil, "timeout" | false.  For the
+ * node loop between phases (INIT, RUN).  Stack: +2 or +1 */
+static int n_recv(lua_State *L) {
+  tnode *N = check_node(L);
+  double secs = luaL_optnumber(L, 2, -1);
+  double deadline = secs < 0 ? -1 : pd_now() + secs;
+  for (;;) {
+    const char *f;
+    size_t n;
+    int got = pd_conn_next(&N->ctl, &f, &n);
+    if (got == 1) {
+      lua_pushinteger(L, (unsigned char)f[0]);
+      lua_pushlstring(L, f + 1, n - 1);
+      return 2;
+    }
+    if (got < 0) { lua_pushboolean(L, 0); return 1; }
+    int rc = pd_conn_fill(&N->ctl);
+    if (rc > 0) continue;
+    if (rc != -EAGAIN) { lua_pushboolean(L, 0); return 1; }
+    double left = deadline < 0 ? -1 : deadline - pd_now();
+    if (deadline >= 0 && left <= 0) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+    struct pollfd p = {N->ctl.fd, POLLIN, 0};
+    poll(&p, 1, left < 0 ? -1 : (int)(left * 1000 + 0.999));
+  }
+}
+
+/* node:send(type, payload): a control frame to the coordinator, written
+ * now (blocking until it is).  Stack: +0 */
+static int n_send(lua_State *L) {
+  tnode *N = check_node(L);
+  int type = (int)luaL_checkinteger(L, 2);
+  size_t n;
+  const char *p = luaL_optlstring(L, 3, "", &n);
+  if (pd_conn_put(&N->ctl, type, p, n)) return luaL_error(L, "not enough memory");
+  for (;;) {
+    int rc = pd_conn_flush(&N->ctl);
+    if (rc == 0) break;
+    if (rc != -EAGAIN) return luaL_error(L, "pd.tasks: the coordinator is gone");
+    struct pollfd q = {N->ctl.fd, POLLOUT, 0};
+    poll(&q, 1, -1);
+  }
+  return 0;
+}
+
+/* node:watch(fn [, hook]): fn(type, payload) serves control frames; with
+ * hook true, a count hook checks for them while Lua computes.  Stack: +0 */
+static int n_watch(lua_State *L) {
+  check_node(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, LUA_REGISTRYINDEX, WATCH_KEY);
+  if (lua_toboolean(L, 3)) lua_sethook(L, node_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  else lua_sethook(L, NULL, 0, 0);
+  return 0;
+}
+
+static int n_aborted(lua_State *L) {
+  tnode *N = check_node(L);
+  lua_pushboolean(L, N->aborted);
+  return 1;
+}
+
+/* node:close(): close every tube end (the peers see end of stream). */
+static int n_close(lua_State *L) {
+  tnode *N = (tnode *)luaL_checkudata(L, 1, NODE_MT);
+  for (int i = 0; i < N->nt; i++) {
+    pd_conn_close(&N->t[i].c);
+    free(N->t[i].name);
+  }
+  free(N->t);
+  N->t = NULL;
+  N->nt = N->capt = 0;
+  return 0;
+}
+
+static int n_gc(lua_State *L) {
+  tnode *N = (tnode *)luaL_checkudata(L, 1, NODE_MT);
+  n_close(L);
+  pd_conn_close(&N->ctl);
+  free(N->pfd);
+  N->pfd = NULL;
+  return 0;
+}
+
+/* ==== registration ============================================================ */
+
+static const luaL_Reg gang_methods[] = {
+  {"send", g_send}, {"recv", g_recv}, {"pid", g_pid}, {"alive", g_alive},
+  {"kill", g_kill}, {"close", g_close}, {NULL, NULL},
+};
+
+static const luaL_Reg node_methods[] = {
+  {"add", n_add}, {"push", n_push}, {"pop", n_pop}, {"poll", n_poll},
+  {"flush", n_flush}, {"recv", n_recv}, {"send", n_send}, {"watch", n_watch},
+  {"aborted", n_aborted}, {"close", n_close}, {"_control", n_control},
+  {NULL, NULL},
+};
+
+static const luaL_Reg tubes_funcs[] = {
+  {"gang", t_gang}, {"node", t_node}, {NULL, NULL},
+};
+
+/* Stack: [] -> [pd.core.tubes] */
+int luaopen_pd_core_tubes(lua_State *L) {
+  if (luaL_newmetatable(L, GANG_MT)) {
+    luaL_newlib(L, gang_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, g_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, g_close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, NODE_MT)) {
+    luaL_newlib(L, node_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, n_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 4);
+  luaL_setfuncs(L, tubes_funcs, 0);
+  lua_pushinteger(L, (lua_Integer)TUBE_BOUND);
+  lua_setfield(L, -2, "bound");
+  return 1;
+}

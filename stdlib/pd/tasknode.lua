@@ -1,0 +1,117 @@
+--- pd.tasknode: the body of one node of a task set (docs/tasks.md).
+--
+-- Started by pd.tasks (stdlib/pd/tasks.lua) as
+-- `pdlua -e "require('pd.tasknode')"` with its control socket on fd 3 and
+-- its tube ends on fds 4, 5, ...  It runs `init`, says READY, waits for RUN
+-- (every node of the set has initialised by then), runs `run`, writes out
+-- what its tubes still hold, sends the result, and exits.  Any error goes
+-- to the coordinator with its traceback, and the process exits: its tubes
+-- close, so the nodes that wait on them hear of it at once.
+local pd = require "pd"
+local cmap = require "pd.core.map"
+local ctubes = require "pd.core.tubes"
+local P = require "pd.tasks"
+
+local unpack = table.unpack or unpack  -- luacheck: ignore
+
+local N = ctubes.node(3)
+
+-- Message handler: any error object -> {message, traceback}.
+local function handler(e)
+  local msg = e
+  if type(e) ~= "string" then
+    local mt = getmetatable(e)
+    if mt and mt.__tostring then msg = tostring(e)
+    else msg = "(error object is a " .. type(e) .. " value)" end
+  end
+  local tb = debug.traceback("", 2):gsub("^\n", "")
+  return { message = msg, traceback = tb }
+end
+
+local function fail(e, phase)
+  if type(e) ~= "table" then e = { message = tostring(e), traceback = "" } end
+  local rec = { message = e.message, traceback = e.traceback, phase = phase,
+                secondary = N:aborted() }
+  pcall(N.send, N, P.ERROR, cmap.encode(rec))
+  os.exit(0)
+end
+
+-- INIT: module paths, the task (shared by every node), this node's part.
+local t, payload = N:recv()
+if t ~= P.INIT then os.exit(0) end
+local spec = P._unpack_init(payload)
+local task = spec.task
+
+-- The node object: pd.tasks' methods first, then the task's own fields
+-- (read through); what the task assigns lands on the node itself.
+local Node = {}
+function Node.push(_, name, v) return N:push(name, v) end
+function Node.pop(_, name, seconds) return N:pop(name, seconds) end
+function Node.poll(_, name) return N:poll(name) end
+local self = setmetatable({ index = spec.index, count = spec.count, tubes_in = {}, tubes_out = {} }, {
+  __index = function(_, k)
+    local v = Node[k]
+    if v ~= nil then return v end
+    return task[k]
+  end,
+})
+local names = {}
+for _, tb in ipairs(spec.tubes) do
+  N:add(tb[1], tb[2], tb[3])
+  local list = tb[2] == "in" and self.tubes_in or self.tubes_out
+  list[#list + 1] = tb[1]
+  names[#names + 1] = tb[2] .. " '" .. tb[1] .. "'"
+end
+table.sort(self.tubes_in)
+table.sort(self.tubes_out)
+debug.getregistry()["pd.tubes.names"] = #names > 0 and "it has " .. table.concat(names, ", ")
+                                        or "it has no tubes"
+
+-- pd.rng() in a node: the stream (seed, node index) of pd.random.
+do
+  local R = require "pd.random"
+  local g = require("pd.core.array").random.stream(spec.seed, spec.index)
+  R.rng = function() return g end
+end
+pd.shared = spec.shared
+
+-- INFO while the node waits or computes: task:info() goes back live.
+local function watcher(ty, p)
+  if ty ~= P.INFO then return end
+  local req = cmap.decode(p)
+  local ok, v = true, nil
+  if type(task.info) == "function" then ok, v = pcall(task.info, self) end
+  local enc_ok, msg = pcall(cmap.encode, { id = req.id, ok = ok, v = v })
+  if not enc_ok then msg = cmap.encode { id = req.id, ok = false, v = "info: " .. tostring(msg) } end
+  N:send(P.INFOR, msg)
+end
+N:watch(watcher, true)
+
+local ok, err = xpcall(function()
+  if type(task.init) == "function" then task.init(self, unpack(spec.args, 1, spec.args.n)) end
+end, handler)
+if not ok then fail(err, "init") end
+N:send(P.READY, "")
+
+repeat
+  t, payload = N:recv()
+  if t == P.INFO then watcher(t, payload) end
+until t ~= P.INFO
+if t ~= P.RUN then os.exit(0) end                 -- aborted before the start, or orphaned
+
+local r
+ok, err = xpcall(function()
+  r = task.run(self)
+  N:flush()
+end, handler)
+if not ok then fail(err, "run") end
+if r == nil then r = rawget(self, "result") end
+N:watch(watcher, false)
+local enc_ok, msg = pcall(cmap.encode, r)
+if not enc_ok then
+  fail({ message = "run returned a value that cannot be sent back: " .. tostring(msg),
+         traceback = "" }, "result")
+end
+N:send(P.DONE, msg)
+N:close()
+os.exit(0)
