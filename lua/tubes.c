@@ -20,11 +20,15 @@
  *                    arrive while the node waits or computes (INFO); an
  *                    ABORT frame raises in the node instead
  *
- * The local path.  A tube is one AF_UNIX stream socketpair made by the
- * coordinator before the nodes start; each node gets its ends as plain
- * descriptors (gang.c), so a value goes from node to node with one write
- * and one read, never through the coordinator.  Frames are pd_conn frames
- * (4-byte length, type byte, codec message).
+ * The local path.  A tube is one pipe made by the coordinator before the
+ * nodes start (the source gets the write end, the target the read end, as
+ * plain descriptors: gang.c), so a value goes from node to node with one
+ * write and one read, never through the coordinator.  A pipe rather than a
+ * socketpair: its round trip is about half an AF_UNIX stream's here, and a
+ * tube only ever carries data one way.  The pipe's kernel buffer is raised
+ * to 1 MiB where the system allows.  Frames are pd_conn frames (4-byte
+ * length, type byte, codec message); the node process ignores SIGPIPE, so
+ * a reader that is gone shows as EPIPE.
  *
  * Bounds.  push never waits while at most TUBE_BOUND bytes (64 MiB) sit
  * unsent on its tube (beyond what the kernel's socket buffer already took);
@@ -57,8 +61,10 @@
 #define NODE_KEY "pd.tubes.node"       /* registry: the node of this state */
 #define WATCH_KEY "pd.tubes.watch"     /* registry: its control watcher */
 
-#define TUBE_BOUND ((size_t)64 << 20)   /* bytes unsent (or unread) per tube */
+#define TUBE_BOUND_DEFAULT ((size_t)64 << 20)  /* bytes unsent (or unread) per tube */
+#define TUBE_BOUND (N->bound)
 #define TUBE_VALUE 1                    /* frame type of a value on a tube */
+#define TUBE_PIPE_SIZE (1 << 20)        /* kernel buffer asked for each tube */
 #define HOOK_COUNT (1 << 17)            /* VM instructions between control checks */
 
 /* Control frame types (tasks.lua names them too). */
@@ -194,10 +200,11 @@ static int t_gang(lua_State *L) {
     to[t] = (int)lua_tointeger(L, -1) - 1;
     lua_pop(L, 3);
     if (from[t] < 0 || from[t] >= n || to[t] < 0 || to[t] >= n) { fail = "tube end out of range"; break; }
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) { fail = "socketpair"; err = errno; break; }
-    ends[2 * t] = sv[0];
-    ends[2 * t + 1] = sv[1];
+    int pp[2];
+    if (pipe2(pp, O_CLOEXEC) < 0) { fail = "pipe"; err = errno; break; }
+    fcntl(pp[1], F_SETPIPE_SZ, TUBE_PIPE_SIZE);          /* best effort */
+    ends[2 * t] = pp[1];                                  /* the source writes */
+    ends[2 * t + 1] = pp[0];                              /* the target reads */
   }
   lua_createtable(L, n, 0);                                  /* [.., tubes, places] */
   for (int k = 0; k < n && !fail; k++) {
@@ -367,6 +374,7 @@ typedef struct tnode {
   int aborted;      /* the set failed: an ABORT arrived or a tube closed */
   int busy;         /* in a wait: the hook leaves control frames to it */
   int open_t;       /* tube with a frame being encoded, or -1 */
+  size_t bound;     /* TUBE_BOUND_DEFAULT; smaller in specs (node:set_bound) */
   size_t open_mark;
 } tnode;
 
@@ -408,13 +416,29 @@ static int find_tube(lua_State *L, tnode *N, int idx, int out) {
   return -1;
 }
 
+/* pd_conn_flush for a pipe (write(), not send()).  Returns 0 when all is
+ * written, -EAGAIN when the pipe is full, or -errno (-EPIPE: reader gone). */
+static int tube_flush(tube *t) {
+  pd_conn *c = &t->c;
+  while (c->out_off < c->out.len) {
+    ssize_t w = write(c->fd, c->out.data + c->out_off, c->out.len - c->out_off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    c->out_off += (size_t)w;
+  }
+  c->out.len = c->out_off = 0;
+  return 0;
+}
+
 /* Write what each out tube holds, as far as the sockets take it.  A tube
  * whose reader is gone drops what it holds (nobody will ever read it). */
 static void flush_outs(tnode *N) {
   for (int i = 0; i < N->nt; i++) {
     tube *t = &N->t[i];
     if (!t->out || !pending(t)) continue;
-    int rc = pd_conn_flush(&t->c);
+    int rc = tube_flush(t);
     if (rc < 0 && rc != -EAGAIN) {
       t->closed = 1;
       t->c.out.len = t->c.out_off = 0;
@@ -425,8 +449,9 @@ static void flush_outs(tnode *N) {
 static void run_control(lua_State *L, tnode *N);
 
 /* Read what t's socket holds now.  Stack: unchanged. */
-static void fill_in(tube *t) {
-  for (int i = 0; i < 64 && !t->closed && buffered(t) < TUBE_BOUND; i++) {
+static void fill_in(tnode *N, tube *t) {
+  /* past TUBE_BOUND buffered, read on only to complete a frame */
+  for (int i = 0; i < 64 && !t->closed && (buffered(t) < TUBE_BOUND || !frame_ready(t)); i++) {
     int rc = pd_conn_fill(&t->c);
     if (rc == -EAGAIN) return;
     if (rc < 0) { t->closed = 1; return; }
@@ -468,7 +493,7 @@ static int wait_for(lua_State *L, tnode *N, int why, int ti, double deadline) {
     for (int i = 0; i < N->nt; i++) {
       tube *t = &N->t[i];
       short ev = 0;
-      if (!t->closed && !t->out && buffered(t) < TUBE_BOUND) ev = POLLIN;
+      if (!t->closed && !t->out && (buffered(t) < TUBE_BOUND || !frame_ready(t))) ev = POLLIN;
       if (!t->closed && t->out && pending(t)) ev = POLLOUT;
       N->pfd[np].fd = ev ? t->c.fd : -1;
       N->pfd[np].events = ev;
@@ -482,7 +507,7 @@ static int wait_for(lua_State *L, tnode *N, int why, int ti, double deadline) {
     for (int i = 0; i < N->nt; i++) {
       tube *t = &N->t[i];
       if (!N->pfd[i + 1].revents) continue;
-      if (!t->out) fill_in(t);
+      if (!t->out) fill_in(N, t);
       else if (N->pfd[i + 1].revents & (POLLERR | POLLHUP)) {
         t->closed = 1;
         t->c.out.len = t->c.out_off = 0;
@@ -558,10 +583,12 @@ static int t_node(lua_State *L) {
   tnode *N = (tnode *)lua_newuserdatauv(L, sizeof *N, 0);
   memset(N, 0, sizeof *N);
   N->open_t = -1;
+  N->bound = TUBE_BOUND_DEFAULT;
   pd_conn_init(&N->ctl, -1);
   luaL_setmetatable(L, NODE_MT);
   N->pfd = malloc(sizeof *N->pfd);
   if (!N->pfd) return luaL_error(L, "not enough memory");
+  signal(SIGPIPE, SIG_IGN);            /* a node process: EPIPE, not death */
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0) return luaL_error(L, "pd.tasks: control descriptor %d: %s", fd, strerror(errno));
   fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -635,7 +662,7 @@ static int n_push(lua_State *L) {
     t->c.out.len = m;
     return luaL_error(L, "pd.tasks: value too large for a tube (over 1 GiB encoded)");
   }
-  int rc = pd_conn_flush(&t->c);
+  int rc = tube_flush(t);
   if (rc < 0 && rc != -EAGAIN) {
     t->closed = 1;
     t->c.out.len = t->c.out_off = 0;
@@ -662,7 +689,7 @@ static int n_pop(lua_State *L) {
   int ti = find_tube(L, N, 2, 0);
   double secs = luaL_optnumber(L, 3, -1);
   tube *t = &N->t[ti];
-  if (!frame_ready(t)) fill_in(t);                   /* often there already */
+  if (!frame_ready(t)) fill_in(N, t);                   /* often there already */
   if (!frame_ready(t)) {
     N->busy = 1;
     int ok = wait_for(L, N, W_POP, ti, secs < 0 ? -1 : pd_now() + secs);
@@ -685,7 +712,7 @@ static int n_poll(lua_State *L) {
   int ti = find_tube(L, N, 2, 0);
   tube *t = &N->t[ti];
   flush_outs(N);
-  if (!frame_ready(t)) fill_in(t);
+  if (!frame_ready(t)) fill_in(N, t);
   if (!frame_ready(t)) { lua_pushnil(L); return 1; }
   take(L, t);
   return 1;
@@ -762,6 +789,22 @@ static int n_watch(lua_State *L) {
   return 0;
 }
 
+/* node:pending(name) -> bytes pushed on the out tube and not yet written;
+ * node:set_bound(bytes): the push bound (specs use a small one).  +1 / +0 */
+static int n_pending(lua_State *L) {
+  tnode *N = check_node(L);
+  lua_pushinteger(L, (lua_Integer)pending(&N->t[find_tube(L, N, 2, 1)]));
+  return 1;
+}
+
+static int n_set_bound(lua_State *L) {
+  tnode *N = check_node(L);
+  lua_Integer b = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, b >= 1, 2, "bound must be positive");
+  N->bound = (size_t)b;
+  return 0;
+}
+
 static int n_aborted(lua_State *L) {
   tnode *N = check_node(L);
   lua_pushboolean(L, N->aborted);
@@ -800,7 +843,7 @@ static const luaL_Reg gang_methods[] = {
 static const luaL_Reg node_methods[] = {
   {"add", n_add}, {"push", n_push}, {"pop", n_pop}, {"poll", n_poll},
   {"flush", n_flush}, {"recv", n_recv}, {"send", n_send}, {"watch", n_watch},
-  {"aborted", n_aborted}, {"close", n_close}, {"_control", n_control},
+  {"aborted", n_aborted}, {"pending", n_pending}, {"set_bound", n_set_bound}, {"close", n_close}, {"_control", n_control},
   {NULL, NULL},
 };
 
@@ -828,7 +871,7 @@ int luaopen_pd_core_tubes(lua_State *L) {
   lua_pop(L, 1);
   lua_createtable(L, 0, 4);
   luaL_setfuncs(L, tubes_funcs, 0);
-  lua_pushinteger(L, (lua_Integer)TUBE_BOUND);
+  lua_pushinteger(L, (lua_Integer)TUBE_BOUND_DEFAULT);
   lua_setfield(L, -2, "bound");
   return 1;
 }

@@ -48,6 +48,8 @@ local Node = {}
 function Node.push(_, name, v) return N:push(name, v) end
 function Node.pop(_, name, seconds) return N:pop(name, seconds) end
 function Node.poll(_, name) return N:poll(name) end
+function Node.pending(_, name) return N:pending(name) end
+if spec.bound then N:set_bound(spec.bound) end
 local self = setmetatable({ index = spec.index, count = spec.count, tubes_in = {}, tubes_out = {} }, {
   __index = function(_, k)
     local v = Node[k]

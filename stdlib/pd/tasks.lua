@@ -61,6 +61,7 @@ function M._unpack_init(payload)
   end
   args.n = n
   return { task = common.task, shared = common.shared, args = args, seed = common.seed,
+           bound = common.bound,
            index = own.index, count = own.count, tubes = own.tubes }
 end
 
@@ -68,7 +69,7 @@ end
 -- Checking what the user gave.
 
 local known = { count = 1, tubes = 1, args = 1, each = 1, cpus = 1, nodes = 1, seed = 1,
-                shared = 1 }
+                shared = 1, _bound = 1 }   -- _bound: the push bound, for specs
 
 local function check(task, opts)
   if type(task) ~= "table" then
@@ -348,7 +349,7 @@ function M.tasks_async(task, opts)
   end
   local paths = cmap.encode { path = package.path, cpath = package.cpath }
   local ok, common = pcall(cmap.encode, { task = task, args = opts.args, seed = math.floor(seed),
-                                          shared = opts.shared })
+                                          shared = opts.shared, bound = opts._bound })
   if not ok then error("pd.tasks: the task cannot be sent to a node: " .. tostring(common), 2) end
   local head = lp(paths) .. lp(common)
   local gang, places = require("pd.core.tubes").gang {
