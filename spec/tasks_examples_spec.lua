@@ -18,7 +18,7 @@ describe("task-set examples", function()
   end)
 
   it("pi: partial counts reduced up a tree of tubes", function()
-    local out = run("pi.lua", "200000 3")
+    local out = run("pi_tubes.lua", "200000 3")
     local est = tonumber(out:match("on 3 nodes: ([%d.]+)"))
     assert.is_true(math.abs(est - math.pi) < 0.02, out)
   end)

@@ -5,8 +5,8 @@
 -- of tubes (node k sends to node k // 2 on "up"), so node 1 ends with the
 -- total.  Only node 1's result travels back to the script.
 --
---   pdlua run examples/pi.lua [samples] [nodes]          (default 4e6)
---   pdlua run examples/pi.lua 1e8 2                       (big)
+--   pdlua run examples/pi_tubes.lua [samples] [nodes]          (default 4e6)
+--   pdlua run examples/pi_tubes.lua 1e8 2                       (big)
 local pd = require "pd"
 local now = require("pd.core").now
 
