@@ -52,6 +52,7 @@ typedef struct worker {
   uint32_t *jobs;               /* jobs whose function it holds */
   size_t njobs, capjobs;
   int nbatch;                   /* batches in flight */
+  int solo;                     /* runs a retried task: nothing else meanwhile */
   double head_start;            /* when its oldest in-flight task started */
   int kill_reason;              /* 0, or why we are killing it */
 } worker;
@@ -250,6 +251,9 @@ static int spawn_one(pd_pool *p) {
   /* RLIMIT_AS is the backstop behind the worker's own allocator cap: room
    * for the program, its libraries and C-side buffers above the Lua heap. */
   unsigned long long as = p->o.memory ? p->o.memory + (1ull << 30) : 0;
+#ifdef PDLUA_SANITIZE
+  as = 0;                        /* ASan reserves terabytes of shadow memory */
+#endif
   int fd, pid;
   int rc = pd_spawn(p->argv, env, as, &fd, &pid);
   if (rc) return rc;
@@ -478,6 +482,11 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
   size_t countat = c->out.len;
   put32(&c->out, 0);
   uint32_t sent = 0;
+  if (!j->nretry) {                     /* fresh tasks: one reserve, then copies */
+    uint32_t end = j->next + chunk < j->n ? j->next + chunk : j->n;
+    size_t need = (size_t)(j->aoff[end] - j->aoff[j->next]) + 8 * (size_t)(end - j->next);
+    if (pd_buf_reserve(&c->out, need)) return 0;
+  }
   while (sent < chunk && queued(j)) {
     uint32_t i;
     if (j->nretry) {
@@ -487,9 +496,13 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
       i = j->next++;
     }
     uint64_t a = j->aoff[i], b = j->aoff[i + 1];
-    put32(&c->out, i);
-    put32(&c->out, (uint32_t)(b - a));
-    pd_buf_append(&c->out, j->args.data + a, (size_t)(b - a));
+    if (pd_buf_reserve(&c->out, 8 + (size_t)(b - a))) break;
+    char *o = c->out.data + c->out.len;
+    uint32_t len = (uint32_t)(b - a);
+    memcpy(o, &i, 4);                   /* little-endian hosts (as the rest) */
+    memcpy(o + 4, &len, 4);
+    memcpy(o + 8, j->args.data + a, len);
+    c->out.len += 8 + (size_t)len;
     j->st[i] = PD_T_INFLIGHT;
     j->inflight++;
     w->q[w->qlen].job = j->id;
@@ -518,8 +531,13 @@ static void dispatch(pd_pool *p) {
       while (j && !job_wants(p, j, k)) j = j->link;
       if (!j) break;
       uint32_t chunk = chunk_for(p, j);
-      if (w->nbatch >= window_for(j, chunk)) break;
+      if (w->nbatch >= window_for(j, chunk) || w->solo) break;
+      /* a task run again after a lost worker runs alone on an idle worker,
+       * so that if it kills this one too no other task pays for it */
+      int retry = j->nretry && j->att[j->retry[j->nretry - 1]];
+      if (retry && w->nbatch) break;
       if (!send_batch(p, w, j, chunk)) break;
+      if (retry) w->solo = 1;
     }
   }
 }
@@ -566,7 +584,6 @@ static int on_frame(pd_pool *p, worker *w, const char *f, size_t n) {
     inflight h = w->q[w->qhead];
     if (h.job != id || h.task != i) return -1;
     w->qhead++;
-    w->head_start = pd_now();
     if (j && i < j->n && j->st[i] == PD_T_INFLIGHT) {
       if (state != PD_T_DONE && state != PD_T_ERROR && state != PD_T_FAILED) return -1;
       if (job_final(j)) {
@@ -580,7 +597,9 @@ static int on_frame(pd_pool *p, worker *w, const char *f, size_t n) {
     }
     off += len;
   }
+  w->head_start = pd_now();                        /* its next task starts now */
   if (w->nbatch > 0) w->nbatch--;
+  if (w->nbatch == 0) w->solo = 0;
   if (w->qhead == w->qlen) w->qhead = w->qlen = 0;
   else if (w->qhead > 1024 && w->qhead * 2 > w->qlen) {
     memmove(w->q, w->q + w->qhead, (w->qlen - w->qhead) * sizeof *w->q);
@@ -596,9 +615,11 @@ static int drain(pd_pool *p, int k, int *gone) {
   worker *w = &p->w[k];
   int final = 0;
   for (;;) {
+    size_t room = w->c.in.cap - w->c.in.len;
     int r = pd_conn_fill(&w->c);
     if (r == -EAGAIN) break;
     if (r < 0) { *gone = KILL_CRASH; break; }
+    int drained = (size_t)r < room;                 /* a short read: nothing left */
     const char *f;
     size_t n;
     int got;
@@ -608,6 +629,7 @@ static int drain(pd_pool *p, int k, int *gone) {
       final += d;
     }
     if (got < 0) { *gone = KILL_CRASH; break; }
+    if (drained) break;
   }
   return final;
 }
@@ -673,6 +695,10 @@ int pd_pool_pump(pd_pool *p, double timeout) {
     }
     int ms = left < 0 ? -1 : (int)(left * 1000 + (left > 0 ? 0.999 : 0));
     int nready = poll(fds, (nfds_t)p->nw, ms);
+    if (nready < 0 && errno == EINTR) {             /* a signal (Ctrl-C): let the */
+      if (fds != stackfds) free(fds);               /* caller's Lua hook run */
+      return final;
+    }
     int nfds = p->nw;
     /* read; a worker that ended is settled after the loop (slots move) */
     int gone[nfds > 0 ? nfds : 1];
@@ -697,8 +723,11 @@ int pd_pool_pump(pd_pool *p, double timeout) {
     /* a job that failed stops its other tasks now */
     for (pd_job *j = p->jobs; j; j = j->link)
       if (j->status == PD_JOB_FAILED && j->inflight) stop_job_workers(p, j);
-    if (final > before) continue;                   /* hand out more, then return */
-    if (final > 0) return final;
+    if (final > before) {                           /* hand out more, then return */
+      dispatch(p);
+      for (int k = 0; k < p->nw; k++) pd_conn_flush(&p->w[k].c);
+      return final;
+    }
     if (timeout >= 0 && pd_now() - start >= timeout) return final;
   }
 }

@@ -32,6 +32,12 @@
 #include "codec.h"
 #include "pdlua.h"
 
+/* OpenBLAS's own controls (declared here too: a cblas.h from another
+ * BLAS lacks them, and pdlua links OpenBLAS itself). */
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+char *openblas_get_config(void);
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #  error "pd.array's wire form is the host's bytes: little-endian hosts only"
 #endif
@@ -224,7 +230,9 @@ static void to_elem(lua_State *L, int idx, int dtype, void *p, const char *what)
       if (v < 0 || v > 255) break;
       *(uint8_t *)p = (uint8_t)v; return;
   }
-  luaL_error(L, "%s: %d out of range for dtype %s", what, (int)v, dtypes[dtype].name);
+  char num[32];
+  snprintf(num, sizeof num, "%lld", (long long)v);
+  luaL_error(L, "%s: %s out of range for dtype %s", what, num, dtypes[dtype].name);
 }
 
 /* Float to integer dtype value, saturating (NaN -> 0), so conversion never
@@ -641,6 +649,24 @@ static int arr_slice(lua_State *L) {
   return 1;
 }
 
+/* a:block(i0, i1, j0, j1) -> view of rows i0..i1 and columns j0..j1 of a
+ * 2-D array (inclusive; i1 = i0 - 1 or j1 = j0 - 1 for an empty side):
+ * the interior of a grid, a halo strip, a sub-matrix.
+ * Stack: [a, i0, i1, j0, j1] -> [v] */
+static int arr_block(lua_State *L) {
+  pdi_array *a = pdi_array_check(L, 1);
+  luaL_argcheck(L, a->ndim == 2, 1, "block needs a 2-D array");
+  lua_Integer i0 = luaL_checkinteger(L, 2), i1 = luaL_checkinteger(L, 3);
+  lua_Integer j0 = luaL_checkinteger(L, 4), j1 = luaL_checkinteger(L, 5);
+  if (i0 < 1 || i1 > a->dims[0] || i1 < i0 - 1)
+    return luaL_error(L, "block rows %d..%d out of range 1..%d", (int)i0, (int)i1, (int)a->dims[0]);
+  if (j0 < 1 || j1 > a->dims[1] || j1 < j0 - 1)
+    return luaL_error(L, "block columns %d..%d out of range 1..%d", (int)j0, (int)j1, (int)a->dims[1]);
+  int64_t d[2] = {i1 - i0 + 1, j1 - j0 + 1};
+  push_view(L, 1, at(a, i0 - 1, j0 - 1), 2, d, a->strides);
+  return 1;
+}
+
 /* a:reshape(n [, m]) -> view with the new shape (a must be contiguous and
  * n * m == #elements).  Stack: [a, n, m?] -> [v] */
 static int arr_reshape(lua_State *L) {
@@ -692,8 +718,8 @@ static void add_elem(luaL_Buffer *b, const pdi_array *a, int64_t i, int64_t j) {
   luaL_addstring(b, s);
 }
 
-static void add_row(luaL_Buffer *b, const pdi_array *a, int64_t i, int64_t n, int64_t (*ix)(int64_t, int64_t)) {
-  (void)ix;
+/* Row i (2-D) or the whole of a 1-D array, n elements, long rows elided. */
+static void add_row(luaL_Buffer *b, const pdi_array *a, int64_t i, int64_t n) {
   luaL_addchar(b, '[');
   for (int64_t j = 0; j < n; j++) {
     if (j) luaL_addstring(b, ", ");
@@ -715,13 +741,13 @@ static int arr_tostring(lua_State *L) {
                 (long long)a->dims[0], (long long)a->dims[1]);
   luaL_buffinit(L, &b);
   luaL_addstring(&b, head);
-  if (a->ndim == 1) add_row(&b, a, 0, a->dims[0], NULL);
+  if (a->ndim == 1) add_row(&b, a, 0, a->dims[0]);
   else {
     luaL_addchar(&b, '[');
     for (int64_t i = 0; i < a->dims[0]; i++) {
       if (i) luaL_addstring(&b, ", ");
       if (a->dims[0] > 8 && i == 4) { luaL_addstring(&b, "..., "); i = a->dims[0] - 4; }
-      add_row(&b, a, i, a->dims[1], NULL);
+      add_row(&b, a, i, a->dims[1]);
     }
     luaL_addchar(&b, ']');
   }
@@ -918,9 +944,14 @@ static int arr_sub(lua_State *L) { return arith(L, OP_SUB); }
 static int arr_mul(lua_State *L) { return arith(L, OP_MUL); }
 static int arr_div(lua_State *L) { return arith(L, OP_DIV); }
 static int arr_pow(lua_State *L) { return arith(L, OP_POW); }
-/* -a.  Stack: [a, a] -> [-a] */
+/* -a: floats as a * -1 (so -0.0 stays a signed zero), integers as 0 - a
+ * (wrapping).  Stack: [a, a] -> [-a] */
 static int arr_unm(lua_State *L) {
   lua_settop(L, 1);
+  if (isfloat(pdi_array_check(L, 1)->dtype)) {
+    lua_pushinteger(L, -1);                           /* [a, -1] */
+    return arith(L, OP_MUL);
+  }
   lua_pushinteger(L, 0);
   lua_insert(L, 1);                                   /* [0, a] */
   return arith(L, OP_SUB);
@@ -1014,6 +1045,41 @@ static int arr_assign(lua_State *L) {
   lua_settop(L, 2);
   assign_impl(L, 1, 2);
   lua_settop(L, 1);
+  return 1;
+}
+
+/* a:clip(lo, hi) -> a, each element limited to [lo, hi] in place; lo and
+ * hi are numbers or arrays broadcast to a (per-coordinate bounds: a row
+ * vector for a population with one individual per row).  nil leaves that
+ * side open.  Stack: [a, lo, hi] -> [a] */
+static int arr_clip(lua_State *L) {
+  pdi_array_check(L, 1);
+  lua_settop(L, 3);
+  if (!lua_isnil(L, 2)) inplace(L, OP_MAX, 1, 2);
+  if (!lua_isnil(L, 3)) inplace(L, OP_MIN, 1, 3);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* a:cumsum() -> new 1-D array of running sums (f64, or i64 for integer
+ * dtypes) over the elements in row-major order.  Stack: [a] -> [c] */
+static int arr_cumsum(lua_State *L) {
+  pdi_array *a = pdi_array_check(L, 1);
+  int fl = isfloat(a->dtype);
+  pdi_array *c = new1(L, fl ? PDI_F64 : PDI_I64, a->n);
+  double s = 0;
+  uint64_t si = 0;
+  int64_t k = 0;
+  for (int64_t i = 0; i < a->dims[0]; i++)
+    for (int64_t j = 0; j < a->dims[1]; j++, k++) {
+      const char *p = at(a, i, j);
+      if (fl) ((double *)c->data)[k] = s += get_f(a->dtype, p);
+      else {
+        int64_t v = a->dtype == PDI_I64 ? *(const int64_t *)p : (int64_t)get_f(a->dtype, p);
+        si += (uint64_t)v;
+        ((int64_t *)c->data)[k] = (int64_t)si;
+      }
+    }
   return 1;
 }
 
@@ -1253,9 +1319,43 @@ static int64_t argext(const pdi_array *a, int want_max) {
   return best;
 }
 
+/* Smallest or largest of n > 0 contiguous floats, NaN skipped (NaN when
+ * all are): four running extremes, a branch-free loop the compiler turns
+ * into min/max instructions.  Starting from +-inf, a NaN never replaces an
+ * extreme (every comparison with NaN is false). */
+#define FEXT(NAME, T, INF)                                                   \
+  static T NAME(const T *x, int64_t n, int want_max) {                       \
+    T m0 = want_max ? -INF : INF, m1 = m0, m2 = m0, m3 = m0;                 \
+    int64_t i = 0;                                                           \
+    if (want_max) {                                                          \
+      for (; i + 4 <= n; i += 4) {                                           \
+        m0 = x[i] > m0 ? x[i] : m0; m1 = x[i + 1] > m1 ? x[i + 1] : m1;      \
+        m2 = x[i + 2] > m2 ? x[i + 2] : m2; m3 = x[i + 3] > m3 ? x[i + 3] : m3; \
+      }                                                                      \
+      for (; i < n; i++) m0 = x[i] > m0 ? x[i] : m0;                         \
+      m0 = m1 > m0 ? m1 : m0; m2 = m3 > m2 ? m3 : m2; m0 = m2 > m0 ? m2 : m0; \
+    } else {                                                                 \
+      for (; i + 4 <= n; i += 4) {                                           \
+        m0 = x[i] < m0 ? x[i] : m0; m1 = x[i + 1] < m1 ? x[i + 1] : m1;      \
+        m2 = x[i + 2] < m2 ? x[i + 2] : m2; m3 = x[i + 3] < m3 ? x[i + 3] : m3; \
+      }                                                                      \
+      for (; i < n; i++) m0 = x[i] < m0 ? x[i] : m0;                         \
+      m0 = m1 < m0 ? m1 : m0; m2 = m3 < m2 ? m3 : m2; m0 = m2 < m0 ? m2 : m0; \
+    }                                                                        \
+    if (m0 == (want_max ? -INF : INF)) {  /* all NaN, or the extreme is inf */ \
+      for (i = 0; i < n; i++) if (x[i] == m0) return m0;                     \
+      return (T)NAN;                                                         \
+    }                                                                        \
+    return m0;                                                               \
+  }
+FEXT(fext_f64, double, (double)INFINITY)
+FEXT(fext_f32, float, INFINITY)
+
 static int ext_common(lua_State *L, int want_max, int want_index) {
   pdi_array *a = contig_at(L, 1);
   if (a->n == 0) return luaL_error(L, "%s of an empty array", want_index ? (want_max ? "argmax" : "argmin") : (want_max ? "max" : "min"));
+  if (!want_index && a->dtype == PDI_F64) { lua_pushnumber(L, fext_f64((const double *)a->data, a->n, want_max)); return 1; }
+  if (!want_index && a->dtype == PDI_F32) { lua_pushnumber(L, fext_f32((const float *)a->data, a->n, want_max)); return 1; }
   int64_t i = argext(a, want_max);
   if (!want_index) { push_elem(L, a->dtype, a->data + i * (int64_t)dtypes[a->dtype].size); return 1; }
   /* 1-based flat index; for 2-D also row and column */
@@ -1556,6 +1656,22 @@ static int arr_add_outer(lua_State *L) {
   return 1;
 }
 
+/* pd.linalg.outer(x, y) -> new m x n matrix x y^T (f64 or f32 vectors).
+ * Stack: [x, y] -> [m] */
+static int l_outer(lua_State *L) {
+  pdi_array *x = pdi_array_check(L, 1), *y = pdi_array_check(L, 2);
+  check_float_pair(L, x, y, "outer");
+  luaL_argcheck(L, x->ndim == 1 && y->ndim == 1, 1, "outer needs 1-D arrays");
+  pdi_array *m = new2(L, x->dtype, x->n, y->n);                /* [x, y, m] */
+  memset(m->data, 0, (size_t)m->n * dtypes[m->dtype].size);
+  lua_pushcfunction(L, arr_add_outer);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_call(L, 3, 1);                                           /* [x, y, m, m] */
+  return 1;
+}
+
 /* The square matrix at idx as a fresh contiguous f64 working copy.
  * Stack: [] -> [w] */
 static pdi_array *square_work(lua_State *L, int idx, const char *what) {
@@ -1640,6 +1756,66 @@ static int l_solve(lua_State *L) {
   return 1;
 }
 
+/* pd.linalg.inv(a) -> the inverse of the square matrix a (LU: dgetrf,
+ * dgetri); raises on a singular matrix.  Prefer solve(a, b) to inv(a) * b.
+ * Stack: [a] -> [inv] */
+static int l_inv(lua_State *L) {
+  lua_settop(L, 1);
+  pdi_array *w = square_work(L, 1, "inv");                   /* [a, work] */
+  int64_t n = w->dims[0];
+  if (n == 0) return 1;
+  lapack_int *piv = (lapack_int *)lua_newuserdatauv(L, sizeof(lapack_int) * (size_t)n, 0);
+  lapack_int info = LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)n, (double *)w->data,
+                                   (lapack_int)n, piv);
+  if (info == 0)
+    info = LAPACKE_dgetri(LAPACK_ROW_MAJOR, (lapack_int)n, (double *)w->data, (lapack_int)n, piv);
+  if (info > 0) return luaL_error(L, "inv: matrix is singular (U(%d,%d) is zero)", (int)info, (int)info);
+  if (info < 0) return luaL_error(L, "inv: LAPACK failed (info %d)", (int)info);
+  lua_settop(L, 2);
+  return 1;
+}
+
+/* pd.linalg.det(a) -> the determinant of the square matrix a (LU: dgetrf;
+ * 0 for a singular matrix).  Stack: [a] -> [d] */
+static int l_det(lua_State *L) {
+  lua_settop(L, 1);
+  pdi_array *w = square_work(L, 1, "det");                   /* [a, work] */
+  int64_t n = w->dims[0];
+  if (n == 0) { lua_pushnumber(L, 1); return 1; }
+  lapack_int *piv = (lapack_int *)lua_newuserdatauv(L, sizeof(lapack_int) * (size_t)n, 0);
+  lapack_int info = LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)n, (double *)w->data,
+                                   (lapack_int)n, piv);
+  if (info < 0) return luaL_error(L, "det: LAPACK dgetrf failed (info %d)", (int)info);
+  double d = 1;
+  const double *u = (const double *)w->data;
+  for (int64_t i = 0; i < n; i++) {
+    d *= u[i * n + i];
+    if (piv[i] != (lapack_int)(i + 1)) d = -d;
+  }
+  lua_pushnumber(L, info > 0 ? 0.0 : d);
+  return 1;
+}
+
+/* pd.linalg.threads([n]) -> the number of threads OpenBLAS uses (before
+ * the change, when n is given: then it uses n).  In a worker process of a
+ * cluster one thread is usually right; OPENBLAS_NUM_THREADS sets the
+ * start value.  pd.linalg.config() -> OpenBLAS's build string.
+ * Stack: [n?] -> [old] */
+static int l_threads(lua_State *L) {
+  int old = openblas_get_num_threads();
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 1024, 1, "threads must be 1..1024");
+    openblas_set_num_threads((int)n);
+  }
+  lua_pushinteger(L, old);
+  return 1;
+}
+static int l_config(lua_State *L) {
+  lua_pushstring(L, openblas_get_config());
+  return 1;
+}
+
 /* ======================================================================
  * wire form
  * ====================================================================== */
@@ -1655,7 +1831,9 @@ static char *put_uvarint(char *p, uint64_t v) {
   *p++ = (char)v;
   return p;
 }
-/* Read one at *p < end; 0, or -1 on truncation or more than 64 bits. */
+/* Read one at *p < end; 0, or -1 on truncation, more than 64 bits, or an
+ * overlong form (a last byte of 0 after the first): the wire form is
+ * canonical, so decoding and encoding again gives the same bytes. */
 static int get_uvarint(const char **p, const char *end, uint64_t *v) {
   uint64_t r = 0;
   for (int shift = 0; shift < 64; shift += 7) {
@@ -1663,7 +1841,11 @@ static int get_uvarint(const char **p, const char *end, uint64_t *v) {
     unsigned char c = (unsigned char)*(*p)++;
     if (shift == 63 && c > 1) return -1;
     r |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) { *v = r; return 0; }
+    if (!(c & 0x80)) {
+      if (c == 0 && shift > 0) return -1;
+      *v = r;
+      return 0;
+    }
   }
   return -1;
 }
@@ -1696,7 +1878,7 @@ const char *pdi_array_decode(lua_State *L, const char *p, size_t len) {
   p += 2;
   uint64_t d[2] = {0, 1};
   for (int k = 0; k < ndim; k++)
-    if (get_uvarint(&p, end, &d[k])) return "array: truncated header";
+    if (get_uvarint(&p, end, &d[k])) return "array: truncated or overlong dimension";
   if (d[0] > (uint64_t)PDI_MAXN || d[1] > (uint64_t)PDI_MAXN) return "array: dimension too large";
   if (d[1] != 0 && d[0] > (uint64_t)PDI_MAXN / d[1]) return "array: too many elements";
   uint64_t n = d[0] * d[1];
@@ -1754,10 +1936,12 @@ static const luaL_Reg arr_methods[] = {
   {"ndim", arr_ndim}, {"dtype", arr_dtype}, {"strides", arr_strides},
   {"iscontiguous", arr_iscontiguous}, {"isview", arr_isview}, {"ptr", arr_ptr},
   {"row", arr_row}, {"col", arr_col}, {"T", arr_T}, {"slice", arr_slice},
+  {"block", arr_block},
   {"reshape", arr_reshape}, {"copy", arr_copy}, {"astype", arr_astype},
   {"totable", arr_totable}, {"map", arr_map},
   {"add", arr_iadd}, {"sub", arr_isub}, {"mul", arr_imul}, {"div", arr_idiv},
   {"scale", arr_scale}, {"fill", arr_assign}, {"assign", arr_assign},
+  {"clip", arr_clip}, {"cumsum", arr_cumsum},
   {"sum", arr_sum}, {"mean", arr_mean}, {"min", arr_min}, {"max", arr_max},
   {"argmin", arr_argmin}, {"argmax", arr_argmax}, {"norm", arr_norm},
   {"sort", arr_sort}, {"argsort", arr_argsort}, {"take", arr_take},
@@ -1782,6 +1966,8 @@ static const luaL_Reg array_funcs[] = {
 
 static const luaL_Reg linalg_funcs[] = {
   {"eigh", l_eigh}, {"cholesky", l_cholesky}, {"solve", l_solve},
+  {"inv", l_inv}, {"det", l_det}, {"outer", l_outer},
+  {"threads", l_threads}, {"config", l_config},
   {NULL, NULL},
 };
 

@@ -119,8 +119,8 @@ const char *pdi_array_decode(lua_State *L, const char *p, size_t len);
 typedef struct pdi_rng {
   uint64_t key[2];       /* seed, 0 */
   uint64_t ctr[4];       /* block, stream, 0, 0 */
-  uint64_t buf[4];       /* output of the last block */
-  int pos;               /* next unused word of buf; 4 = empty */
+  uint64_t buf[8];       /* output of the last two blocks (ctr[0]-2, ctr[0]-1) */
+  int pos;               /* next unused word of buf; 8 = empty */
 } pdi_rng;
 
 /* Set r to stream `stream` of seed `seed`, at its start. */

@@ -288,6 +288,8 @@ typedef struct seg {
   lua_Integer n;    /* SEG_INT: the index; SEG_UPV: the upvalue number */
 } seg;
 
+#define SEGS_ON_STACK 256
+
 typedef struct enc {
   lua_State *L;
   pd_buf *b;
@@ -359,7 +361,7 @@ static void enc_where(enc *E, luaL_Buffer *B) {
     } else if (s->kind == SEG_META) {
       w = snprintf(tmp + tl, sizeof tmp - tl, "<metatable>");
     } else if (s->kind == SEG_KEYOF) {
-      w = snprintf(tmp + tl, sizeof tmp - tl, "<a key>");
+      w = snprintf(tmp + tl, sizeof tmp - tl, "[<key>]");
     } else if (s->kind == SEG_KEY) {
       int t = lua_type(L, s->idx);
       if (t == LUA_TSTRING) {
@@ -440,6 +442,7 @@ static void enc_enter(enc *E) {
 /* If the value at idx was seen, write a REF and return 1.  Stack: unchanged. */
 static int enc_ref(enc *E, int idx) {
   lua_State *L = E->L;
+  if (lua_isnil(L, E->seen)) return 0;   /* nothing numbered yet */
   lua_pushvalue(L, idx);
   if (lua_rawget(L, E->seen) == LUA_TNUMBER) {
     lua_Integer id = lua_tointeger(L, -1);
@@ -456,6 +459,10 @@ static int enc_ref(enc *E, int idx) {
 static lua_Integer enc_newid(enc *E, int idx) {
   lua_State *L = E->L;
   lua_Integer id = E->nextid++;
+  if (lua_isnil(L, E->seen)) {           /* made on first use: cheap small messages */
+    lua_newtable(L);
+    lua_replace(L, E->seen);
+  }
   lua_pushvalue(L, idx);
   lua_pushinteger(L, id);
   lua_rawset(L, E->seen);
@@ -604,6 +611,12 @@ static void enc_function(enc *E, int idx) {
   }
   if (enc_name(E, idx, 0)) return;
   enc_enter(E);
+  if (lua_isnil(L, E->upv)) {
+    lua_newtable(L);
+    lua_replace(L, E->upv);
+    push_fp(L);
+    lua_replace(L, E->fp);
+  }
   lua_Integer fid = enc_newid(E, idx);
   enc_byte(E, T_FUNC);
   enc_bytes(E, lua_tostring(L, E->fp), 8);
@@ -733,6 +746,7 @@ static void encode_run(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts 
   idx = lua_absindex(L, idx);
   int top = lua_gettop(L);
   enc E;
+  seg segs_local[SEGS_ON_STACK + 4];
   memset(&E, 0, sizeof E);
   E.L = L;
   E.b = out;
@@ -743,11 +757,13 @@ static void encode_run(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts 
   luaL_checkstack(L, 16, "pd.codec");
   int t = lua_type(L, idx);
   if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA) {
-    E.segs = (seg *)lua_newuserdatauv(L, sizeof(seg) * ((size_t)E.max_depth + 4), 0);
-    lua_newtable(L); E.seen = lua_gettop(L);
-    lua_newtable(L); E.upv = lua_gettop(L);
+    /* Path segments live on the C stack up to the default depth. */
+    E.segs = E.max_depth <= SEGS_ON_STACK ? segs_local
+           : (seg *)lua_newuserdatauv(L, sizeof(seg) * ((size_t)E.max_depth + 4), 0);
+    lua_pushnil(L); E.seen = lua_gettop(L);       /* made when first needed */
+    lua_pushnil(L); E.upv = lua_gettop(L);
+    lua_pushnil(L); E.fp = lua_gettop(L);
     lua_pushglobaltable(L); E.G = lua_gettop(L);
-    push_fp(L); E.fp = lua_gettop(L);
   }
   enc_byte(&E, PDI_CODEC_VERSION);
   enc_value(&E, idx);
@@ -767,6 +783,8 @@ typedef struct frame {
   int kind, slot, haskey, hasmeta;
   uint32_t i, n;
 } frame;
+
+#define FRAMES_ON_STACK 256
 
 typedef struct dec {
   lua_State *L;
@@ -811,6 +829,10 @@ static const char *dec_lstr(dec *D, size_t *n) {
 
 /* Record the value on top as the next id.  Stack: unchanged. */
 static void dec_newid(dec *D) {
+  if (D->nref == 0) {                    /* made on first use */
+    lua_newtable(D->L);
+    lua_replace(D->L, D->refs);
+  }
   lua_pushvalue(D->L, -1);
   lua_rawseti(D->L, D->refs, ++D->nref);
 }
@@ -1038,8 +1060,14 @@ int pdi_codec_decode(lua_State *L, const char *p, size_t n, const pdi_codec_opts
   D.p++;
   luaL_checkstack(L, 8, "pd.codec");
   int base = lua_gettop(L);
-  D.fr = (frame *)lua_newuserdatauv(L, sizeof(frame) * (size_t)D.maxf, 0);   /* [fr] */
-  lua_newtable(L);                                                           /* [fr, refs] */
+  frame fr_local[FRAMES_ON_STACK];
+  if (D.maxf <= FRAMES_ON_STACK) {
+    D.fr = fr_local;
+    lua_pushnil(L);                                                          /* [x] */
+  } else {
+    D.fr = (frame *)lua_newuserdatauv(L, sizeof(frame) * (size_t)D.maxf, 0); /* [fr] */
+  }
+  lua_pushnil(L);                                    /* [x, refs]: a table once needed */
   D.refs = lua_gettop(L);
   for (;;) {
     if (D.p >= D.end) dec_fail(&D, "truncated message");
@@ -1346,6 +1374,26 @@ void pdi_codec_register_ext(lua_State *L, const char *tname, uint8_t ext_id,
   lua_pop(L, 1);
 }
 
+/* _encode_time(v, reps) -> seconds per pdi_codec_encode of v into one
+ * reused pd_buf: the C API's cost, without making a Lua string (bench).
+ * Stack: [v, reps] -> [s] */
+static int l_encode_time(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_Integer reps = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, reps > 0, 2, "reps must be positive");
+  pd_buf *b = (pd_buf *)lua_newuserdatauv(L, sizeof(pd_buf), 0);
+  pd_buf_init(b);
+  luaL_setmetatable(L, MT_BUF);
+  pdi_codec_encode(L, 1, b, NULL);        /* warm: the buffer has its size */
+  double t0 = pd_now();
+  for (lua_Integer r = 0; r < reps; r++) {
+    b->len = 0;
+    pdi_codec_encode(L, 1, b, NULL);
+  }
+  lua_pushnumber(L, (pd_now() - t0) / (double)reps);
+  return 1;
+}
+
 /* _light() -> a light userdata (for the refusal specs).  Stack: [] -> [p] */
 static int l_light(lua_State *L) {
   lua_pushlightuserdata(L, (void *)L);
@@ -1354,6 +1402,7 @@ static int l_light(lua_State *L) {
 
 static const luaL_Reg codec_funcs[] = {
   {"_light", l_light},
+  {"_encode_time", l_encode_time},
   {"encode", l_encode},
   {"decode", l_decode},
   {"fingerprint", l_fingerprint},

@@ -70,7 +70,8 @@ void pdi_codec_opts_default(pdi_codec_opts *o);
 int pdi_codec_encode(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts *o);
 
 /* Decode one message of n bytes at p and push its value.  o may be NULL
- * (defaults: pdi_codec_opts_default).  Returns 0.  A malformed, truncated,
+ * (defaults: pdi_codec_opts_default, which TRUSTS the peer with bytecode:
+ * pass options with allow_bytecode = 0 for anything not authenticated).  Returns 0.  A malformed, truncated,
  * over-limit or untrusted-bytecode message raises
  * "pd.codec: malformed message: <why> at byte N" (or a refusal naming the
  * reason); the decoder never recurses on wire data and never allocates more
@@ -114,11 +115,18 @@ int pdi_codec_get_uvarint(const char **p, const char *end, uint64_t *v);
 /* ---- code transport -----------------------------------------------------------
  * Bundles (the job script and its local pure-Lua modules, shipped as source,
  * named by SHA-256, sent once per receiver) are built on top of these calls
- * in stdlib/pd/codec.lua: pd.codec.bundle, pd.codec.sender, pd.codec.receiver
- * (docs/reference.md, "## pd.codec").  A module named in a message (NAME tag)
- * is resolved on the receiver through package.loaded, then require(); the
- * receiver's bundle searcher serves shipped modules from its cache in text
- * mode ("t") only. */
+ * in stdlib/pd/codec.lua: pd.codec.bundle, pd.codec.sender (one per
+ * receiver: remembers which hashes it sent), pd.codec.receiver (checks each
+ * source against its hash, caches it, installs the job's modules in
+ * package.preload with text-mode load, then decodes the value); see
+ * docs/reference.md "## pd.codec" and docs/wire.md "Code transport".
+ * A C caller that holds a receiving lua_State can call those Lua functions,
+ * or decode bundle messages itself in the same order: modules first, value
+ * second, because a NAME tag is resolved through package.loaded and then
+ * require() (when require_modules is set) at decode time.
+ * The Lua-level encode(v, {modules = t}) also reports which modules the
+ * message names (t[name] = true); the sender uses it to refuse local C
+ * modules at once. */
 
 /* Opener of the native part "pd.core.codec".  Stack: [] -> [codec] */
 int luaopen_pd_core_codec(lua_State *L);

@@ -315,6 +315,7 @@ static int p_submit(lua_State *L) {
   o.chunk = optint(L, 4, "chunk", 0);
   o.cpus = optint(L, 4, "cpus", 0);
   o.retries = optint(L, 4, "retries", 2);
+  if (o.retries > 100) o.retries = 100;            /* counted in a byte per task */
   lua_getfield(L, 4, "timeout");
   o.timeout = luaL_optnumber(L, -1, 0);
   lua_getfield(L, 4, "seed");
@@ -564,24 +565,32 @@ static uint32_t rd32(const char *p) {
 
 static void buf32(pd_buf *b, uint32_t v) { pd_buf_append(b, &v, 4); }
 
-static void oom_exit(pd_conn *c, uint32_t job, uint32_t idx, size_t limit) {
+/* The batch being answered: where its RESULTS frame starts and how many
+ * entries it holds so far (for an out-of-memory exit in its middle). */
+typedef struct batch {
+  size_t mark, countat, entry;   /* frame start, count field, current entry */
+  uint32_t done;
+} batch;
+
+/* Out of memory in task idx: end the batch's frame after the entries already
+ * written, with this task as failed (its partial entry dropped), send it and
+ * exit 75 ("reported"): the coordinator reruns the batch's other tasks
+ * without penalty and starts a new worker. */
+static void oom_exit(pd_conn *c, batch *bt, uint32_t idx, size_t limit) {
   char msg[160];
   int n = snprintf(msg, sizeof msg,
                    "out of memory: task %u went past the worker memory limit of %zu MiB",
                    idx + 1, limit >> 20);
-  /* a fresh frame on a clean buffer: whatever batch was half built is dropped */
-  c->out.len = c->out_off = 0;
-  size_t m = pd_conn_begin(c, PD_F_RESULTS);
-  buf32(&c->out, job);
-  buf32(&c->out, 1);
-  double z = 0;
-  pd_buf_append(&c->out, &z, 8);
-  buf32(&c->out, idx);
+  c->out.len = bt->entry;                          /* drop a half-written entry */
+  uint32_t count = bt->done + 1;
   unsigned char st = PD_T_FAILED;
+  if (pd_buf_reserve(&c->out, 9 + (size_t)n)) _exit(75);  /* room was there before */
+  buf32(&c->out, idx);
   pd_buf_append(&c->out, &st, 1);
   buf32(&c->out, (uint32_t)n);
   pd_buf_append(&c->out, msg, (size_t)n);
-  pd_conn_end(c, m);
+  memcpy(c->out.data + bt->countat, &count, 4);
+  pd_conn_end(c, bt->mark);
   pd_conn_flush(c);
   _exit(75);
 }
@@ -610,8 +619,12 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
   int fi = lua_gettop(L);
   lua_pushcfunction(L, task_handler);              /* [rec, f, h] */
   int hi = lua_gettop(L);
+  batch bt;
+  bt.done = 0;
   size_t m = pd_conn_begin(c, PD_F_RESULTS);
+  bt.mark = m;
   buf32(&c->out, job);
+  bt.countat = c->out.len;
   buf32(&c->out, count);
   size_t secat = c->out.len;
   double z = 0;
@@ -639,13 +652,14 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     }
     int status = lua_pcall(L, nargs, 1, hi);       /* [.., r] */
     ctx->in_task = 0;
-    if (status == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
-    buf32(&c->out, idx);
-    unsigned char st = status == LUA_OK ? PD_T_DONE : PD_T_ERROR;
-    size_t stat = c->out.len;
-    pd_buf_append(&c->out, &st, 1);
-    size_t lenat = c->out.len;
-    buf32(&c->out, 0);
+    bt.entry = c->out.len;
+    if (status == LUA_ERRMEM) oom_exit(c, &bt, idx, cap->limit);
+    if (pd_buf_reserve(&c->out, 9 + 24)) oom_exit(c, &bt, idx, cap->limit);
+    char *o = c->out.data + c->out.len;  /* room reserved: u32 idx, u8 state, u32 len */
+    memcpy(o, &idx, 4);
+    o[4] = (char)(status == LUA_OK ? PD_T_DONE : PD_T_ERROR);
+    size_t stat = c->out.len + 4, lenat = c->out.len + 5;
+    c->out.len += 9;
     size_t before = c->out.len;
     if (status != LUA_OK && !lua_istable(L, -1)) {   /* handler did not run */
       lua_createtable(L, 0, 2);
@@ -659,13 +673,14 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
       uint32_t rl = (uint32_t)(c->out.len - before);
       memcpy(c->out.data + lenat, &rl, 4);
       lua_pop(L, 1);
+      bt.done++;
       continue;
     }
     /* an unsendable result becomes the task's error */
     lua_pushcfunction(L, m_encode);
     lua_pushvalue(L, -2);
     int es = lua_pcall(L, 1, 1, 0);                /* [.., r, s|err] */
-    if (es == LUA_ERRMEM) oom_exit(c, job, idx, cap->limit);
+    if (es == LUA_ERRMEM) oom_exit(c, &bt, idx, cap->limit);
     if (es != LUA_OK) {
       lua_createtable(L, 0, 2);
       lua_pushfstring(L, "task %d returned a value that cannot be sent back: %s",
@@ -685,6 +700,7 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
     uint32_t rl = (uint32_t)(c->out.len - before);
     memcpy(c->out.data + lenat, &rl, 4);
     lua_pop(L, 2);                                 /* [rec, f, h] */
+    bt.done++;
   }
   double secs = pd_now() - t0;
   memcpy(c->out.data + secat, &secs, 8);
@@ -724,7 +740,10 @@ static int m_worker(lua_State *L) {
   taskctx *ctx = (taskctx *)lua_newuserdatauv(L, sizeof *ctx, 0);
   memset(ctx, 0, sizeof *ctx);
   lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
-  lua_newtable(L);                                 /* [loader, jobs] */
+  lua_newtable(L);                                 /* [loader, cache] */
+  int cache = lua_gettop(L);                       /* blob -> {f, shared} */
+  int ncached = 0;
+  lua_newtable(L);                                 /* [loader, cache, jobs] */
   int jobs = lua_gettop(L);
   pd_conn c;
   pd_conn_init(&c, fd);
@@ -746,12 +765,35 @@ static int m_worker(lua_State *L) {
         uint64_t seed;
         memcpy(&seed, f + 6, 8);
         lua_pushcfunction(L, load_handler);        /* [.., h] */
-        lua_pushvalue(L, 1);
-        lua_pushlstring(L, f + 14, n - 14);        /* [.., h, loader, blob] */
-        if (lua_pcall(L, 1, 2, -3) != LUA_OK) {   /* [.., h, err] */
-          /* the job cannot load here: each of its tasks fails with why */
-          lua_pushcclosure(L, raise_upvalue, 1);   /* [.., h, f] */
-          lua_pushnil(L);                          /* [.., h, f, nil] */
+        lua_pushlstring(L, f + 14, n - 14);        /* [.., h, blob] */
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, cache) == LUA_TTABLE) {  /* the same function again */
+          lua_remove(L, -2);                       /* [.., h, {f, shared}] */
+          lua_rawgeti(L, -1, 1);
+          lua_rawgeti(L, -2, 2);                   /* [.., h, c, f, shared] */
+          lua_remove(L, -3);
+        } else {
+          lua_pop(L, 1);                           /* [.., h, blob] */
+          lua_pushvalue(L, 1);
+          lua_pushvalue(L, -2);                    /* [.., h, blob, loader, blob] */
+          if (lua_pcall(L, 1, 2, -4) != LUA_OK) {  /* [.., h, blob, err] */
+            /* the job cannot load here: each of its tasks fails with why */
+            lua_pushcclosure(L, raise_upvalue, 1); /* [.., h, blob, f] */
+            lua_pushnil(L);                        /* [.., h, blob, f, nil] */
+          } else {                                 /* [.., h, blob, f, shared] */
+            if (++ncached > 64) {                  /* bounded: start afresh */
+              lua_newtable(L);
+              lua_replace(L, cache);
+              ncached = 1;
+            }
+            lua_createtable(L, 2, 0);
+            lua_pushvalue(L, -3); lua_rawseti(L, -2, 1);
+            lua_pushvalue(L, -2); lua_rawseti(L, -2, 2);
+            lua_pushvalue(L, -4);
+            lua_insert(L, -2);
+            lua_rawset(L, cache);                  /* cache[blob] = {f, shared} */
+          }
+          lua_remove(L, -3);                       /* [.., h, f, shared] */
         }
         /* [.., h, f, shared] */
         lua_createtable(L, 4, 0);                  /* [.., h, f, shared, rec] */
@@ -773,8 +815,7 @@ static int m_worker(lua_State *L) {
       case PD_F_DROP:
         if (n < 5) _exit(70);
         lua_pushnil(L);
-        lua_rawseti(L, jobs, rd32(f + 1));
-        lua_gc(L, LUA_GCCOLLECT, 0);
+        lua_rawseti(L, jobs, rd32(f + 1));          /* the GC takes it in its time */
         break;
       default:
         _exit(70);

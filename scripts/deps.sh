@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install every build, test and benchmark dependency of pdlua from Debian's
 # packages. Does nothing (and needs no network) when all are already there.
-# Usage: scripts/deps.sh [--bench]   (--bench adds the Python peers for bench/)
+# Usage: scripts/deps.sh [--bench]   (--bench adds the Python and Lua peers for bench/)
 set -eu
 
 PKGS="build-essential cmake pkg-config git
@@ -14,7 +14,7 @@ clang libclang-rt-14-dev
 tmux iproute2 procps"
 
 if [ "${1:-}" = "--bench" ]; then
-  PKGS="$PKGS python3 python3-joblib python3-dask python3-distributed"
+  PKGS="$PKGS python3 python3-joblib python3-dask python3-distributed lua-messagepack"
 fi
 
 missing=""

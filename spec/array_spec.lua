@@ -137,6 +137,22 @@ describe("pd.array views", function()
     assert.error_matches(function() m:reshape(5) end, "cannot take shape")
   end)
 
+  it("block views a sub-matrix: a 5-point stencil on a grid's interior", function()
+    local n = 5
+    local u = pd.zeros(n, n)
+    u:set(3, 3, 1)
+    local inner = u:block(2, n - 1, 2, n - 1)
+    assert.is_true(inner:isview())
+    local lap = u:block(1, n - 2, 2, n - 1) + u:block(3, n, 2, n - 1)
+              + u:block(2, n - 1, 1, n - 2) + u:block(2, n - 1, 3, n) - inner * 4
+    inner:add(lap, 0.1)
+    same({ { 0, 0, 0, 0, 0 }, { 0, 0, 0.1, 0, 0 }, { 0, 0.1, 0.6, 0.1, 0 },
+           { 0, 0, 0.1, 0, 0 }, { 0, 0, 0, 0, 0 } }, u, 1e-15)
+    assert.equals(0, #u:block(2, 1, 1, 5))
+    assert.error_matches(function() u:block(0, 2, 1, 2) end, "block rows 0..2 out of range 1..5")
+    assert.error_matches(function() u:block(1, 2, 4, 6) end, "block columns 4..6 out of range 1..5")
+  end)
+
   it("copy and arithmetic on views give new contiguous arrays", function()
     local m = pd.array { { 1, 2 }, { 3, 4 } }
     local t = m:T():copy()
@@ -190,6 +206,8 @@ describe("pd.array element-wise arithmetic", function()
     same({ 2, 1, 2 / 3 }, 2 / a)
     same({ 2, 4, 8 }, 2 ^ a)
     same({ -1, -2, -3 }, -a)
+    assert.equals(-math.huge, 1 / (-pd.zeros(1))[1])        -- -0.0 stays signed
+    same({ -1, 2 }, -pd.array({ 1, -2 }, "i32"))
   end)
 
   it("broadcasts rows and columns", function()
@@ -233,6 +251,13 @@ describe("pd.array element-wise arithmetic", function()
     m:col(2):add(10, 2)                         -- strided view, alpha
     same({ { 1, 22, 3 }, { 1, 22, 3 } }, m)
     assert.error_matches(function() pd.zeros(3):add(pd.zeros(2, 3)) end, "cannot take")
+    local p = pd.array { { -7, 0.5, 9 }, { 3, -1, 0 } }
+    p:clip(pd.array { -5, 0, 0 }, pd.array { 5, 1, 2 })        -- per-coordinate bounds
+    same({ { -5, 0.5, 2 }, { 3, 0, 0 } }, p)
+    same({ 1, 5, 5 }, pd.array { 1, 7, 5 }:clip(nil, 5))
+    same({ 1, 3, 6, 10 }, pd.range(4):cumsum())
+    same({ 1, 3, 6, 10 }, pd.array({ { 1, 2 }, { 3, 4 } }, "u8"):cumsum())
+    assert.equals("i64", pd.range(3, "i32"):cumsum():dtype())
     assert.error_matches(function() pd.zeros(3, "i32"):div(2) end, "needs a float array")
   end)
 
@@ -279,6 +304,14 @@ describe("pd.array reductions and sorting", function()
     assert.is_true(close(5, pd.array { 3e200, 4e200 }:norm() / 1e200))
     assert.is_true(close(5, pd.array { 3e-200, 4e-200 }:norm() / 1e-200))
     assert.error_matches(function() pd.zeros(0):min() end, "min of an empty array")
+    local nan = 0 / 0
+    local w = pd.array { nan, 2, -math.huge, 7, nan }
+    assert.equals(-math.huge, w:min()); assert.equals(7, w:max())        -- NaN skipped
+    assert.equals(3, w:argmin()); assert.equals(4, w:argmax())
+    assert.equals(2, w:astype("f32"):slice(1, 2):min())
+    local allnan = pd.full(5, nan):max()
+    assert.is_true(allnan ~= allnan)
+    assert.equals(math.huge, pd.array { 1, math.huge, 3, 4, 5, 6 }:max())
     assert.equals(0, pd.zeros(0):sum())
   end)
 
@@ -321,6 +354,7 @@ describe("pd.array wire form", function()
     assert.error_matches(function() A.decode("\0\1\255\255\255\255\255\255\127") end, "too large")
     assert.error_matches(function() A.decode("\0\1\255\255\255\255\255\255\255\255\255\255\1") end, "truncated")
     assert.error_matches(function() A.decode("\0\1\128") end, "truncated")
+    assert.error_matches(function() A.decode("\0\1\128\0") end, "overlong")   -- 0 in two bytes
     assert.error_matches(function() A.decode("\0\2\1") end, "truncated")
   end)
 end)
@@ -342,5 +376,14 @@ describe("pd.array under LuaJIT", function()
     local q = ffi.cast("double *", m:col(2):ptr())
     q[3] = 7                                      -- next row, same column
     assert.equals(7, m:get(2, 2))
+  end)
+end)
+
+describe("examples/heat_arrays.lua", function()
+  it("runs and stays on the exact solution", function()
+    local H = require "helper"
+    local out, err, rc = H.pdlua_run("run " .. H.q(H.source .. "/examples/heat_arrays.lua") .. " 31")
+    assert.equals(0, rc, err)
+    assert.matches("31x31 grid, %d+ steps to t = 0%.05%d* in [%d.]+ s; relative error", out)
   end)
 end)

@@ -127,6 +127,25 @@ describe("pd.codec round trips", function()
     assert.is_true(#codec.encode(string) < 16)
   end)
 
+  it("names a module required after an earlier encode", function()
+    assert.is_table(codec.decode(codec.encode({ 1 })))      -- the name table is built
+    package.loaded["pd_codec_spec_late"] = { f = function() return "late" end }
+    local m = package.loaded["pd_codec_spec_late"]
+    local msg = codec.encode({ m.f, m })
+    assert.truthy(msg:find("pd_codec_spec_late", 1, true))
+    local r = codec.decode(msg)
+    assert.equals(m.f, r[1]); assert.equals(m, r[2])
+    package.loaded["pd_codec_spec_late"] = nil
+  end)
+
+  it("loads on its own with require 'pd.codec'", function()
+    local H = require "helper"
+    local out, err, rc = H.pdlua_run("-e " .. H.q(
+      "local c = require 'pd.codec' print(math.type and math.type(c.decode(c.encode(2.0))) or 'float')"))
+    assert.equals(0, rc, err)
+    assert.equals("float\n", out)
+  end)
+
   it("round-trips functions with their upvalues", function()
     local k = 10
     local function add(x) return x + k end
@@ -142,6 +161,27 @@ describe("pd.codec round trips", function()
     assert.equals(28, rt(sumsq)({ 1, 2, 3 }))
     local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) end
     assert.equals(120, rt(fact)(5))
+  end)
+
+  it("keeps one captured closure one closure for all that capture it", function()
+    local calls = 0
+    local function helper(x) calls = calls + 1; return x + 1 end
+    local function f1(x) return helper(x) end
+    local function f2(x) return helper(x) * 2 end
+    local r = rt({ f1, f2 })
+    local function up(fn, want)
+      for i = 1, 255 do
+        local n, v = debug.getupvalue(fn, i)
+        if n == nil then return nil end
+        if n == want then return v end
+      end
+    end
+    local h1, h2 = up(r[1], "helper"), up(r[2], "helper")
+    assert.is_function(h1)
+    assert.equals(h1, h2)
+    assert.equals(2, r[1](1)); assert.equals(4, r[2](1))
+    assert.equals(2, up(h1, "calls"))   -- one counter behind both
+    assert.equals(0, calls)
   end)
 
   it("keeps shared upvalues shared and functions referenced twice identical", function()
@@ -197,6 +237,21 @@ describe("pd.codec refusals name where the bad value sits", function()
     local function h() return cfg end
     assert.equals("pd.codec: field .co of upvalue 1 'cfg' of function at " .. where(h)
                   .. " is a coroutine", fails(codec.encode, h))
+  end)
+
+  it("names a bad key as a key", function()
+    local co = coroutine.create(function() end)
+    assert.equals("pd.codec: value.t[<key>] is a coroutine", fails(codec.encode, { t = { [co] = 1 } }))
+  end)
+
+  it("has a non-raising variant", function()
+    local v, err = codec.safe.decode("\1\99")
+    assert.is_nil(v)
+    assert.equals("pd.codec: malformed message: unknown tag at byte 1", err)
+    v, err = codec.safe.encode({ coroutine.create(print) })
+    assert.is_nil(v)
+    assert.equals("pd.codec: value[1] is a coroutine", err)
+    assert.equals(7, codec.safe.decode(codec.safe.encode(7)))
   end)
 
   it("refuses light userdata and foreign userdata", function()

@@ -58,6 +58,10 @@ describe("matmul and dot", function()
     assert.error_matches(function() pd.array { 1, 2 }:dot(pd.array { 1 }) end, "shape mismatch in dot")
   end)
 
+  it("makes outer products", function()
+    same({ { 3, 4 }, { 6, 8 }, { 9, 12 } }, pd.linalg.outer(pd.array { 1, 2, 3 }, pd.array { 3, 4 }))
+  end)
+
   it("updates in place: add_outer (ger) and add_matmul (gemm)", function()
     local C = pd.eye(2)
     C:add_outer(pd.array { 1, 2 }, 0.5)         -- y defaults to x
@@ -71,6 +75,39 @@ describe("matmul and dot", function()
     same({ { 60, 66 }, { 141, 156 } }, D)
     assert.error_matches(function() D:add_matmul(B, A) end, "shape mismatch in add_matmul")
     assert.error_matches(function() C:add_outer(pd.array { 1, 2, 3 }) end, "shape mismatch in add_outer")
+  end)
+end)
+
+describe("the CMA-ES covariance update (docs/arrays.md)", function()
+  it("equals the same update written as loops", function()
+    local mu, n = 5, 4
+    local g = pd.random.new(1)
+    local Y, pc = g:normal(0, 1, mu, n), g:normal(0, 1, n)
+    local w = pd.array { 0.35, 0.25, 0.2, 0.12, 0.08 }
+    local c1, cmu = 0.1, 0.2
+    local C = pd.eye(n)
+    C:scale(1 - c1 - cmu)
+    C:add_outer(pc, c1)
+    C:add_matmul((Y * w:reshape(mu, 1)):T(), Y, cmu)
+    for i = 1, n do
+      for j = 1, n do
+        local s = (i == j and 1 - c1 - cmu or 0) + c1 * pc[i] * pc[j]
+        for k = 1, mu do s = s + cmu * w[k] * Y:get(k, i) * Y:get(k, j) end
+        assert.is_true(close(s, C:get(i, j), 1e-14), i .. "," .. j)
+      end
+    end
+  end)
+end)
+
+describe("OpenBLAS controls", function()
+  it("reads and sets the thread count, and names the build", function()
+    local before = pd.linalg.threads()
+    assert.is_true(before >= 1)
+    assert.equals(before, pd.linalg.threads(1))
+    assert.equals(1, pd.linalg.threads(before))
+    assert.equals(before, pd.linalg.threads())
+    assert.matches("OpenBLAS", pd.linalg.config())
+    assert.error_matches(function() pd.linalg.threads(0) end, "threads must be")
   end)
 end)
 
@@ -144,5 +181,16 @@ describe("cholesky and solve", function()
     assert.is_nil(pd.linalg.solve(pd.eye(3), pd.ones(3)):sum() ~= 3 or nil)
     assert.error_matches(function() pd.linalg.solve(pd.array { { 1, 2 }, { 2, 4 } }, pd.ones(2)) end, "singular")
     assert.error_matches(function() pd.linalg.solve(A, pd.ones(3)) end, "shape mismatch in solve")
+  end)
+
+  it("inverts and takes determinants", function()
+    local A = pd.array { { 4, 7 }, { 2, 6 } }
+    same({ { 0.6, -0.7 }, { -0.2, 0.4 } }, pd.linalg.inv(A))
+    assert.is_true(maxdiff(A:matmul(pd.linalg.inv(A)), pd.eye(2)) < 1e-14)
+    assert.is_true(close(10, pd.linalg.det(A)))
+    assert.is_true(close(-10, pd.linalg.det(pd.array { { 2, 6 }, { 4, 7 } })))   -- a row swap
+    assert.is_true(close(24, pd.linalg.det(pd.array { { 2, 0, 0 }, { 0, 3, 0 }, { 0, 0, 4 } })))
+    assert.equals(0, pd.linalg.det(pd.array { { 1, 2 }, { 2, 4 } }))
+    assert.error_matches(function() pd.linalg.inv(pd.array { { 1, 2 }, { 2, 4 } }) end, "singular")
   end)
 end)

@@ -57,6 +57,13 @@ describe("pd.map", function()
     assert.same({ "a", "b", "c", n = 3 }, r)
   end)
 
+  it("maps a pd.array: one element (1-D) or one row (2-D) per task", function()
+    local v = pd.map(function(x) return x * 2 end, pd.array { 1, 2, 3 })
+    assert.same({ 2, 4, 6, n = 3 }, v)
+    local m = pd.map(function(row) return row:sum() end, pd.array { { 1, 2 }, { 3, 4 }, { 5, 6 } })
+    assert.same({ 3, 7, 11, n = 3 }, m)
+  end)
+
   it("maps a large list in batches: far fewer messages than tasks", function()
     local xs = {}
     for i = 1, 20000 do xs[i] = i end
@@ -236,8 +243,36 @@ describe("pd.map", function()
       assert.matches("out of memory", r[1].message)
       assert.matches("64 MiB", r[1].message)
       assert.equals(2, r[2])
+      -- in the middle of a batch: the batch mates are answered, not lost
+      local r3 = pd.map(function(x)
+        if x == 5 then
+          local t = {}
+          for i = 1, 1e9 do t[i] = string.rep("x", 64) .. i end
+        end
+        return x
+      end, { 1, 2, 3, 4, 5, 6, 7, 8 }, { memory = 64, errors = "collect", chunk = 8, retries = 0 })
+      for i = 1, 8 do
+        if i == 5 then assert.matches("out of memory", r3[5].message)
+        else assert.equals(i, r3[i]) end
+      end
       -- the replaced worker serves the next map
       assert.same({ 5, n = 1 }, pd.map(function(x) return x end, { 5 }, { memory = 64 }))
+    end)
+
+    it("a worker that segfaults costs its task only; a new worker takes its place", function()
+      local r = pd.map(function(x)
+        if x == 2 then
+          os.execute("kill -SEGV " .. require("pd.core.map").getpid())
+        end
+        return x
+      end, { 1, 2, 3 }, { errors = "collect", retries = 0 })
+      assert.equals(1, r[1])
+      assert.matches("lost while running task 2", r[2].message)
+      if not H.build:match("asan") then            -- ASan turns SIGSEGV into exit 1
+        assert.matches("signal 11", r[2].message)
+      end
+      assert.equals(3, r[3])
+      assert.same({ 7, n = 1 }, pd.map(function(x) return x end, { 7 }))
     end)
 
     it("a worker that exits is retried, then reported as lost", function()

@@ -34,6 +34,12 @@ describe("pd.random", function()
     local st = g:state()
     local h = pd.random.from_state(st)
     assert.same(g:uniform(0, 1, 10):totable(), h:uniform(0, 1, 10):totable())
+    for k = 0, 17 do                            -- every position within a block pair
+      local a = pd.random.new(3, 1)
+      if k > 0 then a:uniform(0, 1, k) end
+      local b = pd.random.from_state(a:state())
+      assert.same(a:uniform(0, 1, 9):totable(), b:uniform(0, 1, 9):totable())
+    end
   end)
 
   it("draws uniforms in [lo, hi) with the right mean and variance", function()

@@ -14,8 +14,8 @@
 -- receiver); the receiver keeps them (in memory, and in `dir` if given) and
 -- loads them in text mode only.  A local C module cannot be shipped: encoding
 -- a value that needs one fails at once with the module's name.
+local core = require "pd.core"            -- first: it registers pd.core.<part>
 local native = require "pd.core.codec"
-local core = require "pd.core"
 
 local M = {
   version = native.version,
@@ -23,6 +23,17 @@ local M = {
   decode = native.decode,
   fingerprint = native.fingerprint,
 }
+
+--- pd.codec.safe.encode / pd.codec.safe.decode: the same calls, returning
+-- nil and the message instead of raising (as cjson.safe does).
+local function safe(f)
+  return function(...)
+    local ok, r = pcall(f, ...)
+    if ok then return r end
+    return nil, r
+  end
+end
+M.safe = { encode = safe(native.encode), decode = safe(native.decode) }
 
 local FORMAT = "pd.bundle/1"
 

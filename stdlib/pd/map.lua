@@ -35,12 +35,87 @@ function M.iserror(v) return getmetatable(v) == Error end
 -- again on the worker; `shared` rides along.  The workers are our own
 -- children running this VM: trusted for bytecode.
 
+-- A function whose upvalues are all plain values (nil, booleans, numbers,
+-- strings), the globals table or C functions packs the same way every time
+-- until one of them changes: its blob is cached (one string.dump per
+-- function, not per map).  Tables are never assumed unchanged.
+local blob_cache = setmetatable({}, { __mode = "k" })
+
+local function upvalues_key(f)
+  local vals, i = {}, 1
+  while true do
+    local n, v = debug.getupvalue(f, i)
+    if not n then break end
+    local t = type(v)
+    if t == "table" then
+      if v ~= _G then return nil end
+    elseif t == "function" then
+      if not pcall(debug.getinfo, v, "S") or debug.getinfo(v, "S").what ~= "C" then return nil end
+    elseif t ~= "nil" and t ~= "boolean" and t ~= "number" and t ~= "string" then
+      return nil
+    end
+    vals[i] = v
+    i = i + 1
+  end
+  vals.n = i - 1
+  return vals
+end
+
+local function same(a, b)
+  if a.n ~= b.n then return false end
+  for i = 1, a.n do
+    local x, y = a[i], b[i]
+    if x ~= y or (math.type and math.type(x) ~= math.type(y)) then return false end
+  end
+  return true
+end
+
 --- The blob a worker turns back into (f, shared).
 -- Two messages: the module search paths first (the function may name
 -- modules that only those paths find), then {f, shared}.
+-- The globals a mapped function sees are the worker's own: an _ENV
+-- upvalue that is not _G (a sandbox, a test framework's environment) is
+-- swapped for _G while the function is encoded, in f and the functions it
+-- reaches through upvalues, and put back afterwards; otherwise the whole
+-- environment would travel by value.
+local function swap_envs(f, seen, undo)
+  if seen[f] then return end
+  seen[f] = true
+  local i = 1
+  while true do
+    local n, v = debug.getupvalue(f, i)
+    if not n then break end
+    if n == "_ENV" and v ~= _G and type(v) == "table" then
+      debug.setupvalue(f, i, _G)
+      undo[#undo + 1] = { f, i, v }
+    elseif type(v) == "function" and debug.getinfo(v, "S").what ~= "C" then
+      swap_envs(v, seen, undo)
+    end
+    i = i + 1
+  end
+end
+
+local function encode_job(f, shared)
+  local undo = {}
+  swap_envs(f, {}, undo)
+  local ok, s = pcall(cmap.encode, { f = f, shared = shared })
+  for k = #undo, 1, -1 do debug.setupvalue(undo[k][1], undo[k][2], undo[k][3]) end
+  if not ok then error(s, 0) end
+  return s
+end
+
 function M._pack(f, shared)
+  local key = shared == nil and upvalues_key(f)
+  local hit = key and blob_cache[f]
+  if hit and same(hit.key, key) and hit.path == package.path and hit.cpath == package.cpath then
+    return hit.blob
+  end
   local paths = cmap.encode { path = package.path, cpath = package.cpath }
-  return #paths .. ":" .. paths .. cmap.encode { f = f, shared = shared }
+  local blob = #paths .. ":" .. paths .. encode_job(f, shared)
+  if key then
+    blob_cache[f] = { key = key, blob = blob, path = package.path, cpath = package.cpath }
+  end
+  return blob
 end
 
 local loaded = {}
@@ -72,17 +147,23 @@ local S = {
   njobs = 0,
 }
 
+local machine_cpus, machine_avail, options, cached
 local function settings()
-  local o = core.options()
-  local cpus, avail = cmap.machine()
-  return {
+  if cached then return cached end
+  if not machine_cpus then
+    machine_cpus, machine_avail = cmap.machine()
+    options = core.options()
+  end
+  local o, cpus, avail = options, machine_cpus, machine_avail
+  cached = {
     cpus = S.cpus or o.cpus or cpus,
     seed = S.seed or o.seed,
     progress = S.progress,
     json = o.json,
     avail = avail,
   }
-  end
+  return cached
+end
 
 M._settings = settings   -- pd.tasks reads the session's cpus and seed
 
@@ -102,6 +183,7 @@ function M.init(opts)
   if opts.seed ~= nil then S.seed = opts.seed end
   if opts.memory ~= nil then S.memory = opts.memory end
   if opts.progress ~= nil then S.progress = opts.progress end
+  cached = nil
   for _, p in pairs(S.pools) do p:resize(S.cpus or settings().cpus) end
   return true
 end
@@ -346,33 +428,42 @@ end
 local known = { cpus = 1, gpus = 1, nodes = 1, chunk = 1, timeout = 1, memory = 1, retries = 1,
                 seed = 1, progress = 1, errors = 1, shared = 1, unpack = 1 }
 
---- pd.map_async(f, list [, opts]) -> job
-function M.map_async(f, list, opts)
+-- Check the arguments, pack f, submit the job.  Errors point at the caller
+-- of pd.map / pd.map_async (level 3).  Returns pool, id, n, seed, collect,
+-- json, bar.
+local function start(f, list, opts)
   opts = opts or {}
   if type(f) ~= "function" then error("pd.map: bad argument #1 (function expected, got "
-                                      .. type(f) .. ")", 2) end
-  if type(list) ~= "table" then error("pd.map: bad argument #2 (table expected, got "
-                                      .. type(list) .. ")", 2) end
-  if type(opts) ~= "table" then error("pd.map: bad argument #3 (table expected)", 2) end
+                                      .. type(f) .. ")", 3) end
+  if type(list) == "userdata" and require("pd.core.array").isarray(list) then
+    -- a pd.array: one element (1-D) or one row (2-D and up) per task
+    local rows, a = {}, list
+    local dims = { a:shape() }
+    for i = 1, dims[1] do rows[i] = #dims == 1 and a[i] or a:row(i) end
+    list = rows
+  end
+  if type(list) ~= "table" then error("pd.map: bad argument #2 (table or pd.array expected, got "
+                                      .. type(list) .. ")", 3) end
+  if type(opts) ~= "table" then error("pd.map: bad argument #3 (table expected)", 3) end
   for k in pairs(opts) do
-    if not known[k] then error("pd.map: unknown option '" .. tostring(k) .. "'", 2) end
+    if not known[k] then error("pd.map: unknown option '" .. tostring(k) .. "'", 3) end
   end
   if opts.errors ~= nil and opts.errors ~= "raise" and opts.errors ~= "collect" then
-    error("pd.map: errors must be \"raise\" or \"collect\"", 2)
+    error("pd.map: errors must be \"raise\" or \"collect\"", 3)
   end
-  if opts.gpus and opts.gpus > 0 then error("pd.map: gpus are not available in this build yet", 2) end
-  if opts.nodes and #opts.nodes > 0 then error("pd.map: remote nodes are not available yet", 2) end
+  if opts.gpus and opts.gpus > 0 then error("pd.map: gpus are not available in this build yet", 3) end
+  if opts.nodes and #opts.nodes > 0 then error("pd.map: remote nodes are not available yet", 3) end
   for _, k in ipairs { "chunk", "cpus", "retries" } do
     local v = opts[k]
     if v ~= nil and (type(v) ~= "number" or v < 0 or v % 1 ~= 0) then
-      error("pd.map: " .. k .. " must be a whole number >= 0", 2)
+      error("pd.map: " .. k .. " must be a whole number >= 0", 3)
     end
   end
   if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    error("pd.map: timeout must be a positive number of seconds", 2)
+    error("pd.map: timeout must be a positive number of seconds", 3)
   end
   if opts.memory ~= nil and (type(opts.memory) ~= "number" or opts.memory <= 0) then
-    error("pd.map: memory must be a positive number of MiB", 2)
+    error("pd.map: memory must be a positive number of MiB", 3)
   end
   local st = settings()
   S.njobs = S.njobs + 1
@@ -382,7 +473,7 @@ function M.map_async(f, list, opts)
     if st.seed == nil then base = math.floor(core.now() * 1e6) % 2147483647 end
     seed = base * 1000003 + S.njobs
   end
-  seed = math.floor(tonumber(seed) or error("pd.map: seed must be a number", 2))
+  seed = math.floor(tonumber(seed) or error("pd.map: seed must be a number", 3))
   local n = list.n or #list
   local pool = get_pool(opts.memory, opts.cpus)
   local blob = M._pack(f, opts.shared)
@@ -393,34 +484,65 @@ function M.map_async(f, list, opts)
   })
   local progress = opts.progress
   if progress == nil then progress = st.progress end
-  if progress == nil then progress = core.options().progress end
+  if progress == nil then progress = options.progress end
+  local json = st.json and progress ~= false
+  local bar = progress ~= false and (progress == true or cmap.isatty(2)) and not st.json
+  return pool, id, n, seed, opts.errors == "collect", json, bar
+end
+
+local function new_job(pool, id, n, seed, collect, json, bar)
   local job = setmetatable({
     id = id, n = n, seed = seed, _pool = pool, _t0 = core.now(),
-    _collect = opts.errors == "collect",
-    _json = st.json and progress ~= false,
-    _bar = progress ~= false and (progress == true or cmap.isatty(2)) and not st.json,
+    _collect = collect, _json = json, _bar = bar,
   }, Job)
   attach_gc(job)
   S.jobs[id] = job
-  if job._json then
+  if json then
     emit { "event", "job", "total", "seed", event = "job_started", job = id, total = n, seed = seed }
   end
   return job
 end
 
+--- pd.map_async(f, list [, opts]) -> job
+function M.map_async(f, list, opts)
+  return new_job(start(f, list, opts))
+end
+
+-- Pump until job id is over; returns its status.
+local function run_out(pool, id)
+  local st = pool:status(id)
+  while st == "queued" or st == "running" do
+    pool:pump(-1)
+    st = pool:status(id)
+  end
+  return st
+end
+
 --- pd.map(f, list [, opts]) -> results in list order, results.n == #list.
 function M.map(f, list, opts)
-  local ok, job = pcall(M.map_async, f, list, opts)
-  if not ok then error(job, 2) end
-  job:wait()
-  local st = job:status()
-  if st == "failed" and not job._collect then
-    local _, e = job._pool:first_failure(job.id)
+  local pool, id, n, seed, collect, json, bar = start(f, list, opts)
+  if json or bar then                        -- with a progress report: a job
+    local job = new_job(pool, id, n, seed, collect, json, bar)
+    job:wait()
+    if job:status() == "failed" and not collect then
+      local _, e = pool:first_failure(id)
+      job:release()
+      error(e, 0)
+    end
+    local r = pool:results(id)
     job:release()
+    return r
+  end
+  -- the plain path, for the many small maps of a loop: no job object
+  local ok, st = pcall(run_out, pool, id)
+  if not ok then pool:release(id); error(st, 0) end   -- interrupted: the job goes
+  if st == "failed" and not collect then
+    local _, e = pool:first_failure(id)
+    pool:release(id)
     error(e, 0)
   end
-  local r = job._pool:results(job.id)
-  job:release()
+  local r = pool:results(id)
+  pool:release(id)
   return r
 end
 

@@ -212,7 +212,7 @@ int pd_spawn_fds(char *const argv[], char *const env[], unsigned long long as_li
  * pd_pool_pump from the coordinator's own thread (no threads, no signals:
  * a dead worker is seen as end of stream on its socket).  Bytes only: the
  * function blob, each task's argument and each result are opaque encoded
- * values to this layer.  See docs/internals-map.md for the wire frames. */
+ * values to this layer.  docs/map.md ("Internals") has the wire frames. */
 enum {
   PD_T_QUEUED = 0, PD_T_INFLIGHT, PD_T_DONE, /* ok: result bytes */
   PD_T_ERROR,      /* a Lua error: result bytes are the encoded error */
