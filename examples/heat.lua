@@ -29,8 +29,8 @@ end
 -- The initial condition: a hot square in the middle.
 local function initial(row)
   local r = pd.zeros(n)
-  if row > n * 3 // 8 and row <= n * 5 // 8 then
-    r:slice(n * 3 // 8 + 1, n * 5 // 8):fill(1)
+  if row > math.floor(n * 3 / 8) and row <= math.floor(n * 5 / 8) then
+    r:slice(math.floor(n * 3 / 8) + 1, math.floor(n * 5 / 8)):fill(1)
   end
   return r
 end
@@ -69,7 +69,7 @@ local function solve(count)
   local each = {}
   local first = 2
   for i = 1, count do
-    local m = inner // count + (i <= inner % count and 1 or 0)
+    local m = math.floor(inner / count) + (i <= inner % count and 1 or 0)
     each[i] = { first, first + m - 1 }
     first = first + m
   end

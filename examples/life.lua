@@ -62,7 +62,7 @@ local board = pd.math.floor(pd.random.new(7):uniform(0, 1, n, n) + 0.3)
 local function play(count)
   local each, first = {}, 1
   for i = 1, count do
-    local m = n // count + (i <= n % count and 1 or 0)
+    local m = math.floor(n / count) + (i <= n % count and 1 or 0)
     each[i] = { board:slice(first, first + m - 1):copy() }
     first = first + m
   end

@@ -16,7 +16,7 @@ local nodes = tonumber(arg and arg[2]) or pd.options().cpus or 2
 local Pi = {}
 
 function Pi:init(total)
-  self.n = total // self.count + (self.index <= total % self.count and 1 or 0)
+  self.n = math.floor(total / self.count) + (self.index <= total % self.count and 1 or 0)
 end
 
 function Pi:run()
@@ -44,7 +44,7 @@ end
 -- the tree: one tube per child, named by the child ("up2", "up3", ...)
 local function tree(n)
   local t = {}
-  for k = 2, n do t[#t + 1] = { "up" .. k, k, k // 2 } end
+  for k = 2, n do t[#t + 1] = { "up" .. k, k, math.floor(k / 2) } end
   return t
 end
 

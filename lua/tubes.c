@@ -11,7 +11,7 @@
  *
  * Node side, a "pd.TaskNode": the control link and the tube ends.
  *   core.tubes.node(ctlfd) -> node
- *   node:add(name, "in"|"out", fd)
+ *   node:add(name, "in"|"out", fd [, peer])   (peer: the other end's index)
  *   node:recv([seconds]) -> type, payload | nil, "timeout" | false (gone)
  *   node:send(type, payload)
  *   node:push(name, v)  node:pop(name [, seconds])  node:poll(name)
@@ -48,6 +48,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -358,11 +359,22 @@ static int g_kill(lua_State *L) {
 
 /* ==== node: the tube ends =================================================== */
 
+/* Raise a message without a position prefix (the node's traceback says
+ * where): these errors are the set's, not a line of this file's.  */
+static int raise_plain(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
 typedef struct tube {
   char *name;
   size_t namelen;
   int out;          /* 1: this node pushes, 0: it pops */
   int closed;       /* the other end is gone (EOF, EPIPE) */
+  int peer;         /* the node at the other end (for messages) */
   pd_conn c;
 } tube;
 
@@ -411,7 +423,7 @@ static int find_tube(lua_State *L, tnode *N, int idx, int out) {
     if (N->t[i].out == out && N->t[i].namelen == n && !memcmp(N->t[i].name, s, n)) return i;
   lua_getfield(L, LUA_REGISTRYINDEX, "pd.tubes.names");      /* who has what: for the message */
   const char *have = lua_tostring(L, -1);
-  luaL_error(L, "pd.tasks: this node has no tube '%s' %s (%s)", s,
+  raise_plain(L, "pd.tasks: this node has no tube '%s' %s (%s)", s,
              out ? "going out" : "coming in", have ? have : "no tubes");
   return -1;
 }
@@ -474,8 +486,14 @@ static int wait_for(lua_State *L, tnode *N, int why, int ti, double deadline) {
       tube *t = &N->t[ti];
       if (frame_ready(t)) return 1;
       if (t->closed) {
+        /* The feeder has ended.  When it failed, the coordinator's ABORT
+         * is on its way (the feeder reported before it exited): give it a
+         * moment, so that this node fails with the set's reason. */
         N->aborted = 1;
-        luaL_error(L, "pd.tasks: tube '%s' is closed: the node that feeds it has ended", t->name);
+        struct pollfd cp = {N->ctl.fd, POLLIN, 0};
+        if (poll(&cp, 1, 200) > 0) run_control(L, N);
+        raise_plain(L, "pd.tasks: tube '%s' is closed: node %d, which feeds it, has ended",
+                    t->name, t->peer);
       }
     } else if (why == W_PUSH) {
       if (N->t[ti].closed || pending(&N->t[ti]) <= TUBE_BOUND) return 1;
@@ -545,7 +563,7 @@ static void run_control(lua_State *L, tnode *N) {
   }
   if (got < 0 || gone) {
     N->aborted = 1;
-    luaL_error(L, "pd.tasks: the coordinator is gone");
+    raise_plain(L, "pd.tasks: the coordinator is gone");
   }
 }
 
@@ -605,6 +623,7 @@ static int n_add(lua_State *L) {
   const char *name = luaL_checklstring(L, 2, &n);
   const char *dir = luaL_checkstring(L, 3);
   int fd = (int)luaL_checkinteger(L, 4);
+  int peer = (int)luaL_optinteger(L, 5, 0);
   int out = !strcmp(dir, "out");
   luaL_argcheck(L, out || !strcmp(dir, "in"), 3, "\"in\" or \"out\"");
   if (N->nt == N->capt) {
@@ -625,6 +644,7 @@ static int n_add(lua_State *L) {
   t->name[n] = 0;
   t->namelen = n;
   t->out = out;
+  t->peer = peer;
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0) return luaL_error(L, "pd.tasks: tube descriptor %d: %s", fd, strerror(errno));
   fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -660,7 +680,7 @@ static int n_push(lua_State *L) {
   N->open_t = -1;
   if (t->c.out.len - m - 4 > PD_FRAME_MAX) {
     t->c.out.len = m;
-    return luaL_error(L, "pd.tasks: value too large for a tube (over 1 GiB encoded)");
+    return raise_plain(L, "pd.tasks: value too large for a tube (over 1 GiB encoded)");
   }
   int rc = tube_flush(t);
   if (rc < 0 && rc != -EAGAIN) {
@@ -675,7 +695,7 @@ static void take(lua_State *L, tube *t) {
   const char *f;
   size_t n;
   if (pd_conn_next(&t->c, &f, &n) != 1 || f[0] != TUBE_VALUE)
-    luaL_error(L, "pd.tasks: malformed frame on tube '%s'", t->name);
+    raise_plain(L, "pd.tasks: malformed frame on tube '%s'", t->name);
   pdi_codec_opts o;
   pdi_codec_opts_default(&o);
   pdi_codec_decode(L, f + 1, n - 1, &o);

@@ -76,8 +76,8 @@ print("one machine: two nodes of a task set, tubes are pipes")
 local reps = quick and 2000 or 10000
 local rtt_tube = best(function() return tube_rtt(1, reps) end)
 local rtt_pipe = best(function() return floor_of("pipe-rtt " .. reps) end)
-local rtt_ipc = best(function() return floor_of("nng-rtt ipc:///tmp/pdlua-bench-" .. os.time() .. ".ipc " .. reps // 5) end)
-local rtt_tcp = best(function() return floor_of("nng-rtt tcp://127.0.0.1:" .. (20000 + os.time() % 20000) .. " " .. reps // 5) end)
+local rtt_ipc = best(function() return floor_of("nng-rtt ipc:///tmp/pdlua-bench-" .. os.time() .. ".ipc " .. math.floor(reps / 5)) end)
+local rtt_tcp = best(function() return floor_of("nng-rtt tcp://127.0.0.1:" .. (20000 + os.time() % 20000) .. " " .. math.floor(reps / 5)) end)
 print(string.format("  round trip (a number)  tube %7.1f us   pipe %6.1f us   ratio %.2f (goal <= 3)",
                     rtt_tube * 1e6, rtt_pipe * 1e6, rtt_tube / rtt_pipe))
 print(string.format("  floors                 nng ipc %6.1f us   nng tcp %6.1f us", rtt_ipc * 1e6,
@@ -89,8 +89,8 @@ local sizes = { 8, 1024, 65536, 1 << 20, 8 << 20, 64 << 20 }
 if quick then sizes = { 8, 65536, 1 << 20, 8 << 20 } end
 for _, size in ipairs(sizes) do
   local r = size >= (8 << 20) and 5 or (size >= (1 << 20) and 20 or 2000)
-  if quick then r = math.max(3, r // 4) end
-  local v = pd.zeros(math.max(1, size // 8))
+  if quick then r = math.max(3, math.floor(r / 4)) end
+  local v = pd.zeros(math.max(1, math.floor(size / 8)))
   local t = best(function() return tube_rtt(v, r) end)
   local p = best(function() return floor_of("pipe-bw " .. size .. " " .. r) end)
   print(string.format("  %10d  %10.2f  %10.2f   %5.2f%s", size, 2 * size / t / 1e6, 2 * size / p / 1e6,

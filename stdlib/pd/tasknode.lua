@@ -39,7 +39,8 @@ end
 -- INIT: module paths, the task (shared by every node), this node's part.
 local t, payload = N:recv()
 if t ~= P.INIT then os.exit(0) end
-local spec = P._unpack_init(payload)
+local ok0, spec = xpcall(P._unpack_init, handler, payload)
+if not ok0 then fail(spec, "init") end
 local task = spec.task
 
 -- The node object: pd.tasks' methods first, then the task's own fields
@@ -59,7 +60,7 @@ local self = setmetatable({ index = spec.index, count = spec.count, tubes_in = {
 })
 local names = {}
 for _, tb in ipairs(spec.tubes) do
-  N:add(tb[1], tb[2], tb[3])
+  N:add(tb[1], tb[2], tb[3], tb[4])
   local list = tb[2] == "in" and self.tubes_in or self.tubes_out
   list[#list + 1] = tb[1]
   names[#names + 1] = tb[2] .. " '" .. tb[1] .. "'"
@@ -93,6 +94,8 @@ local ok, err = xpcall(function()
   if type(task.init) == "function" then task.init(self, unpack(spec.args, 1, spec.args.n)) end
 end, handler)
 if not ok then fail(err, "init") end
+-- No hook from here to RUN: RUN is for recv below, never for the watcher.
+N:watch(watcher, false)
 N:send(P.READY, "")
 
 repeat
@@ -100,6 +103,7 @@ repeat
   if t == P.INFO then watcher(t, payload) end
 until t ~= P.INFO
 if t ~= P.RUN then os.exit(0) end                 -- aborted before the start, or orphaned
+N:watch(watcher, true)
 
 local r
 ok, err = xpcall(function()

@@ -32,6 +32,45 @@ local unpack = table.unpack or unpack  -- luacheck: ignore
 
 local function lp(s) return #s .. ":" .. s end
 
+-- The globals a node's functions see are the node's own (as for pd.map,
+-- stdlib/pd/map.lua): an _ENV upvalue that is not _G (a sandbox, a test
+-- framework's environment) is swapped for _G while the task is encoded, in
+-- every function reachable from the task through tables and upvalues, and
+-- put back afterwards.
+local function swap_envs(v, seen, undo)
+  if seen[v] then return end
+  seen[v] = true
+  if type(v) == "table" then
+    for k, x in next, v do
+      if type(k) == "table" or type(k) == "function" then swap_envs(k, seen, undo) end
+      if type(x) == "table" or type(x) == "function" then swap_envs(x, seen, undo) end
+    end
+    return
+  end
+  if debug.getinfo(v, "S").what == "C" then return end
+  local i = 1
+  while true do
+    local n, x = debug.getupvalue(v, i)
+    if not n then break end
+    if n == "_ENV" and x ~= _G and type(x) == "table" then
+      debug.setupvalue(v, i, _G)
+      undo[#undo + 1] = { v, i, x }
+    elseif type(x) == "function" or (type(x) == "table" and x ~= _G) then
+      swap_envs(x, seen, undo)
+    end
+    i = i + 1
+  end
+end
+
+local function encode_task(t)
+  local undo = {}
+  swap_envs(t.task, { [_G] = true }, undo)
+  local ok, s = pcall(cmap.encode, t)
+  for k = #undo, 1, -1 do debug.setupvalue(undo[k][1], undo[k][2], undo[k][3]) end
+  if not ok then error(s, 0) end
+  return s
+end
+
 local function split(s, at)
   local len, rest = s:match("^(%d+):()", at)
   len = tonumber(len)
@@ -348,7 +387,7 @@ function M.tasks_async(task, opts)
     seed = base * 1000003 + 7919 * nsets
   end
   local paths = cmap.encode { path = package.path, cpath = package.cpath }
-  local ok, common = pcall(cmap.encode, { task = task, args = opts.args, seed = math.floor(seed),
+  local ok, common = pcall(encode_task, { task = task, args = opts.args, seed = math.floor(seed),
                                           shared = opts.shared, bound = opts._bound })
   if not ok then error("pd.tasks: the task cannot be sent to a node: " .. tostring(common), 2) end
   local head = lp(paths) .. lp(common)
@@ -365,7 +404,10 @@ function M.tasks_async(task, opts)
   for k = 1, n do
     h._pids[k] = gang:pid(k)
     local mine = {}
-    for i, pl in ipairs(places[k]) do mine[i] = { tubes[pl[1]][1], pl[2], pl[3] } end
+    for i, pl in ipairs(places[k]) do
+      local tb = tubes[pl[1]]
+      mine[i] = { tb[1], pl[2], pl[3], pl[2] == "in" and tb[2] or tb[3] }
+    end
     local each = opts.each and opts.each[k]
     local okk, own = pcall(cmap.encode, { index = k, count = n, tubes = mine, each = each })
     if not okk then
