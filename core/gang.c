@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +52,15 @@ int pd_spawn_fds(char *const argv[], char *const env[], unsigned long long as_li
     if (!dup) envp[k++] = environ[i];
   }
   envp[k] = NULL;
+  /* The coordinator may poke a node (SIGUSR1) as soon as it exists; until
+   * the child ignores the signal it must not arrive: block it across fork. */
+  sigset_t usr1, oldmask;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &usr1, &oldmask);
   pid_t parent = getpid();
   pid_t c = fork();
+  if (c != 0) pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
   if (c < 0) {
     int e = errno;
     free(envp); free(tmp);
@@ -79,6 +87,7 @@ int pd_spawn_fds(char *const argv[], char *const env[], unsigned long long as_li
     if (dup2(tmp[0], 3) < 0) _exit(127);         /* dup2 clears close-on-exec */
     for (int i = 0; i < npass; i++)
       if (dup2(tmp[i + 1], 4 + i) < 0) _exit(127);
+    signal(SIGUSR1, SIG_IGN);   /* the coordinator's pokes, until the node listens */
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);

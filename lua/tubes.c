@@ -7,7 +7,7 @@
  *       -> gang, places   (places[k] = list of {tube, "in"|"out", fd})
  *   gang:send(k, type, payload) -> true | nil, "gone"
  *   gang:recv(seconds) -> k, type, payload | k, false, how | nil (timeout)
- *   gang:pid(k)  gang:kill(k)  gang:alive(k)  gang:close()
+ *   gang:pid(k)  gang:kill(k)  gang:poke(k)  gang:alive(k)  gang:close()
  *
  * Node side, a "pd.TaskNode": the control link and the tube ends.
  *   core.tubes.node(ctlfd) -> node
@@ -16,9 +16,10 @@
  *   node:send(type, payload)
  *   node:push(name, v)  node:pop(name [, seconds])  node:poll(name)
  *   node:flush()  node:close()  node:aborted()
- *   node:watch(fn)   fn(type, payload) is called for control frames that
- *                    arrive while the node waits or computes (INFO); an
- *                    ABORT frame raises in the node instead
+ *   node:watch(fn, computing)  fn(type, payload) is called for control
+ *                    frames that arrive while the node waits (INFO), and,
+ *                    with computing true, when SIGUSR1 says one is there
+ *                    while it computes; an ABORT frame raises in the node
  *
  * The local path.  A tube is one pipe made by the coordinator before the
  * nodes start (the source gets the write end, the target the read end, as
@@ -66,7 +67,6 @@
 #define TUBE_BOUND (N->bound)
 #define TUBE_VALUE 1                    /* frame type of a value on a tube */
 #define TUBE_PIPE_SIZE (1 << 20)        /* kernel buffer asked for each tube */
-#define HOOK_COUNT (1 << 17)            /* VM instructions between control checks */
 
 /* Control frame types (tasks.lua names them too). */
 enum { C_INFO = 3, C_ABORT = 4 };
@@ -349,6 +349,15 @@ static int g_alive(lua_State *L) {
   return 1;
 }
 
+/* gang:poke(k): SIGUSR1 to node k, after an INFO or ABORT frame, so that a
+ * node busy computing reads it (see on_poke).  Stack: +0 */
+static int g_poke(lua_State *L) {
+  gang *g = check_gang(L);
+  int k = gang_index(L, g, 2);
+  if (g->nodes[k].pid > 0 && !g->nodes[k].eof) kill(g->nodes[k].pid, SIGUSR1);
+  return 0;
+}
+
 /* gang:kill(k): SIGKILL node k (its end of stream is reported by recv). */
 static int g_kill(lua_State *L) {
   gang *g = check_gang(L);
@@ -567,13 +576,20 @@ static void run_control(lua_State *L, tnode *N) {
   }
 }
 
-/* Count hook: between instructions of a computing node, answer control
- * frames (info, abort) without a thread or a signal.  One poll() every
- * HOOK_COUNT instructions (about a millisecond of Lua).  An abort raises
- * here, in the middle of the node's computation. */
+/* Computing nodes.  A node deep in Lua computation still answers info()
+ * and stops on an abort: the coordinator follows those two frames with
+ * SIGUSR1 (gang:poke), whose handler sets a one-shot hook, exactly as lua.c
+ * turns Ctrl-C into an error; the hook then reads the control socket.  No
+ * cost while nothing is asked (a permanent count hook would slow Lua 5.4's
+ * interpreter several-fold).  The handler needs the state: poke_L is the
+ * node process's one state, set by node:watch (a task-set node is a
+ * process of its own; a signal handler has no other way to reach it). */
+static lua_State *volatile poke_L;
+
 static int n_control(lua_State *L);
 static void node_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
+  lua_sethook(L, NULL, 0, 0);                        /* one shot */
   lua_getfield(L, LUA_REGISTRYINDEX, NODE_KEY);      /* [N] */
   tnode *N = (tnode *)lua_touserdata(L, -1);
   if (!N || N->busy || N->ctl.fd < 0) { lua_pop(L, 1); return; }
@@ -584,7 +600,13 @@ static void node_hook(lua_State *L, lua_Debug *ar) {
   N->busy = 1;
   int st = lua_pcall(L, 1, 0, 0);                    /* [] or [err] */
   N->busy = 0;
-  if (st != LUA_OK) lua_error(L);
+  if (st != LUA_OK) lua_error(L);                    /* abort: raise in the node */
+}
+
+static void on_poke(int sig) {
+  (void)sig;
+  lua_State *L = poke_L;
+  if (L) lua_sethook(L, node_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 /* node:_control(): serve control frames now (the hook's entry, with the node
@@ -804,8 +826,19 @@ static int n_watch(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_pushvalue(L, 2);
   lua_setfield(L, LUA_REGISTRYINDEX, WATCH_KEY);
-  if (lua_toboolean(L, 3)) lua_sethook(L, node_hook, LUA_MASKCOUNT, HOOK_COUNT);
-  else lua_sethook(L, NULL, 0, 0);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  if (lua_toboolean(L, 3)) {
+    poke_L = L;
+    sa.sa_handler = on_poke;
+    sa.sa_flags = SA_RESTART;
+  } else {
+    sa.sa_handler = SIG_IGN;
+    poke_L = NULL;
+  }
+  sigaction(SIGUSR1, &sa, NULL);
+  if (!poke_L) lua_sethook(L, NULL, 0, 0);   /* disarm a hook set by an earlier poke */
   return 0;
 }
 
@@ -857,7 +890,7 @@ static int n_gc(lua_State *L) {
 
 static const luaL_Reg gang_methods[] = {
   {"send", g_send}, {"recv", g_recv}, {"pid", g_pid}, {"alive", g_alive},
-  {"kill", g_kill}, {"close", g_close}, {NULL, NULL},
+  {"kill", g_kill}, {"poke", g_poke}, {"close", g_close}, {NULL, NULL},
 };
 
 static const luaL_Reg node_methods[] = {

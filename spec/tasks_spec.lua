@@ -255,6 +255,38 @@ describe("pd.tasks", function()
     assert.has_error(function() h:results() end)
   end)
 
+  it("answers info() and stops on a failure while a node computes (no tube calls)", function()
+    if pd.vm:match("LuaJIT") then
+      pending("LuaJIT's compiled loops run no hooks: info comes at the next tube call there")
+      return
+    end
+    local T = {}
+    function T:run()
+      if self.index == 2 then
+        self:pop("go")
+        error("node two gives up")
+      end
+      self.i = 0
+      while true do self.i = self.i + 1 end           -- no tube call, ever
+    end
+    function T:info() return self.i end
+    local h = pd.tasks_async(T, { count = 2, tubes = { { "go", 1, 2 } } })
+    local inf = H.wait_until(function()
+      local i = h:info(1)
+      return i[1] and i[1] > 0 and i
+    end, 10)
+    assert.is_truthy(inf)
+    assert.is_nil(inf[2])                              -- blocked in pop, no info function value
+    -- node 2 dies; the coordinator's abort must stop node 1's endless loop
+    os.execute("kill -9 " .. h:pids()[2])
+    local t0 = core.now()
+    assert.is_true(h:wait(10))
+    local e = h:error()
+    assert.equals(2, e.index)
+    -- node 1 stopped on the abort (not killed after the grace)
+    assert.is_true(core.now() - t0 < 0.9, "took " .. (core.now() - t0) .. " s")
+  end)
+
   it("refuses a set larger than the session can host at once, and bad tubes", function()
     local T = { run = function() end }
     assert.has_error(function() pd.tasks(T, { count = 5 }) end,

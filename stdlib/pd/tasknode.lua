@@ -88,14 +88,15 @@ local function watcher(ty, p)
   if not enc_ok then msg = cmap.encode { id = req.id, ok = false, v = "info: " .. tostring(msg) } end
   N:send(P.INFOR, msg)
 end
-N:watch(watcher, true)
-
+-- The watcher runs inside init and run only (an abort raised by it is then
+-- caught like any error there); from READY to RUN there is no hook at all:
+-- RUN is for recv below, never for the watcher.
 local ok, err = xpcall(function()
+  N:watch(watcher, true)
   if type(task.init) == "function" then task.init(self, unpack(spec.args, 1, spec.args.n)) end
+  N:watch(watcher, false)
 end, handler)
 if not ok then fail(err, "init") end
--- No hook from here to RUN: RUN is for recv below, never for the watcher.
-N:watch(watcher, false)
 N:send(P.READY, "")
 
 repeat
@@ -103,16 +104,16 @@ repeat
   if t == P.INFO then watcher(t, payload) end
 until t ~= P.INFO
 if t ~= P.RUN then os.exit(0) end                 -- aborted before the start, or orphaned
-N:watch(watcher, true)
 
 local r
 ok, err = xpcall(function()
+  N:watch(watcher, true)
   r = task.run(self)
   N:flush()
+  N:watch(watcher, false)
 end, handler)
 if not ok then fail(err, "run") end
 if r == nil then r = rawget(self, "result") end
-N:watch(watcher, false)
 local enc_ok, msg = pcall(cmap.encode, r)
 if not enc_ok then
   fail({ message = "run returned a value that cannot be sent back: " .. tostring(msg),

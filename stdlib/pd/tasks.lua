@@ -218,7 +218,9 @@ local function start_failing(h)
   local why = "pd.tasks: the task set failed (node " .. first.index .. ": " ..
               tostring(first.message):gsub("\n.*", "") .. ")"
   for k = 1, h.count do
-    if not h._ended[k] and not h._done[k] then h._gang:send(k, M.ABORT, why) end
+    if not h._ended[k] and not h._done[k] and h._gang:send(k, M.ABORT, why) then
+      h._gang:poke(k)                                  -- a computing node reads it now
+    end
   end
 end
 
@@ -332,6 +334,7 @@ function Set:info(seconds)
   local asked = {}
   for k = 1, self.count do
     if not self._ended[k] and not self._done[k] and self._gang:send(k, M.INFO, req) then
+      self._gang:poke(k)
       asked[#asked + 1] = k
     end
   end
