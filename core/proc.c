@@ -47,10 +47,17 @@ int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);      /* parent already gone */
     setpgid(0, 0);                            /* Ctrl-C goes to the coordinator */
+#ifndef PDLUA_SANITIZE
+    /* (not under ASan: it reserves terabytes of shadow address space at
+     * start, which any RLIMIT_AS forbids; the worker's allocator cap in
+     * map.c still bounds the Lua heap there) */
     if (as_limit) {
       struct rlimit rl = {(rlim_t)as_limit, (rlim_t)as_limit};
       setrlimit(RLIMIT_AS, &rl);
     }
+#else
+    (void)as_limit;
+#endif
     if (dup2(sv[1], 3) < 0) _exit(127);       /* dup2 clears close-on-exec */
     sigset_t none;
     sigemptyset(&none);

@@ -55,6 +55,12 @@ typedef struct worker {
   int solo;                     /* runs a retried task: nothing else meanwhile */
   double head_start;            /* when its oldest in-flight task started */
   int kill_reason;              /* 0, or why we are killing it */
+  /* cluster: a remote slot is a worker on another machine whose frames
+   * travel over a socketpair to the cluster bridge (core/cluster.c) and on
+   * over the network.  ext > 0 names it; pid is then -ext (never killed,
+   * never reaped: closing the fd releases it).  retiring: take no new
+   * batches, close once idle (its node lends less now). */
+  int ext, retiring;
 } worker;
 
 enum { KILL_NONE = 0, KILL_CRASH, KILL_TIMEOUT, KILL_CANCEL };
@@ -91,6 +97,11 @@ struct pd_pool {
   uint32_t next_id;
   int spawn_failures;
   pd_pool_stats stats;
+  /* cluster: called from pump in the pool's own thread, and a descriptor
+   * that wakes a waiting pump when remote slots come or go */
+  pd_pool_hook hook;
+  void *hook_arg;
+  int wakefd;
 };
 
 /* ---- little helpers ----------------------------------------------------------- */
@@ -191,6 +202,7 @@ pd_pool *pd_pool_new(const pd_pool_opts *o) {
   }
   p->o.argv = p->argv;
   p->next_id = 1;
+  p->wakefd = -1;
   return p;
 }
 
@@ -212,9 +224,10 @@ static void worker_close(worker *w) {
 
 void pd_pool_free(pd_pool *p) {
   if (!p) return;
-  for (int i = 0; i < p->nw; i++) kill(p->w[i].pid, SIGKILL);  /* all at once */
+  for (int i = 0; i < p->nw; i++)                 /* all at once */
+    if (!p->w[i].ext) kill(p->w[i].pid, SIGKILL);
   for (int i = 0; i < p->nw; i++) {
-    pd_kill_reap(p->w[i].pid);
+    if (!p->w[i].ext) pd_kill_reap(p->w[i].pid);
     worker_close(&p->w[i]);
   }
   free(p->w);
@@ -230,12 +243,52 @@ void pd_pool_free(pd_pool *p) {
 }
 
 void pd_pool_resize(pd_pool *p, int workers) {
-  p->o.workers = workers > 0 ? workers : 1;
+  p->o.workers = workers >= 0 ? workers : 0;   /* 0: remote slots only */
+}
+
+/* ---- remote slots (cluster) ------------------------------------------------------ */
+
+void pd_pool_set_hook(pd_pool *p, pd_pool_hook h, void *arg, int wakefd) {
+  p->hook = h;
+  p->hook_arg = arg;
+  p->wakefd = wakefd;
+}
+
+int pd_pool_attach(pd_pool *p, int fd, int ext) {
+  if (grow((void **)&p->w, &p->capw, (size_t)p->nw + 1, sizeof *p->w)) {
+    close(fd);
+    return -ENOMEM;
+  }
+  worker *w = &p->w[p->nw++];
+  memset(w, 0, sizeof *w);
+  w->pid = -ext;
+  w->ext = ext;
+  pd_conn_init(&w->c, fd);
+  return 0;
+}
+
+void pd_pool_retire(pd_pool *p, int ext) {
+  for (int k = 0; k < p->nw; k++)
+    if (p->w[k].ext == ext) p->w[k].retiring = 1;
+}
+
+uint32_t pd_pool_demand(const pd_pool *p) {
+  uint64_t d = 0;
+  for (const pd_job *j = p->jobs; j; j = j->link)
+    if (!job_final(j)) d += queued(j) + j->inflight;
+  return d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+}
+
+int pd_pool_local(const pd_pool *p) {
+  int n = 0;
+  for (int k = 0; k < p->nw; k++) n += !p->w[k].ext;
+  return n;
 }
 
 int pd_pool_pids(const pd_pool *p, int *pids, int max) {
   int k = 0;
-  for (int i = 0; i < p->nw && k < max; i++) pids[k++] = p->w[i].pid;
+  for (int i = 0; i < p->nw && k < max; i++)
+    if (!p->w[i].ext) pids[k++] = p->w[i].pid;
   return k;
 }
 
@@ -278,11 +331,12 @@ static const char *describe(int st, char *buf, size_t n) {
  * slot k).  Returns the number of tasks that reached a final state. */
 static int worker_lost(pd_pool *p, int k, int why) {
   worker *w = &p->w[k];
-  int st = pd_kill_reap(w->pid);
+  int st = w->ext ? -1 : pd_kill_reap(w->pid);     /* remote: its node reaps */
   int reported = why == KILL_CRASH && st >= 0 && WIFEXITED(st) &&
                  WEXITSTATUS(st) == PD_EXIT_REPORTED;
   char how[64];
   describe(st, how, sizeof how);
+  if (w->ext) snprintf(how, sizeof how, "its node or link went away");
   int final = 0;
   for (size_t e = w->qhead; e < w->qlen; e++) {
     pd_job *j = find_job(p, w->q[e].job);
@@ -300,8 +354,9 @@ static int worker_lost(pd_pool *p, int k, int why) {
     } else if (why == KILL_TIMEOUT || why == KILL_CANCEL || reported) {
       requeue(j, i);                                /* not its fault */
     } else if (++j->att[i] > j->o.retries) {
-      failf(j, i, w->pid, "worker %d lost while running task %u (%s; tried %d times)",
-            w->pid, i + 1, how, j->att[i]);
+      failf(j, i, w->pid, "%s %d lost while running task %u (%s; tried %d times)",
+            w->ext ? "remote slot" : "worker", w->ext ? w->ext : w->pid, i + 1, how,
+            j->att[i]);
       final++;
     } else {
       requeue(j, i);
@@ -446,7 +501,8 @@ static uint32_t chunk_for(const pd_pool *p, const pd_job *j) {
   if (j->o.chunk > 0) return (uint32_t)j->o.chunk;
   if (j->t_est <= 0) return 1;                      /* measure first */
   double c = PD_BATCH_SECONDS / j->t_est;
-  int nw = j->o.cpus && j->o.cpus < p->o.workers ? j->o.cpus : p->o.workers;
+  int all = p->nw > p->o.workers ? p->nw : p->o.workers;   /* remote slots too */
+  int nw = j->o.cpus && j->o.cpus < all ? j->o.cpus : all;
   double share = (double)q / (2.0 * (nw > 0 ? nw : 1));
   if (c > share) c = share;
   if (c > PD_MAX_CHUNK) c = PD_MAX_CHUNK;
@@ -525,7 +581,7 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
 static void dispatch(pd_pool *p) {
   for (int k = 0; k < p->nw; k++) {
     worker *w = &p->w[k];
-    if (w->kill_reason) continue;
+    if (w->kill_reason || w->retiring) continue;
     for (;;) {
       pd_job *j = p->jobs;
       while (j && !job_wants(p, j, k)) j = j->link;
@@ -662,17 +718,27 @@ int pd_pool_pump(pd_pool *p, double timeout) {
   for (;;) {
     int before = final;
     /* start workers for queued work */
+    if (p->hook) p->hook(p, p->hook_arg);          /* cluster: slots come and go */
     int want = wanted(p);
-    while (p->nw < want) {
+    int nlocal = pd_pool_local(p);
+    while (nlocal < want) {
       int rc = spawn_one(p);
       if (rc) {
-        if (p->nw == 0) return rc;
+        if (p->nw == 0 && !p->hook) return rc;
         break;
       }
+      nlocal++;
     }
-    /* stop idle workers beyond the pool's size */
-    for (int k = p->nw - 1; k >= 0 && p->nw > p->o.workers; k--)
-      if (p->w[k].qhead == p->w[k].qlen) worker_lost(p, k, KILL_CANCEL);
+    /* stop idle local workers beyond the pool's size, and idle retiring
+     * remote slots (closing the fd gives the slot back to its node) */
+    for (int k = p->nw - 1; k >= 0; k--) {
+      worker *w = &p->w[k];
+      if (w->qhead != w->qlen) continue;
+      if (w->ext ? w->retiring : nlocal > p->o.workers) {
+        if (!w->ext) nlocal--;
+        worker_lost(p, k, KILL_CANCEL);
+      }
+    }
     dispatch(p);
     for (int k = 0; k < p->nw; k++) pd_conn_flush(&p->w[k].c);  /* errors: seen as EOF */
 
@@ -686,7 +752,7 @@ int pd_pool_pump(pd_pool *p, double timeout) {
       if (until < 0) until = 0;
       if (left < 0 || until < left) left = until;
     }
-    struct pollfd *fds = p->nw <= 32 ? stackfds : malloc((size_t)p->nw * sizeof *fds);
+    struct pollfd *fds = p->nw < 32 ? stackfds : malloc((size_t)(p->nw + 1) * sizeof *fds);
     if (!fds) return -ENOMEM;
     for (int k = 0; k < p->nw; k++) {
       fds[k].fd = p->w[k].c.fd;
@@ -694,12 +760,19 @@ int pd_pool_pump(pd_pool *p, double timeout) {
       fds[k].revents = 0;
     }
     int ms = left < 0 ? -1 : (int)(left * 1000 + (left > 0 ? 0.999 : 0));
-    int nready = poll(fds, (nfds_t)p->nw, ms);
+    int nfds = p->nw;
+    int woke = 0;
+    if (p->wakefd >= 0) {                            /* cluster: slots changed */
+      fds[nfds].fd = p->wakefd;
+      fds[nfds].events = POLLIN;
+      fds[nfds].revents = 0;
+    }
+    int nready = poll(fds, (nfds_t)(nfds + (p->wakefd >= 0)), ms);
     if (nready < 0 && errno == EINTR) {             /* a signal (Ctrl-C): let the */
       if (fds != stackfds) free(fds);               /* caller's Lua hook run */
       return final;
     }
-    int nfds = p->nw;
+    if (p->wakefd >= 0 && nready > 0 && (fds[nfds].revents & POLLIN)) woke = 1;
     /* read; a worker that ended is settled after the loop (slots move) */
     int gone[nfds > 0 ? nfds : 1];
     for (int k = 0; k < nfds; k++) {
@@ -728,6 +801,7 @@ int pd_pool_pump(pd_pool *p, double timeout) {
       for (int k = 0; k < p->nw; k++) pd_conn_flush(&p->w[k].c);
       return final;
     }
+    if (woke) continue;                             /* cluster: slots came or went */
     if (timeout >= 0 && pd_now() - start >= timeout) return final;
   }
 }

@@ -253,7 +253,8 @@ static int m_pool(lua_State *L) {
     lua_pop(L, 1);
   }
   argv[n] = NULL;
-  pd_pool_opts o = {workers > 0 ? workers : 1, (unsigned long long)(mem > 0 ? mem : 0), argv};
+  /* workers may be 0 when a cluster lends every slot (pdlua run --cpus 0) */
+  pd_pool_opts o = {workers >= 0 ? workers : 1, (unsigned long long)(mem > 0 ? mem : 0), argv};
   lp->p = pd_pool_new(&o);
   if (!lp->p) return luaL_error(L, "not enough memory");
   lua_pop(L, 3);                                   /* [opts, pool] */
@@ -400,7 +401,8 @@ static int push_task(lua_State *L, pd_job *j, uint32_t i) {
   if (!lua_istable(L, -1)) luaL_error(L, "malformed error from a worker");
   lua_pushinteger(L, (lua_Integer)i + 1);
   lua_setfield(L, -2, "task");
-  lua_pushfstring(L, "local:%d", pid);
+  if (pid < 0) lua_pushfstring(L, "remote slot %d", -pid);   /* cluster: see sched.c */
+  else lua_pushfstring(L, "local:%d", pid);
   lua_setfield(L, -2, "node");
   lua_pushinteger(L, pid);
   lua_setfield(L, -2, "pid");

@@ -15,9 +15,10 @@
 /* Native parts: each adds one line here (and its opener to pdlua.h). */
 static const luaL_Reg natives[] = {
   {"pd.core.map", luaopen_pd_core_map},
+  {"pd.core.gpu", luaopen_pd_core_gpu},
   {"pd.core.array", luaopen_pd_core_array},
   {"pd.core.codec", luaopen_pd_core_codec},
-  {"pd.core.gpu", luaopen_pd_core_gpu},
+  {"pd.core.cluster", luaopen_pd_core_cluster},  /* cluster.c: nodes */
   {"pd.core.tubes", luaopen_pd_core_tubes},
   {NULL, NULL},
 };

@@ -48,7 +48,7 @@ static int report(lua_State *L, int status) {
 /* ---- options ------------------------------------------------------------- */
 
 typedef struct opts {
-  const char *cpus, *gpus, *nodes, *secret_file, *seed;
+  const char *cpus, *gpus, *nodes, *secret_file, *seed, *tls_ca;
   int discover, no_progress, json;
 } opts;
 
@@ -59,9 +59,10 @@ static void print_usage(FILE *f) {
     "       pdlua SCRIPT [ARGS...]          same as run\n"
     "       pdlua [repl] [run flags]        interactive REPL (also when no script is given)\n"
     "       pdlua -e CODE [SCRIPT ...]      run CODE, then SCRIPT if any\n"
-    "       pdlua serve [--cpus N] [--gpus N] [--listen URL] [--secret-file F]\n"
-    "       pdlua nodes [--nodes URL,... | --discover]\n"
-    "       pdlua ctl --node URL set --cpus N [--gpus N]\n"
+    "       pdlua serve [--cpus N] [--gpus N] [--listen URL] [--secret-file F] [--announce]\n"
+    "                   [--name NAME] [--tls-cert F --tls-key F] [--beacon HOST:PORT]\n"
+    "       pdlua nodes [--nodes URL,... | --discover] [--secret-file F] [--tls-ca F]\n"
+    "       pdlua ctl --node URL set --cpus N [--gpus N] [--secret-file F] [--tls-ca F]\n"
     "       pdlua --version | --help | --paths\n"
     "\n"
     "Flags go before or after SCRIPT; use -- to pass the rest to the script verbatim.\n"
@@ -75,6 +76,7 @@ static const char **value_flag(opts *o, const char *s) {
   if (!strcmp(s, "--nodes")) return &o->nodes;
   if (!strcmp(s, "--secret-file")) return &o->secret_file;
   if (!strcmp(s, "--seed")) return &o->seed;
+  if (!strcmp(s, "--tls-ca")) return &o->tls_ca;
   return NULL;
 }
 
@@ -139,6 +141,7 @@ static void store_options(lua_State *L, const opts *o) {
     lua_setfield(L, -2, "seed");
   }
   if (o->secret_file) { lua_pushstring(L, o->secret_file); lua_setfield(L, -2, "secret_file"); }
+  if (o->tls_ca) { lua_pushstring(L, o->tls_ca); lua_setfield(L, -2, "tls_ca"); }
   if (o->nodes) {                                  /* "a,b,c" -> {"a","b","c"} */
     lua_newtable(L);
     const char *p = o->nodes;
@@ -227,11 +230,12 @@ typedef struct cli {
   char **sargs;                /* script arguments (flags removed) */
   int nsargs;
   int version, help, paths;
+  int admin_rc;                /* exit status of `pdlua nodes` / `pdlua ctl` */
 } cli;
 
 static int parse(cli *c) {
   int i = 1;
-  static const char *later[] = {"serve", "nodes", "ctl", NULL};
+  static const char *later[] = {"serve", "nodes", "ctl", NULL};  /* own parsers */
   c->mode = "run";
   if (i < c->argc) {
     const char *w = c->argv[i];
@@ -308,6 +312,28 @@ static int pmain(lua_State *L) {
   return 1;
 }
 
+/* `pdlua nodes ...` and `pdlua ctl ...`: require("pd.cluster").cli(mode, args)
+ * returns the exit status.  Stack: [cli] -> [ok] */
+static int pmain_admin(lua_State *L) {
+  cli *c = (cli *)lua_touserdata(L, 1);
+  open_state(L);
+  store_options(L, &c->o);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "pd.cluster");
+  if (report(L, pdi_docall(L, 1, 1)) != LUA_OK) return 0;
+  lua_getfield(L, -1, "cli");                      /* [cluster, cli] */
+  lua_pushstring(L, c->mode);
+  lua_createtable(L, c->argc, 0);
+  for (int i = 2; i < c->argc; i++) {
+    lua_pushstring(L, c->argv[i]);
+    lua_rawseti(L, -2, i - 1);
+  }
+  if (report(L, pdi_docall(L, 2, 1)) != LUA_OK) return 0;
+  c->admin_rc = (int)lua_tointeger(L, -1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   pdi_is_pdlua = 1;
   cli c;
@@ -318,10 +344,8 @@ int main(int argc, char **argv) {
     free(c.sargs);
     return 2;
   }
-  if (strcmp(c.mode, "run") && strcmp(c.mode, "repl")) {
-    fprintf(stderr, "%s: '%s' is not built yet\n", PROGNAME, c.mode);
-    return 2;
-  }
+  if (!strcmp(c.mode, "serve")) return pdi_serve_main(argc, argv);
+  int admin = !strcmp(c.mode, "nodes") || !strcmp(c.mode, "ctl");
   if (c.help) {
     print_usage(stdout);
     free(c.sargs);
@@ -342,12 +366,13 @@ int main(int argc, char **argv) {
     l_message("cannot create state: not enough memory");
     return 1;
   }
-  lua_pushcfunction(L, pmain);
+  lua_pushcfunction(L, admin ? pmain_admin : pmain);
   lua_pushlightuserdata(L, &c);
   int status = lua_pcall(L, 1, 1, 0);
   int ok = status == LUA_OK && lua_toboolean(L, -1);
   report(L, status);
   lua_close(L);
   free(c.sargs);
+  if (ok && admin) return c.admin_rc;
   return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -12,11 +12,14 @@
  * build/lib/pd/core.so gets all of them from one file. */
 int luaopen_pd_core(lua_State *L);
 int luaopen_pd_core_map(lua_State *L);      /* map.c: pd.map, workers */
+int luaopen_pd_core_gpu(lua_State *L);     /* gpu.c */
 /* pd.core.array: arrays, pd.math, pd.linalg, pd.random (array.h). */
 int luaopen_pd_core_array(lua_State *L);
 int luaopen_pd_core_codec(lua_State *L);   /* codec.h */
-int luaopen_pd_core_gpu(lua_State *L);     /* gpu.c */
 int luaopen_pd_core_tubes(lua_State *L);   /* tubes.c: pd.tasks, tubes */
+int luaopen_pd_core_cluster(lua_State *L); /* cluster.c: nodes, serve */
+/* `pdlua serve ...` (cluster.c): runs until SIGINT/SIGTERM; exit status. */
+int pdi_serve_main(int argc, char **argv);
 
 /* Directory holding the pdlua executable (no trailing slash), or NULL when
  * it cannot be found.  Result is static storage, computed once. */

@@ -11,7 +11,7 @@ libedit-dev
 libopenblas-dev liblapacke-dev
 luajit2 libluajit2-5.1-dev lua-compat53-dev
 clang libclang-rt-14-dev
-tmux iproute2 procps"
+tmux iproute2 procps openssl"
 
 if [ "${1:-}" = "--bench" ]; then
   PKGS="$PKGS python3 python3-joblib python3-dask python3-distributed lua-messagepack"

@@ -70,6 +70,23 @@ local function same(a, b)
   return true
 end
 
+-- cluster: the script's own Lua modules (files under its directory) travel
+-- with the job as source, so that workers on other machines can require
+-- them; a worker started by a node loads them in text mode only.
+local function local_modules()
+  if not arg or not arg[0] then return nil end
+  local ok, codec = pcall(require, "pd.codec")
+  if not ok then return nil end
+  local ok2, b = pcall(codec.bundle)
+  if not ok2 or not b then return nil end
+  local mods, any = {}, false
+  for name, m in pairs(b.modules) do
+    mods[name] = { src = b.sources[m.sha], path = m.path }
+    any = true
+  end
+  return any and mods or nil
+end
+
 --- The blob a worker turns back into (f, shared).
 -- Two messages: the module search paths first (the function may name
 -- modules that only those paths find), then {f, shared}.
@@ -110,7 +127,8 @@ function M._pack(f, shared)
   if hit and same(hit.key, key) and hit.path == package.path and hit.cpath == package.cpath then
     return hit.blob
   end
-  local paths = cmap.encode { path = package.path, cpath = package.cpath }
+  local paths = cmap.encode { path = package.path, cpath = package.cpath,
+                              mods = local_modules() }    -- cluster: code transport
   local blob = #paths .. ":" .. paths .. encode_job(f, shared)
   if key then
     blob_cache[f] = { key = key, blob = blob, path = package.path, cpath = package.cpath }
@@ -127,7 +145,20 @@ function M._unpack(blob)
   local len, rest = blob:match("^(%d+):()")
   len = tonumber(len)
   local paths = cmap.decode(blob:sub(rest, rest + len - 1))
-  package.path, package.cpath = paths.path or package.path, paths.cpath or package.cpath
+  if os.getenv("PDLUA_REMOTE_WORKER") then
+    -- cluster: a node's worker keeps its own paths (the coordinator's may
+    -- not exist here) and gets the job's modules from the job itself,
+    -- before the function (which may name them) is decoded
+    for name, m in pairs(paths.mods or {}) do
+      if package.loaded[name] == nil then
+        package.preload[name] = function(...)
+          return assert(load(m.src, "@" .. m.path, "t"))(...)
+        end
+      end
+    end
+  else
+    package.path, package.cpath = paths.path or package.path, paths.cpath or package.cpath
+  end
   local spec = cmap.decode(blob:sub(rest + len))
   local rec = { f = spec.f, shared = spec.shared }
   if type(rec.f) ~= "function" then error("pd.map: the job carries no function", 0) end
@@ -169,16 +200,48 @@ M._settings = settings   -- pd.tasks reads the session's cpus and seed
 
 --- pd.init{cpus=, seed=, memory=, progress=, nodes=}: optional; without it
 -- the first map starts local workers on every CPU (or --cpus).
+-- cluster: the nodes of this session (pd.cluster), started by pd.init{nodes=}
+-- or, on first use, from `pdlua run --nodes/--discover`.
+local function start_cluster(opts)
+  local o = core.options()
+  local nodes = opts.nodes or o.nodes
+  local discover = opts.discover
+  if discover == nil then discover = o.discover end
+  local cl_nodes = require("pd.cluster").url_list(nodes)
+  if #cl_nodes == 0 and not discover then return nil end
+  return require("pd.cluster").start {
+    nodes = cl_nodes, discover = discover, secret = opts.secret,
+    secret_file = opts.secret_file or o.secret_file, tls_ca = opts.tls_ca or o.tls_ca,
+  }
+end
+
+local function ensure_cluster()
+  if S.cluster_started then return S.cluster end
+  S.cluster_started = true
+  S.cluster = start_cluster({})
+  return S.cluster
+end
+
 function M.init(opts)
   opts = opts or {}
-  if opts.nodes and #opts.nodes > 0 then
-    error("pd.init: remote nodes are not available in this build yet (local workers only)", 2)
-  end
+  local remote = (opts.nodes and #require("pd.cluster").url_list(opts.nodes) > 0) or opts.discover
+                 or core.options().nodes or core.options().discover
   if opts.cpus ~= nil then
     assert(math.type == nil or math.type(opts.cpus) ~= "float" or opts.cpus % 1 == 0,
            "pd.init: cpus must be a whole number")
-    if opts.cpus < 1 then error("pd.init: cpus must be at least 1", 2) end
+    if opts.cpus < (remote and 0 or 1) then
+      error("pd.init: cpus must be at least 1 (0 only with nodes)", 2)
+    end
     S.cpus = opts.cpus
+  end
+  if opts.nodes or opts.discover or opts.secret or opts.secret_file then
+    if S.cluster then
+      for _, p in pairs(S.pools) do p:close() end
+      S.pools = {}
+      S.cluster:close()
+    end
+    S.cluster_started = true
+    S.cluster = start_cluster(opts)
   end
   if opts.seed ~= nil then S.seed = opts.seed end
   if opts.memory ~= nil then S.memory = opts.memory end
@@ -204,14 +267,18 @@ local function get_pool(memory_mib, cpus)
   else
     -- a fair share of what the machine has free: a runaway task fails
     -- with an out-of-memory error long before the kernel's OOM killer
-    bytes = st.avail > 0 and math.floor(st.avail * 0.9 / n) or 0
+    bytes = st.avail > 0 and math.floor(st.avail * 0.9 / math.max(n, 1)) or 0
   end
   local key = memory_mib or "default"
   local p = S.pools[key]
   if p and p:closed() then p = nil end
   if not p then
+    local cl = ensure_cluster()                -- cluster: may raise (refused)
+    if n < 1 and not cl then n = 1 end
+    if bytes ~= bytes or bytes == math.huge then bytes = 0 end
     p = cmap.pool { workers = n, memory = bytes, argv = worker_argv() }
     S.pools[key] = p
+    if cl and key == "default" then cl:bind(p) end   -- cluster: remote slots join
   else
     p:resize(n)
   end
@@ -224,6 +291,8 @@ function M.shutdown()
     p:close()
     S.pools[k] = nil
   end
+  if S.cluster then S.cluster:close() end     -- cluster: after its pools
+  S.cluster, S.cluster_started = nil, false
   return true
 end
 
@@ -237,8 +306,13 @@ function M.nodes()
     end
   end
   busy = #pids
-  return { { url = "local", name = "local", cpus = st.cpus, gpus = 0, busy = busy, alive = true,
-             workers = pids } }
+  local t = { { url = "local", name = "local", cpus = st.cpus, gpus = 0, busy = busy, alive = true,
+                workers = pids } }
+  local cl = ensure_cluster()                  -- cluster: every node, as last heard
+  if cl then
+    for _, n in ipairs(cl:nodes()) do t[#t + 1] = n end
+  end
+  return t
 end
 
 -- ---------------------------------------------------------------------------
@@ -452,7 +526,14 @@ local function start(f, list, opts)
     error("pd.map: errors must be \"raise\" or \"collect\"", 3)
   end
   if opts.gpus and opts.gpus > 0 then error("pd.map: gpus are not available in this build yet", 3) end
-  if opts.nodes and #opts.nodes > 0 then error("pd.map: remote nodes are not available yet", 3) end
+  if opts.nodes ~= nil then                  -- cluster: nodes join the session
+    local cl = ensure_cluster()
+    if not cl then
+      M.init { nodes = opts.nodes }
+    else
+      for _, u in ipairs(require("pd.cluster").url_list(opts.nodes)) do cl:add(u) end
+    end
+  end
   for _, k in ipairs { "chunk", "cpus", "retries" } do
     local v = opts[k]
     if v ~= nil and (type(v) ~= "number" or v < 0 or v % 1 ~= 0) then

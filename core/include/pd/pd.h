@@ -298,6 +298,116 @@ enum {
 };
 #define PD_JOBF_UNPACK 1
 
+
+/* ---- remote slots (sched.c, for core/cluster.c) -------------------------------
+ * A node connection is a set of remote slots for the same scheduler: each
+ * is a socketpair end carrying the frames above, whose other end the
+ * cluster bridge forwards over the network.  The hook runs in the pool's
+ * own thread at the top of every pump round (it attaches and retires
+ * slots); wakefd, when >= 0, wakes a waiting pump (the hook drains it). */
+typedef void (*pd_pool_hook)(pd_pool *p, void *arg);
+void pd_pool_set_hook(pd_pool *p, pd_pool_hook h, void *arg, int wakefd);
+/* Add a remote slot named ext (> 0) on fd (owned by the pool from now on,
+ * even on failure).  Returns 0 or -ENOMEM. */
+int pd_pool_attach(pd_pool *p, int fd, int ext);
+/* Give no new batches to slot ext; close it once its batches are back. */
+void pd_pool_retire(pd_pool *p, int ext);
+/* Tasks queued or in flight over all unfinished jobs. */
+uint32_t pd_pool_demand(const pd_pool *p);
+int pd_pool_local(const pd_pool *p);          /* local worker processes */
+
+/* ---- links: nng streams as file descriptors (link.c) ---------------------------
+ * A link is one nng stream (tcp://, tls+tcp://, ipc://) seen by its owner as
+ * a non-blocking socketpair end: two threads copy bytes between the stream
+ * and the socketpair, so the owner polls plain fds and frames them with
+ * pd_conn.  No Lua and no callbacks: the threads use blocking aio waits.
+ * TLS: a listener needs cert and key files (PEM); a dialer verifies the
+ * node's certificate against ca when given, and does not verify otherwise
+ * (the HMAC handshake still proves the peer). */
+typedef struct pd_tls {
+  const char *cert, *key;       /* listener: PEM files */
+  const char *ca;               /* dialer: PEM file to verify against, or NULL */
+} pd_tls;
+
+typedef struct pd_link pd_link;
+/* Dial url within timeout seconds.  Returns 0 with *l and *fd set, or a
+ * negative code with a reason in err[n]. */
+int pd_link_dial(const char *url, const pd_tls *tls, double timeout, pd_link **l, int *fd,
+                 char *err, size_t n);
+/* Close the stream (both threads end) and the owner's fd.  NULL is allowed. */
+void pd_link_close(pd_link *l);
+/* The peer's address as text ("10.0.0.2:41234"), for logs. */
+const char *pd_link_peer(const pd_link *l);
+
+typedef struct pd_listener pd_listener;
+/* Listen on url; each accepted link is reported by writing a pd_link
+ * pointer (sizeof(void *) bytes) to notify_fd.  Returns 0 or a negative
+ * code with a reason in err. */
+int pd_listener_open(const char *url, const pd_tls *tls, int notify_fd, pd_listener **out,
+                     char *err, size_t n);
+void pd_listener_close(pd_listener *ls);
+/* The port a tcp listener was given (useful with port 0), or 0. */
+int pd_listener_port(pd_listener *ls);
+int pd_link_fd(const pd_link *l);              /* the owner's end */
+/* Is url's host loopback (127.0.0.0/8, localhost, ::1) or ipc://? */
+int pd_url_is_loopback(const char *url);
+
+/* ---- node (node.c): `pdlua serve` ------------------------------------------------
+ * Lends up to cpus worker processes to the coordinators that connect and
+ * prove the secret.  Runs until *stop becomes non-zero (a signal handler
+ * may set it) or a fatal error; returns 0 or -1 with a message on stderr. */
+typedef struct pd_node_opts {
+  const char *listen;           /* URL */
+  const char *name;
+  int cpus, gpus;
+  const pd_secret *secret;      /* NULL: loopback only */
+  pd_tls tls;
+  char *const *worker_argv;     /* how to start a worker */
+  unsigned long long memory;    /* per worker, bytes; 0: none */
+  int announce;                 /* send discovery beacons */
+  const char *beacon;           /* "host:port" or NULL for the default group */
+  double heartbeat;             /* seconds between beacons and liveness checks */
+  volatile int *stop;
+} pd_node_opts;
+int pd_node_run(const pd_node_opts *o);
+
+/* ---- coordinator side (cluster.c) -------------------------------------------------
+ * A bridge thread holds one link per node, proves the secret, pings, and
+ * forwards each remote slot's frames; remote slots reach a pool through
+ * pd_pool_set_hook(pool, pd_cluster_hook, cluster, pd_cluster_wakefd()). */
+typedef struct pd_cluster pd_cluster;
+typedef struct pd_cluster_opts {
+  const pd_secret *secret;      /* NULL: no authentication (loopback nodes) */
+  pd_tls tls;
+  double heartbeat;             /* seconds between pings; silent 4x: dead */
+  double connect_timeout;
+  const char *discover;         /* NULL, or beacon "host:port" ("" = default) */
+} pd_cluster_opts;
+
+typedef struct pd_node_info {
+  char url[256], name[128];
+  int cpus, gpus, busy, granted, held, alive, sessions;
+  char error[256];              /* why it is down, if it is */
+} pd_node_info;
+
+pd_cluster *pd_cluster_new(const pd_cluster_opts *o);
+void pd_cluster_free(pd_cluster *c);
+/* Add a node by URL (idempotent).  Returns its index. */
+int pd_cluster_add(pd_cluster *c, const char *url);
+/* Wait up to timeout for node i's first handshake.  Returns 1 (ready), 0
+ * (still trying: unreachable), or -1 with the reason in err (refused:
+ * wrong secret and the like; the node is then given up). */
+int pd_cluster_wait(pd_cluster *c, int i, double timeout, char *err, size_t n);
+int pd_cluster_nodes(pd_cluster *c, pd_node_info *out, int max);
+int pd_cluster_wakefd(pd_cluster *c);
+void pd_cluster_hook(pd_pool *p, void *cluster);
+
+/* One request to a node, synchronous (pdlua nodes, pdlua ctl): connect,
+ * prove, send 'I' (info) or 'C' (set cpus/gpus; -1 leaves one as is),
+ * read the answer.  Returns 0 or -1 with err. */
+int pd_node_query(const char *url, const pd_secret *k, const pd_tls *tls, int set_cpus,
+                  int set_gpus, double timeout, pd_node_info *out, char *err, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,152 @@
+--- spec/cluster_helper.lua: nodes and coordinators as real processes for
+-- the cluster specs.  Every process started here is remembered and killed
+-- (and checked gone) by C.cleanup(); waits have deadlines, nothing sleeps
+-- and hopes.
+local H = require "helper"
+local C = {}
+
+C.HB = "0.2"                 -- PDLUA_HEARTBEAT for every process here
+C.started = {}               -- pid -> description
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a") or ""
+  f:close()
+  return s
+end
+C.slurp = slurp
+
+--- Is pid alive (and not a zombie)?
+function C.alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return false end
+  local line = f:read("*l") or ""
+  f:close()
+  local st = line:match("%) (%a)")
+  return st ~= nil and st ~= "Z" and st ~= "X"
+end
+
+--- Start `cmd` in the background (sh syntax, already quoted) with its
+-- output in files.  Returns {pid=, out=, err=}.
+function C.spawn(cmd, what)
+  local out, err = os.tmpname(), os.tmpname()
+  local p = assert(io.popen(cmd .. " >" .. H.q(out) .. " 2>" .. H.q(err) .. " </dev/null & echo $!"))
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  assert(pid, "could not start: " .. cmd)
+  C.started[pid] = what or cmd
+  return { pid = pid, out = out, err = err }
+end
+
+--- Start a node: `pdlua serve` on a free loopback port unless args give
+-- --listen.  env: extra "NAME=value" words.  Waits until it listens and
+-- returns {pid=, url=, out=, err=, name=}.
+function C.node(args, env, chdir)
+  args = args or ""
+  if not args:match("%-%-listen") then args = "--listen tcp://127.0.0.1:0 " .. args end
+  local name = args:match("%-%-name%s+(%S+)")
+  local cmd = "env " .. (chdir and ("-C " .. H.q(chdir) .. " ") or "") ..
+              "PDLUA_HEARTBEAT=" .. C.HB .. " " .. (env or "") .. " " ..
+              H.q(H.pdlua) .. " serve " .. args
+  local n = C.spawn(cmd, "node " .. (name or "?"))
+  n.name = name
+  n.url = H.wait_until(function()
+    return slurp(n.out):match("listening on (%S+)") or (not C.alive(n.pid) and "dead")
+  end, 15)
+  assert(n.url and n.url ~= "dead", "node did not start: " .. slurp(n.err))
+  return n
+end
+
+--- Write a job script; returns its path.
+function C.script(text, dir)
+  if dir then
+    local path = dir .. "/job.lua"
+    local f = assert(io.open(path, "wb")); f:write(text); f:close()
+    return path
+  end
+  return H.tmpfile(text, ".lua")
+end
+
+--- Run `pdlua run SCRIPT words` to completion (bounded by `limit` s).
+-- Returns stdout, stderr, status.
+function C.run(script, words, env, limit)
+  return H.sh("env " .. (env or "") .. " PDLUA_HEARTBEAT=" .. C.HB .. " timeout -s KILL " ..
+              (limit or 60) .. " " .. H.q(H.pdlua) .. " run " .. H.q(script) .. " " .. (words or ""))
+end
+
+--- Processes whose environment holds PDLUA_NODE_NAME=name (a node's workers).
+function C.workers_of(name)
+  local pids = {}
+  local p = io.popen("ls /proc")
+  for d in p:lines() do
+    if d:match("^%d+$") then
+      local f = io.open("/proc/" .. d .. "/environ", "rb")
+      if f then
+        local e = f:read("*a") or ""
+        f:close()
+        if e:find("PDLUA_NODE_NAME=" .. name .. "\0", 1, true) and C.alive(tonumber(d)) then
+          pids[#pids + 1] = tonumber(d)
+        end
+      end
+    end
+  end
+  p:close()
+  return pids
+end
+
+--- Kill one process we started (SIGKILL) and wait until it is gone.
+function C.kill(pid, sig)
+  os.execute("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")
+  if (sig or "KILL") == "KILL" then
+    assert(H.wait_until(function() return not C.alive(pid) end, 10), "pid " .. pid .. " survived")
+    C.started[pid] = nil
+  end
+end
+
+--- Kill everything still running that we started; assert it is gone.
+function C.cleanup()
+  for pid in pairs(C.started) do os.execute("kill -CONT " .. pid .. " 2>/dev/null") end
+  for pid in pairs(C.started) do os.execute("kill -TERM " .. pid .. " 2>/dev/null") end
+  for pid in pairs(C.started) do
+    if not H.wait_until(function() return not C.alive(pid) end, 5) then
+      os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+      H.wait_until(function() return not C.alive(pid) end, 5)
+    end
+    C.started[pid] = nil
+  end
+end
+
+--- A secret file with the given text and mode.
+function C.secret(text, mode)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb")); f:write(text .. "\n"); f:close()
+  os.execute("chmod " .. (mode or "600") .. " " .. H.q(path))
+  return path
+end
+
+-- A job that records where each task ran (PDLUA_NODE_NAME is set in a
+-- node's workers) and checks its results itself.  arg: N, seconds per task.
+C.JOB = [=[
+local pd = require "pd"
+local n = tonumber(arg[1] or "40")
+local spin = tonumber(arg[2] or "0.02")
+local list = {}
+for i = 1, n do list[i] = i end
+local r = pd.map(function(x)
+  local t = os.clock() + spin
+  while os.clock() < t do end
+  return { x * x, os.getenv("PDLUA_NODE_NAME") or "local" }
+end, list)
+local where = {}
+for i = 1, n do
+  assert(r[i][1] == i * i, "wrong result at " .. i)
+  where[r[i][2]] = (where[r[i][2]] or 0) + 1
+end
+local names = {}
+for k, v in pairs(where) do names[#names + 1] = k .. "=" .. v end
+table.sort(names)
+print("OK " .. r.n .. " " .. table.concat(names, " "))
+]=]
+
+return C
