@@ -95,6 +95,7 @@ for i, s in ipairs(strips) do
 end
 local d1 = S:slice(2, n - 1) - one[1]
 err = math.max(err, d1:max(), -d1:min())
+if err == 0 then err = 0 end                  -- not -0 (LuaJIT's math.max keeps it)
 
 print(string.format("heat: %dx%d grid, %d steps, %d nodes", n, n, steps, nodes))
 print(string.format("  total heat %.6f (serial %.6f), largest difference from serial %.3g",
