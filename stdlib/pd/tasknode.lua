@@ -16,8 +16,13 @@ local unpack = table.unpack or unpack  -- luacheck: ignore
 
 local N = ctubes.node(3)
 
--- Message handler: any error object -> {message, traceback}.
+local function quiet() N:watch(function() end, false) end   -- no more pokes
+
+-- Message handler: any error object -> {message, traceback}.  The node is
+-- failing: it stops listening for pokes first (an abort arriving now must
+-- not raise inside the handler or in fail).
 local function handler(e)
+  quiet()
   local msg = e
   if type(e) ~= "string" then
     local mt = getmetatable(e)
@@ -29,10 +34,12 @@ local function handler(e)
 end
 
 local function fail(e, phase)
+  quiet()
   if type(e) ~= "table" then e = { message = tostring(e), traceback = "" } end
-  local rec = { message = e.message, traceback = e.traceback, phase = phase,
-                secondary = N:aborted() }
-  pcall(N.send, N, P.ERROR, cmap.encode(rec))
+  local rec = { message = tostring(e.message), traceback = tostring(e.traceback or ""),
+                phase = phase, secondary = N:aborted() }
+  local ok, msg = pcall(cmap.encode, rec)
+  if ok then pcall(N.send, N, P.ERROR, msg) end
   os.exit(0)
 end
 
