@@ -41,6 +41,7 @@
  */
 #define _GNU_SOURCE
 #include "pdlua.h"
+#include "array.h"
 #include "codec.h"
 
 #include "pd/pd.h"
@@ -67,6 +68,13 @@
 #define TUBE_BOUND (N->bound)
 #define TUBE_VALUE 1                    /* frame type of a value on a tube */
 #define TUBE_PIPE_SIZE (1 << 20)        /* kernel buffer asked for each tube */
+
+/* A lone array as a codec message (docs/wire.md): version byte, the EXT tag
+ * (lua/codec.c's T_EXT), ext id 1, u32 LE payload length, then the payload
+ * of lua/array.h's wire form.  Built here only for the direct path of
+ * large arrays (n_push); the specs decode it with the codec. */
+#define TUBE_T_EXT 0x0f
+#define TUBE_DIRECT_MIN ((size_t)1 << 16)   /* smaller arrays are copied */
 
 /* Control frame types (tasks.lua names them too). */
 enum { C_INFO = 3, C_ABORT = 4 };
@@ -396,6 +404,7 @@ typedef struct tnode {
   int busy;         /* in a wait: the hook leaves control frames to it */
   int open_t;       /* tube with a frame being encoded, or -1 */
   size_t bound;     /* TUBE_BOUND_DEFAULT; smaller in specs (node:set_bound) */
+  size_t push_limit; /* W_PUSH waits until the tube holds at most this */
   size_t open_mark;
 } tnode;
 
@@ -480,7 +489,7 @@ static void fill_in(tnode *N, tube *t) {
   }
 }
 
-enum { W_POP, W_PUSH, W_FLUSH };
+enum { W_POP, W_PUSH, W_FLUSH, W_WRITABLE };
 
 /* Wait until tube ti has a frame (W_POP), until tube ti holds at most
  * TUBE_BOUND bytes unsent (W_PUSH), or until every out tube is sent
@@ -489,6 +498,7 @@ enum { W_POP, W_PUSH, W_FLUSH };
  * aborted, when the popped tube closes empty, or when the coordinator is
  * gone.  Stack: unchanged. */
 static int wait_for(lua_State *L, tnode *N, int why, int ti, double deadline) {
+  int writable = 0;                 /* W_WRITABLE: tube ti's pipe took POLLOUT */
   for (;;) {
     flush_outs(N);
     if (why == W_POP) {
@@ -505,7 +515,9 @@ static int wait_for(lua_State *L, tnode *N, int why, int ti, double deadline) {
                     t->name, t->peer);
       }
     } else if (why == W_PUSH) {
-      if (N->t[ti].closed || pending(&N->t[ti]) <= TUBE_BOUND) return 1;
+      if (N->t[ti].closed || pending(&N->t[ti]) <= N->push_limit) return 1;
+    } else if (why == W_WRITABLE) {
+      if (N->t[ti].closed || writable) return 1;
     } else {
       int all = 1;
       for (int i = 0; i < N->nt && all; i++) all = !N->t[i].out || !pending(&N->t[i]);
@@ -521,7 +533,7 @@ static int wait_for(lua_State *L, tnode *N, int why, int ti, double deadline) {
       tube *t = &N->t[i];
       short ev = 0;
       if (!t->closed && !t->out && (buffered(t) < TUBE_BOUND || !frame_ready(t))) ev = POLLIN;
-      if (!t->closed && t->out && pending(t)) ev = POLLOUT;
+      if (!t->closed && t->out && (pending(t) || (why == W_WRITABLE && i == ti))) ev = POLLOUT;
       N->pfd[np].fd = ev ? t->c.fd : -1;
       N->pfd[np].events = ev;
       N->pfd[np++].revents = 0;
@@ -538,6 +550,8 @@ static int wait_for(lua_State *L, tnode *N, int why, int ti, double deadline) {
       else if (N->pfd[i + 1].revents & (POLLERR | POLLHUP)) {
         t->closed = 1;
         t->c.out.len = t->c.out_off = 0;
+      } else if (i == ti && (N->pfd[i + 1].revents & POLLOUT)) {
+        writable = 1;
       }
     }
   }
@@ -676,9 +690,70 @@ static int n_add(lua_State *L) {
   return 0;
 }
 
+/* Push a large contiguous array that would take the tube past its bound:
+ * rather than copy it into the tube's buffer, wait until the tube is empty,
+ * then write the frame's header and the elements straight from the
+ * array's memory, serving the other tubes and the control socket while the
+ * pipe is full.  Push returns once the whole array is in the pipe (this is
+ * the bound at work: nothing of it is left to send).  Stack: +0 */
+static int push_direct(lua_State *L, tnode *N, int ti, const pdi_array *a) {
+  tube *t = &N->t[ti];
+  N->busy = 1;
+  N->push_limit = 0;
+  wait_for(L, N, W_PUSH, ti, -1);                  /* the frames before it go first */
+  N->busy = 0;
+  if (t->closed) return 0;
+  size_t total = pdi_array_encoded_size(a);
+  size_t body = (size_t)a->n * pdi_dtype_size(a->dtype);
+  size_t msg = 1 + 1 + 1 + 4 + total;               /* version, EXT, id, len, payload */
+  if (total > UINT32_MAX || 1 + msg > PD_FRAME_MAX)
+    return raise_plain(L, "pd.tasks: value too large for a tube (over 1 GiB encoded)");
+  pd_buf *b = &t->c.out;
+  unsigned char h[16];
+  uint32_t flen = (uint32_t)(1 + msg), plen = (uint32_t)total;
+  for (int i = 0; i < 4; i++) h[i] = (unsigned char)(flen >> (8 * i));
+  h[4] = TUBE_VALUE;
+  h[5] = PDI_CODEC_VERSION;
+  h[6] = TUBE_T_EXT;
+  h[7] = PDI_CODEC_EXT_ARRAY;
+  for (int i = 0; i < 4; i++) h[8 + i] = (unsigned char)(plen >> (8 * i));
+  h[12] = (unsigned char)a->dtype;
+  h[13] = (unsigned char)a->ndim;
+  if (pd_buf_append(b, h, 14) || pdi_codec_put_uvarint(b, (uint64_t)a->dims[0]) ||
+      (a->ndim == 2 && pdi_codec_put_uvarint(b, (uint64_t)a->dims[1])))
+    return luaL_error(L, "not enough memory");
+  const char *p = a->data;
+  size_t left = body;
+  N->busy = 1;
+  for (;;) {
+    int rc = tube_flush(t);                          /* the header */
+    if (rc == 0) {
+      while (left) {
+        ssize_t w = write(t->c.fd, p, left);
+        if (w > 0) { p += w; left -= (size_t)w; continue; }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        t->closed = 1;                               /* reader gone: drop */
+        break;
+      }
+      if (!left || t->closed) break;
+    } else if (rc != -EAGAIN) {
+      t->closed = 1;
+      t->c.out.len = t->c.out_off = 0;
+      break;
+    }
+    wait_for(L, N, W_WRITABLE, ti, -1);
+    if (t->closed) break;
+  }
+  N->busy = 0;
+  return 0;
+}
+
 /* node:push(name, v).  Encodes v into the tube's buffer and writes what the
  * socket takes; waits only while the tube holds more than TUBE_BOUND bytes
- * unsent.  A push to a node that has ended is dropped.  Stack: +0 */
+ * unsent (and for a large array that would not fit under the bound, until
+ * it is written: push_direct).  A push to a node that has ended is dropped.
+ * Stack: +0 */
 static int n_push(lua_State *L) {
   tnode *N = check_node(L);
   luaL_checkany(L, 3);
@@ -687,10 +762,16 @@ static int n_push(lua_State *L) {
   tube *t = &N->t[ti];
   if (pending(t) > TUBE_BOUND) {
     N->busy = 1;
+    N->push_limit = TUBE_BOUND;
     wait_for(L, N, W_PUSH, ti, -1);
     N->busy = 0;
   }
   if (t->closed) return 0;
+  pdi_array *a = pdi_array_test(L, 3);
+  if (a && pdi_array_contiguous(a) &&
+      (size_t)a->n * pdi_dtype_size(a->dtype) >= TUBE_DIRECT_MIN &&
+      pending(t) + pdi_array_encoded_size(a) > TUBE_BOUND)
+    return push_direct(L, N, ti, a);
   N->open_t = ti;
   N->open_mark = t->c.out.len;
   size_t m = pd_conn_begin(&t->c, TUBE_VALUE);
