@@ -308,6 +308,39 @@ describe("pd.tasks", function()
     assert.matches("no tube 'nope' going out", e.message)
   end)
 
+  it("keeps a tube usable after a push that cannot encode its value", function()
+    local T = {}
+    function T:run()
+      if self.index == 1 then
+        self:push("x", 1)
+        local co = coroutine.create(function() end)
+        local ok, e = pcall(self.push, self, "x", { 2, co })   -- refused: a coroutine
+        self:push("x", 3)
+        return { ok = ok, e = tostring(e) }
+      end
+      return { self:pop("x"), self:pop("x"), self:poll("x") }
+    end
+    local r = pd.tasks(T, { count = 2, tubes = { { "x", 1, 2 } } })
+    assert.is_false(r[1].ok)
+    assert.matches("coroutine", r[1].e)
+    assert.same({ 1, 3 }, r[2])
+  end)
+
+  it("counts the nodes of running sets against what the session hosts", function()
+    local T = { run = function(self) return self:pop("x") end }
+    local a = pd.tasks_async(T, { count = 2, tubes = { { "x", 1, 2 }, { "x", 2, 1 } } })
+    local b = pd.tasks_async(T, { count = 2, tubes = { { "x", 1, 2 }, { "x", 2, 1 } } })
+    local ok, e = pcall(pd.tasks_async, T, { count = 1 })
+    assert.is_false(ok)
+    assert.matches("4 are busy in other task sets", e)
+    a:cancel()
+    local c = pd.tasks_async({ run = function() return "ok" end }, { count = 2 })
+    assert.same({ "ok", "ok", n = 2 }, c:results())
+    b:cancel()
+    assert.equals("cancelled", a:status())
+    assert.equals("cancelled", b:status())
+  end)
+
   it("draws pd.rng() from the stream (seed, node index)", function()
     local T = { run = function() return pd.rng():uniform() end }
     local a = pd.tasks(T, { count = 2, seed = 11 })
