@@ -261,6 +261,8 @@ static int m_pool(lua_State *L) {
   return 1;
 }
 
+/* pool:close() / __gc / __close: kill and reap every worker, free every
+ * job; the pool is closed after (idempotent).  Stack: [pool] -> [] */
 static int p_gc(lua_State *L) {
   lpool *lp = (lpool *)luaL_checkudata(L, 1, POOL_MT);
   pd_pool_free(lp->p);
@@ -359,12 +361,14 @@ static int p_pump(lua_State *L) {
 
 static const char *const status_names[] = {"queued", "running", "done", "failed", "cancelled"};
 
+/* pool:status(id) -> "queued" | "running" | "done" | "failed" | "cancelled" */
 static int p_status(lua_State *L) {
   lpool *lp = check_pool(L);
   lua_pushstring(L, status_names[pd_job_status(check_job(L, lp, 2))]);
   return 1;
 }
 
+/* pool:progress(id) -> done, total, failed */
 static int p_progress(lua_State *L) {
   lpool *lp = check_pool(L);
   uint32_t d, t, f;
@@ -467,12 +471,14 @@ static int p_first_failure(lua_State *L) {
   return 2;
 }
 
+/* pool:cancel(id): see pd_pool_cancel.  Stack: [pool, id] -> [] */
 static int p_cancel(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_pool_cancel(lp->p, check_job(L, lp, 2));
   return 0;
 }
 
+/* pool:release(id): forget the job (unknown ids are ignored). */
 static int p_release(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_job *j = pd_pool_job(lp->p, (uint32_t)luaL_checkinteger(L, 2));
@@ -480,12 +486,14 @@ static int p_release(lua_State *L) {
   return 0;
 }
 
+/* pool:resize(n): at most n workers from now on. */
 static int p_resize(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_pool_resize(lp->p, (int)luaL_checkinteger(L, 2));
   return 0;
 }
 
+/* pool:pids() -> { pid, ... } of the workers running now */
 static int p_pids(lua_State *L) {
   lpool *lp = check_pool(L);
   int pids[1024];
@@ -498,6 +506,7 @@ static int p_pids(lua_State *L) {
   return 1;
 }
 
+/* pool:stats() -> {spawned=, lost=, frames_out=, frames_in=, tasks_done=} */
 static int p_stats(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_pool_stats s;
@@ -511,6 +520,7 @@ static int p_stats(lua_State *L) {
   return 1;
 }
 
+/* pool:closed() -> true after close (or pd.shutdown) */
 static int p_closed(lua_State *L) {
   lpool *lp = (lpool *)luaL_checkudata(L, 1, POOL_MT);
   lua_pushboolean(L, lp->p == NULL);
@@ -830,11 +840,13 @@ static int m_worker(lua_State *L) {
 
 /* ==== small helpers for the Lua side ======================================= */
 
+/* core.map.isatty([fd = 2]) -> boolean */
 static int m_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 2)));
   return 1;
 }
 
+/* core.map.getpid() -> this process's pid */
 static int m_getpid(lua_State *L) {
   lua_pushinteger(L, getpid());
   return 1;

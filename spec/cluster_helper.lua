@@ -95,6 +95,18 @@ function C.workers_of(name)
   return pids
 end
 
+--- pid, state and command line of each pid (for failure messages).
+function C.describe(pids)
+  local t = {}
+  for _, pid in ipairs(pids) do
+    local st = (slurp("/proc/" .. pid .. "/stat"):match("%) (%a)")) or "?"
+    local cmd = slurp("/proc/" .. pid .. "/cmdline"):gsub("%z", " ")
+    local ppid = slurp("/proc/" .. pid .. "/stat"):match("%) %a (%d+)") or "?"
+    t[#t + 1] = pid .. " " .. st .. " ppid " .. ppid .. ": " .. cmd
+  end
+  return table.concat(t, "\n")
+end
+
 --- Kill one process we started (SIGKILL) and wait until it is gone.
 function C.kill(pid, sig)
   os.execute("kill -" .. (sig or "KILL") .. " " .. pid .. " 2>/dev/null")

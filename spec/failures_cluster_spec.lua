@@ -100,6 +100,48 @@ describe("cluster failures and sharing", function()
     os.remove(go); os.remove(back)
   end)
 
+
+  it("stops a runaway task on a node (timeout) and replaces a worker killed there", function()
+    local n = C.node("--cpus 2 --name rw")
+    local script = C.script([=[
+      local pd = require "pd"
+      local r = pd.map(function(x)
+        if x == 3 then while true do end end        -- runaway: only the timeout stops it
+        return x end, {1, 2, 3, 4, 5, 6}, { timeout = 1, errors = "collect" })
+      print(r[1], r[2], pd.iserror(r[3]) and r[3].message or "no error", r[6])
+    ]=])
+    local out, err, rc = C.run(script, "--cpus 0 --nodes " .. n.url)
+    assert.equals(0, rc, err)
+    assert.matches("^1\t2\ttask 3 timed out after 1 s[^\t]*\t6\n$", out)
+    -- nothing is left spinning on the node afterwards
+    assert.truthy(H.wait_until(function() return #C.workers_of("rw") == 0 end, 10))
+    -- a worker killed on the node mid-job: its task runs again
+    local go = os.tmpname(); os.remove(go)
+    script = C.script(([=[
+      local pd = require "pd"
+      local list = {}
+      for i = 1, 40 do list[i] = i end
+      local job = pd.map_async(function(x)
+        local t = os.clock() + 0.05; while os.clock() < t do end
+        return x * 5 end, list, { chunk = 1 })
+      while select(1, job:progress()) < 4 do job:wait(0.05) end
+      local f = io.open(%q, "w"); f:write("go"); f:close()
+      local r = job:results()
+      for i = 1, 40 do assert(r[i] == 5 * i) end
+      print("OK", r.n)
+    ]=]):format(go))
+    local co = C.spawn("env PDLUA_HEARTBEAT=" .. C.HB .. " " .. q(H.pdlua) .. " run " .. q(script) ..
+                       " --cpus 0 --nodes " .. n.url, "coordinator")
+    assert.truthy(H.wait_until(function() return io.open(go) end, 30), C.slurp(co.err))
+    local victims = C.workers_of("rw")
+    assert.truthy(#victims > 0)
+    os.execute("kill -9 " .. victims[1])
+    assert.truthy(H.wait_until(function() return not C.alive(co.pid) end, 40), C.slurp(co.err))
+    C.started[co.pid] = nil
+    assert.matches("OK\t40", C.slurp(co.out), C.slurp(co.err))
+    C.kill(n.pid)
+    os.remove(go)
+  end)
   it("leaves a node clean when its coordinator is killed, and keeps serving", function()
     local n = C.node("--cpus 2 --name dc")
     local script = C.script([=[
@@ -137,7 +179,8 @@ describe("cluster failures and sharing", function()
     local co = C.spawn("env PDLUA_HEARTBEAT=" .. C.HB .. " " .. q(H.pdlua) .. " run " .. q(script) ..
                        " --cpus 0 --nodes " .. n.url, "coordinator")
     assert.truthy(H.wait_until(function() return io.open(go) end, 30), C.slurp(co.err))
-    assert.equals(3, #C.workers_of("lend"))
+    local w = C.workers_of("lend")
+    assert.equals(3, #w, C.describe(w))
     local out, err, rc = H.pdlua_run("ctl --node " .. n.url .. " set --cpus 1")
     assert.equals(0, rc, err)
     assert.matches("cpus=1", out)

@@ -413,6 +413,9 @@ describe("pdlua run with pd.map", function()
     out, err, rc = H.pdlua_run("run --no-progress " .. q(s))
     assert.equals(0, rc)
     assert.equals("", err)
+    out, err, rc = H.pdlua_run("run " .. q(s))      -- stderr is not a terminal here
+    assert.equals(0, rc)
+    assert.equals("", err)
     os.remove(s)
   end)
 

@@ -1,6 +1,7 @@
 -- Three hosts and a coordinator as network namespaces joined by a bridge
 -- (ip netns + veth), so that the cluster runs over real interfaces: nodes
--- found by multicast beacons, a job across the three, one host's link
+-- found by multicast beacons (pdlua nodes --discover, pdlua run --discover),
+-- a job across the three, one host's link
 -- dropped mid-job (`ip link set ... down`: no FIN, no RST, only silence),
 -- the job finishing with correct results, the host rejoining when its link
 -- comes back.  Needs root (CI runs as root); pending otherwise.
@@ -99,6 +100,13 @@ describe("a cluster of network namespaces", function()
     for _, h in ipairs { "a", "b", "d" } do
       assert.matches("tcp://" .. ADDR[h]:gsub("%.", "%%.") .. ":7000%s+name=host" .. h, out)
     end
+    -- a job run with --discover finds them the same way
+    out, err, rc = H.sh("ip netns exec " .. ns("c") .. " env PDLUA_HEARTBEAT=" .. C.HB ..
+                        " timeout -s KILL 40 " .. q(H.pdlua) .. " run " .. q(C.script(C.JOB)) ..
+                        " 12 0 --cpus 0 --discover --secret-file " .. q(secret))
+    assert.equals(0, rc, err)
+    assert.matches("^OK 12 host", out)
+    assert.matches("discovered node tcp://10%.231%.7%.1%d:7000", err)
     -- a job over the three; host d's link goes down mid-job
     local go, back = os.tmpname(), os.tmpname()
     os.remove(go); os.remove(back)

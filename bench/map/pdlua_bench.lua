@@ -1,6 +1,6 @@
 -- bench/map/pdlua_bench.lua: pd.map's side of bench/map, one measurement per run.
 -- Usage: pdlua run --cpus 2 --no-progress pdlua_bench.lua TEST [N]
---   TEST: tput, lat, cpu, cold, mem, mem1m (see peers.py for the peers' side)
+--   TEST: tput, lat, cpu, cold, mem, mem1m, lb (see peers.py for the peers' side)
 -- Prints one JSON object (same fields as peers.py).
 local pd = require "pd"
 local cmap = require "pd.core.map"
@@ -88,6 +88,25 @@ elseif test == "mem" then
   out.worker_kb = w / 1024
   out.worker_pss_kb = wp
   out.coord_kb = cmap.rss() / 1024
+elseif test == "lb" then
+  -- dynamic load balancing: worker 1 runs each task 4x slower than worker 2
+  -- (1 ms against 4 ms of spinning); an even split would take 100 x 4 ms.
+  local pids = require("pd.map")._pools().default:pids()
+  local slow = pids[1]
+  local xs = {}
+  for i = 1, 200 do xs[i] = i end
+  local t0 = now()
+  local r = pd.map(function()
+    local me = require("pd.core.map").getpid()
+    local c = now()
+    while now() - c < (me == slow and 0.004 or 0.001) do end
+    return me
+  end, xs)
+  local el = now() - t0
+  local nslow = 0
+  for i = 1, r.n do if r[i] == slow then nslow = nslow + 1 end end
+  -- ideal: rates 250/s and 1000/s share 200 tasks in 200/1250 s = 0.16 s
+  out.slow_tasks, out.fast_tasks, out.seconds, out.ideal = nslow, r.n - nslow, el, 0.16
 elseif test == "mem1m" then
   local xs = {}
   for i = 1, 1000000 do xs[i] = i + 0.5 end

@@ -29,6 +29,7 @@ one() {   # one measurement, appended as a JSON line (failures are recorded, not
 for r in $(seq "$ROUNDS"); do
   echo "bench/map: round $r of $ROUNDS" >&2
   one build/bench-pipe-rtt 20000
+  one build/bench-pipe-rtt 20000 socketpair
   one build/bench-nng-rtt 5000
   for t in tput lat cpu cold mem; do
     for s in $SYSTEMS; do
@@ -40,7 +41,8 @@ for r in $(seq "$ROUNDS"); do
     done
   done
   case " $SYSTEMS " in *" pdlua "*)
-    one "$PDLUA" run --cpus 2 --no-progress bench/map/pdlua_bench.lua mem1m ;;
+    one "$PDLUA" run --cpus 2 --no-progress bench/map/pdlua_bench.lua mem1m
+    one "$PDLUA" run --cpus 2 --no-progress bench/map/pdlua_bench.lua lb ;;
   esac
 done
 "$PY" bench/map/table.py "$OUT" "$N"

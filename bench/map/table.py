@@ -47,10 +47,13 @@ print("\n(b) one trivial task on a warm pool: round trip, us (median)")
 print("| system | call | us | this / pdlua |")
 print("|---|---|---|---|")
 pl = med("pdlua", "lat", "median_us")
-for s in ["pipe", "nng"]:
+FLOORS = {"pipe": "1-byte pipe ping-pong (C)",
+          "socketpair": "1-byte unix socketpair ping-pong (C): pd.map's transport",
+          "nng": "nng 1.5.2 pair0 ipc echo (C)"}
+for s in ["pipe", "socketpair", "nng"]:
     v = med(s, "floor", "median_us")
-    print("| floor: %s | %s | %s | %s |" % (s, "1-byte pipe ping-pong (C)" if s == "pipe" else
-          "nng 1.5.2 pair0 ipc echo (C)", f(v, "%.1f"), f(v / pl if v and pl else None, "%.2f")))
+    print("| floor: %s | %s | %s | %s |" % (s, FLOORS[s], f(v, "%.1f"),
+          f(v / pl if v and pl else None, "%.2f")))
 for s in order:
     v = med(s, "lat", "median_us")
     print("| %s | %s | %s | %s |" % (NAMES[s], variant(s, "lat", "variant"), f(v, "%.1f"),
@@ -82,5 +85,10 @@ for s in order:
 pk = med("pdlua", "mem1m", "coord_peak_kb")
 if pk:
     print("\npdlua coordinator peak RSS for a 10^6-task map of numbers: %.1f MB" % (pk / 1024))
+ls, lf = med("pdlua", "lb", "slow_tasks"), med("pdlua", "lb", "fast_tasks")
+if ls is not None:
+    print("\npdlua load balancing, 200 tasks, one worker 4x slower: slow worker ran %d, fast %d; "
+          "%.3f s against an ideal %.3f s (an even split: 0.400 s)"
+          % (ls, lf, med("pdlua", "lb", "seconds"), med("pdlua", "lb", "ideal")))
 if failed:
     print("\nfailed runs: " + "; ".join(failed))

@@ -259,6 +259,10 @@ end
 
 -- The pool for workers with this memory cap (MiB, or nil for the default).
 local function get_pool(memory_mib, cpus)
+  if not memory_mib and not cpus then              -- the common case, quickly
+    local p = S.pools.default
+    if p and not p:closed() then return p end
+  end
   local st = settings()
   local n = math.max(cpus or 0, st.cpus)
   local bytes
@@ -296,7 +300,7 @@ function M.shutdown()
   return true
 end
 
---- pd.nodes() -> the local node only (remote nodes come with pd.serve).
+--- pd.nodes() -> the local machine, then every node of the session (as last heard).
 function M.nodes()
   local st = settings()
   local busy, pids = 0, {}
@@ -502,6 +506,31 @@ end
 local known = { cpus = 1, gpus = 1, nodes = 1, chunk = 1, timeout = 1, memory = 1, retries = 1,
                 seed = 1, progress = 1, errors = 1, shared = 1, unpack = 1 }
 
+local INTEGER_OPTS = { "chunk", "cpus", "retries" }
+
+-- Misuse of pd.map's options raises, pointing at the caller of pd.map.
+local function check_opts(opts)
+  for k in pairs(opts) do
+    if not known[k] then error("pd.map: unknown option '" .. tostring(k) .. "'", 4) end
+  end
+  if opts.errors ~= nil and opts.errors ~= "raise" and opts.errors ~= "collect" then
+    error("pd.map: errors must be \"raise\" or \"collect\"", 4)
+  end
+  if opts.gpus and opts.gpus > 0 then error("pd.map: gpus are not available in this build yet", 4) end
+  for _, k in ipairs(INTEGER_OPTS) do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or v < 0 or v % 1 ~= 0) then
+      error("pd.map: " .. k .. " must be a whole number >= 0", 4)
+    end
+  end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    error("pd.map: timeout must be a positive number of seconds", 4)
+  end
+  if opts.memory ~= nil and (type(opts.memory) ~= "number" or opts.memory <= 0) then
+    error("pd.map: memory must be a positive number of MiB", 4)
+  end
+end
+
 -- Check the arguments, pack f, submit the job.  Errors point at the caller
 -- of pd.map / pd.map_async (level 3).  Returns pool, id, n, seed, collect,
 -- json, bar.
@@ -519,13 +548,7 @@ local function start(f, list, opts)
   if type(list) ~= "table" then error("pd.map: bad argument #2 (table or pd.array expected, got "
                                       .. type(list) .. ")", 3) end
   if type(opts) ~= "table" then error("pd.map: bad argument #3 (table expected)", 3) end
-  for k in pairs(opts) do
-    if not known[k] then error("pd.map: unknown option '" .. tostring(k) .. "'", 3) end
-  end
-  if opts.errors ~= nil and opts.errors ~= "raise" and opts.errors ~= "collect" then
-    error("pd.map: errors must be \"raise\" or \"collect\"", 3)
-  end
-  if opts.gpus and opts.gpus > 0 then error("pd.map: gpus are not available in this build yet", 3) end
+  if next(opts) ~= nil then check_opts(opts) end
   if opts.nodes ~= nil then                  -- cluster: nodes join the session
     local cl = ensure_cluster()
     if not cl then
@@ -533,18 +556,6 @@ local function start(f, list, opts)
     else
       for _, u in ipairs(require("pd.cluster").url_list(opts.nodes)) do cl:add(u) end
     end
-  end
-  for _, k in ipairs { "chunk", "cpus", "retries" } do
-    local v = opts[k]
-    if v ~= nil and (type(v) ~= "number" or v < 0 or v % 1 ~= 0) then
-      error("pd.map: " .. k .. " must be a whole number >= 0", 3)
-    end
-  end
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    error("pd.map: timeout must be a positive number of seconds", 3)
-  end
-  if opts.memory ~= nil and (type(opts.memory) ~= "number" or opts.memory <= 0) then
-    error("pd.map: memory must be a positive number of MiB", 3)
   end
   local st = settings()
   S.njobs = S.njobs + 1
