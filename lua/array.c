@@ -549,6 +549,28 @@ static int arr_newindex(lua_State *L) {
   return 0;
 }
 
+/* The iterator behind a:ipairs().  Stack: [a, i] -> [i+1, item] or [nil] */
+static int ipairs_next(lua_State *L) {
+  pdi_array *a = pdi_array_check(L, 1);
+  lua_Integer i = luaL_checkinteger(L, 2);
+  if (i < 0 || i >= a->dims[0]) return 0;
+  lua_pushinteger(L, i + 1);
+  pdi_array_push_item(L, 1, (int64_t)i);
+  return 2;
+}
+
+/* a:ipairs() -> iterator, a, 0: for i, v in a:ipairs() do ... end visits
+ * the elements (1-D) or row views (2-D) in order.  (Plain ipairs(a) stops
+ * with an out-of-range error after the last item, because a[#a + 1] is an
+ * error rather than nil.)  Stack: [a] -> [f, a, 0] */
+static int arr_ipairs(lua_State *L) {
+  pdi_array_check(L, 1);
+  lua_pushcfunction(L, ipairs_next);
+  lua_pushvalue(L, 1);
+  lua_pushinteger(L, 0);
+  return 3;
+}
+
 /* a:get(i [, j]) -> element.  Stack: [a, i, j?] -> [v] */
 static int arr_get(lua_State *L) {
   pdi_array *a = pdi_array_check(L, 1);
@@ -1298,6 +1320,38 @@ static int reduce_axis(lua_State *L, int mean) {
   return 1;
 }
 
+/* a:var([ddof]) -> variance of all elements, sum((x - mean)^2) / (n - ddof)
+ * (ddof 0 by default, as numpy; 1 for the unbiased sample variance); two
+ * passes, so no cancellation.  a:std([ddof]) -> its square root.  NaN when
+ * n <= ddof.  Stack: [a, ddof?] -> [v] */
+static double variance(lua_State *L, lua_Integer ddof) {
+  pdi_array *a = pdi_array_check(L, 1);
+  if (a->dtype != PDI_F64) { push_astype(L, 1, PDI_F64); lua_replace(L, 1); }
+  a = contig_at(L, 1);
+  const double *x = (const double *)a->data;
+  if (a->n <= ddof) return NAN;
+  double m = sum_f64(x, a->n) / (double)a->n;
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= a->n; i += 4)
+    for (int k = 0; k < 4; k++) s[k] += (x[i + k] - m) * (x[i + k] - m);
+  double t = (s[0] + s[1]) + (s[2] + s[3]);
+  for (; i < a->n; i++) t += (x[i] - m) * (x[i] - m);
+  return t / (double)(a->n - ddof);
+}
+static int arr_var(lua_State *L) {
+  lua_Integer ddof = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, ddof >= 0, 2, "ddof must be 0 or more");
+  lua_pushnumber(L, variance(L, ddof));
+  return 1;
+}
+static int arr_std(lua_State *L) {
+  lua_Integer ddof = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, ddof >= 0, 2, "ddof must be 0 or more");
+  lua_pushnumber(L, sqrt(variance(L, ddof)));
+  return 1;
+}
+
 /* Index of the smallest (want_max 0) or largest element of a contiguous
  * array, the first one on ties; NaN elements are skipped unless all are. */
 #define ARGEXT(T)                                                          \
@@ -1938,12 +1992,13 @@ static const luaL_Reg arr_methods[] = {
   {"row", arr_row}, {"col", arr_col}, {"T", arr_T}, {"slice", arr_slice},
   {"block", arr_block},
   {"reshape", arr_reshape}, {"copy", arr_copy}, {"astype", arr_astype},
-  {"totable", arr_totable}, {"map", arr_map},
+  {"totable", arr_totable}, {"map", arr_map}, {"ipairs", arr_ipairs},
   {"add", arr_iadd}, {"sub", arr_isub}, {"mul", arr_imul}, {"div", arr_idiv},
   {"scale", arr_scale}, {"fill", arr_assign}, {"assign", arr_assign},
   {"clip", arr_clip}, {"cumsum", arr_cumsum},
   {"sum", arr_sum}, {"mean", arr_mean}, {"min", arr_min}, {"max", arr_max},
   {"argmin", arr_argmin}, {"argmax", arr_argmax}, {"norm", arr_norm},
+  {"var", arr_var}, {"std", arr_std},
   {"sort", arr_sort}, {"argsort", arr_argsort}, {"take", arr_take},
   {"dot", arr_dot}, {"matmul", arr_matmul}, {"add_matmul", arr_add_matmul},
   {"add_outer", arr_add_outer},

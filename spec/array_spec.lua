@@ -94,6 +94,16 @@ describe("pd.array indexing", function()
     assert.error_matches(function() m.foo = 1 end, "cannot set")
   end)
 
+  it("iterates with a:ipairs() (elements, or rows of a 2-D array)", function()
+    local seen = {}
+    for i, v in pd.array { 5, 6, 7 }:ipairs() do seen[i] = v end
+    assert.same({ 5, 6, 7 }, seen)
+    local sums = {}
+    for i, row in pd.array { { 1, 2 }, { 3, 4 } }:ipairs() do sums[i] = row:sum() end
+    assert.same({ 3, 7 }, sums)
+    for _ in pd.zeros(0):ipairs() do error("no items") end
+  end)
+
   it("sets elements with a[i] = v and a:set(i, j, v)", function()
     local a = pd.zeros(3)
     a[2] = 5
@@ -313,6 +323,12 @@ describe("pd.array reductions and sorting", function()
     assert.is_true(allnan ~= allnan)
     assert.equals(math.huge, pd.array { 1, math.huge, 3, 4, 5, 6 }:max())
     assert.equals(0, pd.zeros(0):sum())
+    local v = pd.array { 2, 4, 4, 4, 5, 5, 7, 9 }
+    assert.equals(4, v:var()); assert.equals(2, v:std())            -- population
+    assert.is_true(close(32 / 7, v:var(1)))                         -- sample
+    assert.equals(4, v:astype("i32"):reshape(2, 4):var())
+    assert.is_true(close(0, pd.full(9, 1e9 + 0.5):var()))              -- two passes: no cancellation
+    assert.is_true(pd.zeros(1):var(1) ~= pd.zeros(1):var(1))          -- NaN: n <= ddof
   end)
 
   it("sorts, argsorts (stable, 1-based) and takes", function()

@@ -78,6 +78,62 @@ describe("matmul and dot", function()
   end)
 end)
 
+describe("matmul on random shapes and views", function()
+  -- every way BLAS may be handed an operand (contiguous, transposed,
+  -- row-sliced, a block with a leading dimension, a row or column vector)
+  -- against a triple loop in Lua
+  local g = pd.random.new(99)
+  local function mat(r, c, d, kind)
+    if kind == "T" then return g:uniform(-1, 1, c, r):astype(d):T() end
+    if kind == "block" then return g:uniform(-1, 1, r + 2, c + 3):astype(d):block(2, r + 1, 2, c + 1) end
+    if kind == "slice" then return g:uniform(-1, 1, r + 2, c):astype(d):slice(2, r + 1) end
+    if kind == "Tblock" then return g:uniform(-1, 1, c + 1, r + 2):astype(d):block(2, c + 1, 1, r):T() end
+    return g:uniform(-1, 1, r, c):astype(d)
+  end
+  local function vec(n, d, kind)
+    if kind == "col" then return g:uniform(-1, 1, n, 3):astype(d):col(2) end
+    return g:uniform(-1, 1, n):astype(d)
+  end
+  local kinds = { "plain", "T", "block", "slice", "Tblock" }
+
+  it("agrees with a triple loop for f64 and f32", function()
+    for case = 1, 120 do
+      local d = case % 2 == 0 and "f64" or "f32"
+      local tol = d == "f64" and 1e-12 or 1e-5
+      local m, k, n = g:integers(1, 6), g:integers(1, 6), g:integers(1, 6)
+      local A = mat(m, k, d, kinds[g:integers(1, #kinds)])
+      local B = mat(k, n, d, kinds[g:integers(1, #kinds)])
+      local C = A:matmul(B)
+      for i = 1, m do
+        for j = 1, n do
+          local s = 0
+          for l = 1, k do s = s + A:get(i, l) * B:get(l, j) end
+          assert.is_true(math.abs(s - C:get(i, j)) < tol, ("case %d %s (%d,%d)"):format(case, d, i, j))
+        end
+      end
+      local x = vec(k, d, case % 3 == 0 and "col" or "plain")
+      local y = A:matmul(x)
+      for i = 1, m do
+        local s = 0
+        for l = 1, k do s = s + A:get(i, l) * x[l] end
+        assert.is_true(math.abs(s - y[i]) < tol, ("case %d gemv %d"):format(case, i))
+      end
+      local v = vec(m, d, case % 3 == 1 and "col" or "plain")
+      local w = v:matmul(A)
+      for j = 1, k do
+        local s = 0
+        for l = 1, m do s = s + v[l] * A:get(l, j) end
+        assert.is_true(math.abs(s - w[j]) < tol, ("case %d vec-mat %d"):format(case, j))
+      end
+      -- in place into a view of a bigger matrix
+      local big = pd.zeros(m + 1, n + 2, d)
+      big:block(2, m + 1, 2, n + 1):add_matmul(A, B)
+      assert.is_true(pd.math.abs(big:block(2, m + 1, 2, n + 1) - C):max() < tol, "add_matmul into a block")
+      assert.equals(0, big:row(1):norm() + big:col(1):norm() + big:col(n + 2):norm())
+    end
+  end)
+end)
+
 describe("the CMA-ES covariance update (docs/arrays.md)", function()
   it("equals the same update written as loops", function()
     local mu, n = 5, 4

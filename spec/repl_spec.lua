@@ -18,7 +18,7 @@ local function wait_line(name, line, seconds)
     for l in screen(name):gmatch("[^\n]*") do
       if l:gsub("%s+$", "") == line then return true end
     end
-  end, seconds or 10)
+  end, seconds or 30)
 end
 
 local function start(name, hist, status)
@@ -61,24 +61,24 @@ describe("pdlua REPL on a terminal", function()
 
   it("prints expressions, waits for incomplete chunks, survives errors, exits on Ctrl-D", function()
     start("one", hist, status)
-    assert.truthy(wait_line("one", ">", 10), "no prompt:\n" .. screen("one"))
+    assert.truthy(wait_line("one", ">", 30), "no prompt:\n" .. screen("one"))
     typeln("one", "1+1")
     assert.truthy(wait_line("one", "2"), screen("one"))
 
     typeln("one", "function f(x)")
-    assert.truthy(wait_line("one", ">>", 5), "no continuation prompt:\n" .. screen("one"))
+    assert.truthy(wait_line("one", ">>", 30), "no continuation prompt:\n" .. screen("one"))
     typeln("one", "return x * 2"); typeln("one", "end"); typeln("one", "f(21)")
     assert.truthy(wait_line("one", "42"), screen("one"))
 
     typeln("one", "error('boom')")
-    assert.truthy(H.wait_until(function() return screen("one"):find("boom", 1, true) end, 10))
+    assert.truthy(H.wait_until(function() return screen("one"):find("boom", 1, true) end, 30))
     typeln("one", "{1, 2, x = 3}")
     assert.truthy(wait_line("one", "{1, 2, x = 3}"), screen("one"))
     typeln("one", "100 + 23")
     assert.truthy(wait_line("one", "123"), screen("one"))
 
     keys("one", "C-d")
-    local st = H.wait_until(function() return read_file(status) ~= "" and read_file(status) end, 10)
+    local st = H.wait_until(function() return read_file(status) ~= "" and read_file(status) end, 30)
     assert.equals("0\n", st)
     -- libedit writes its history file with octal escapes (\040 for space)
     local h = (read_file(hist) or ""):gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end)
@@ -89,11 +89,11 @@ describe("pdlua REPL on a terminal", function()
   it("recalls history from an earlier session with the up arrow", function()
     os.remove(status)
     start("two", hist, status)
-    assert.truthy(wait_line("two", ">", 10), screen("two"))
+    assert.truthy(wait_line("two", ">", 30), screen("two"))
     keys("two", "Up", "Enter")                    -- last line was 100 + 23
     assert.truthy(wait_line("two", "123"), screen("two"))
     keys("two", "C-d")
-    assert.truthy(H.wait_until(function() return read_file(status) == "0\n" end, 10))
+    assert.truthy(H.wait_until(function() return read_file(status) == "0\n" end, 30))
   end)
 end)
 
