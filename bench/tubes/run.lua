@@ -85,16 +85,16 @@ print(string.format("  floors                 nng ipc %6.1f us   nng tcp %6.1f u
 print()
 print("  bandwidth (an f64 array there and back; MB/s counts both ways)")
 print("      size        tube MB/s   pipe MB/s   ratio")
-local sizes = { 8, 1024, 65536, 1 << 20, 8 << 20, 64 << 20 }
-if quick then sizes = { 8, 65536, 1 << 20, 8 << 20 } end
+local sizes = { 8, 1024, 65536, 1048576, 8388608, 67108864 }
+if quick then sizes = { 8, 65536, 1048576, 8388608 } end
 for _, size in ipairs(sizes) do
-  local r = size >= (8 << 20) and 5 or (size >= (1 << 20) and 20 or 2000)
+  local r = size >= (8388608) and 5 or (size >= (1048576) and 20 or 2000)
   if quick then r = math.max(3, math.floor(r / 4)) end
   local v = pd.zeros(math.max(1, math.floor(size / 8)))
   local t = best(function() return tube_rtt(v, r) end)
   local p = best(function() return floor_of("pipe-bw " .. size .. " " .. r) end)
   print(string.format("  %10d  %10.2f  %10.2f   %5.2f%s", size, 2 * size / t / 1e6, 2 * size / p / 1e6,
-                      p / t, size >= (8 << 20) and "  (goal >= 0.5)" or ""))
+                      p / t, size >= (8388608) and "  (goal >= 0.5)" or ""))
 end
 print()
 print("across two loopback nodes: cross-node task sets are not built yet (docs/tasks.md);")
