@@ -967,6 +967,347 @@ static int n_gc(lua_State *L) {
   return 0;
 }
 
+/* ==== links between machines ================================================
+ * Across machines a node's control channel and its tubes are links: nng
+ * tcp streams that link.c bridges to a socketpair end, so the code above
+ * (frames, waits, bounds) runs on them unchanged.  Every link proves the
+ * set's key with the pd_auth handshake before anything else crosses it.
+ *
+ *   core.tubes.dial(url, seconds) -> link | nil, err
+ *   core.tubes.listen(url) -> listener | nil, err
+ *   listener:port()  listener:accept(seconds) -> link | nil  listener:close()
+ *   link:fd() (a dup: the caller owns it)  link:peer()  link:close()
+ *   core.tubes.handshake(links, roles, key, seconds) -> true | nil, err
+ *   core.tubes.send_frame(link, type, payload)
+ *   core.tubes.recv_frame(link, seconds) -> type, payload | nil, err
+ *   core.tubes.random(n) -> n random bytes */
+
+#define LINK_MT "pd.TubeLink"
+#define LISTEN_MT "pd.TubeListener"
+
+typedef struct tlink { pd_link *l; } tlink;
+typedef struct tlisten { pd_listener *ls; int pipe[2]; } tlisten;
+
+static tlink *check_link(lua_State *L, int idx) {
+  tlink *k = (tlink *)luaL_checkudata(L, idx, LINK_MT);
+  if (!k->l) luaL_error(L, "attempt to use a closed link");
+  return k;
+}
+
+static int k_close(lua_State *L) {
+  tlink *k = (tlink *)luaL_checkudata(L, 1, LINK_MT);
+  pd_link_close(k->l);
+  k->l = NULL;
+  return 0;
+}
+
+static tlink *new_link(lua_State *L) {
+  tlink *k = (tlink *)lua_newuserdatauv(L, sizeof *k, 0);
+  k->l = NULL;
+  luaL_setmetatable(L, LINK_MT);
+  return k;
+}
+
+static int k_fd(lua_State *L) {
+  tlink *k = check_link(L, 1);
+  int fd = fcntl(pd_link_fd(k->l), F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return luaL_error(L, "dup: %s", strerror(errno));
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int k_peer(lua_State *L) {
+  lua_pushstring(L, pd_link_peer(check_link(L, 1)->l));
+  return 1;
+}
+
+static int t_dial(lua_State *L) {
+  const char *url = luaL_checkstring(L, 1);
+  double secs = luaL_optnumber(L, 2, 10);
+  tlink *k = new_link(L);
+  char err[256];
+  int fd;
+  if (pd_link_dial(url, NULL, secs, &k->l, &fd, err, sizeof err) < 0) {
+    k->l = NULL;
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  return 1;
+}
+
+static int l_close(lua_State *L) {
+  tlisten *t = (tlisten *)luaL_checkudata(L, 1, LISTEN_MT);
+  if (t->ls) pd_listener_close(t->ls);
+  t->ls = NULL;
+  if (t->pipe[0] >= 0) {
+    pd_link *l;                                      /* links accepted, never taken */
+    while (read(t->pipe[0], &l, sizeof l) == (ssize_t)sizeof l) pd_link_close(l);
+    close(t->pipe[0]);
+    close(t->pipe[1]);
+  }
+  t->pipe[0] = t->pipe[1] = -1;
+  return 0;
+}
+
+static int t_listen(lua_State *L) {
+  const char *url = luaL_checkstring(L, 1);
+  tlisten *t = (tlisten *)lua_newuserdatauv(L, sizeof *t, 0);
+  t->ls = NULL;
+  t->pipe[0] = t->pipe[1] = -1;
+  luaL_setmetatable(L, LISTEN_MT);
+  if (pipe2(t->pipe, O_CLOEXEC) < 0) return luaL_error(L, "pipe: %s", strerror(errno));
+  fcntl(t->pipe[0], F_SETFL, O_NONBLOCK);
+  char err[256];
+  if (pd_listener_open(url, NULL, t->pipe[1], &t->ls, err, sizeof err) < 0) {
+    t->ls = NULL;
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  return 1;
+}
+
+static int l_port(lua_State *L) {
+  tlisten *t = (tlisten *)luaL_checkudata(L, 1, LISTEN_MT);
+  lua_pushinteger(L, t->ls ? pd_listener_port(t->ls) : 0);
+  return 1;
+}
+
+static int l_accept(lua_State *L) {
+  tlisten *t = (tlisten *)luaL_checkudata(L, 1, LISTEN_MT);
+  double secs = luaL_optnumber(L, 2, -1);
+  if (!t->ls) return luaL_error(L, "attempt to use a closed listener");
+  struct pollfd p = {t->pipe[0], POLLIN, 0};
+  if (poll(&p, 1, secs < 0 ? -1 : (int)(secs * 1000 + 0.999)) <= 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  pd_link *l;
+  if (read(t->pipe[0], &l, sizeof l) != (ssize_t)sizeof l) { lua_pushnil(L); return 1; }
+  tlink *k = new_link(L);
+  k->l = l;
+  return 1;
+}
+
+/* A blocking frame exchange on a link's fd with a deadline (setup only:
+ * nothing else is read from these fds before, so nothing is lost).
+ * Returns 1 with *type and the payload in b, 0 when no frame began by
+ * `deadline` (one that began may run until `hard`), -1 if gone. */
+static int read_frame_fd(int fd, double deadline, double hard, int *type, pd_buf *b) {
+  unsigned char h[5];
+  size_t got = 0, need = 5;
+  uint32_t len = 0;
+  b->len = 0;
+  for (;;) {
+    double left = (got ? hard : deadline) - pd_now();   /* a frame begun is finished */
+    if (left <= 0) return 0;
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, (int)(left * 1000 + 0.999)) <= 0) continue;
+    ssize_t r;
+    if (got < 5) r = read(fd, h + got, 5 - got);
+    else {
+      if (pd_buf_reserve(b, need - got)) return -1;
+      r = read(fd, b->data + b->len, need - got);
+    }
+    if (r == 0) return -1;
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return -1;
+    }
+    if (got >= 5) b->len += (size_t)r;
+    got += (size_t)r;
+    if (got == 5) {
+      len = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+      if (len < 1 || len > (1u << 20)) return -1;     /* setup frames are small */
+      *type = h[4];
+      need = 4 + (size_t)len;
+    }
+    if (got >= 5 && got == need) return 1;
+  }
+}
+
+static int write_all_fd(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) { struct pollfd q = {fd, POLLOUT, 0}; poll(&q, 1, 1000); continue; }
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int send_frame_fd(int fd, int type, const void *p, size_t n) {
+  unsigned char h[5];
+  uint32_t len = (uint32_t)(n + 1);
+  for (int i = 0; i < 4; i++) h[i] = (unsigned char)(len >> (8 * i));
+  h[4] = (unsigned char)type;
+  if (write_all_fd(fd, (const char *)h, 5)) return -1;
+  return write_all_fd(fd, (const char *)p, n);
+}
+
+/* core.tubes.send_frame(link, type, payload) -> true | nil, "gone" */
+static int t_send_frame(lua_State *L) {
+  tlink *k = check_link(L, 1);
+  int type = (int)luaL_checkinteger(L, 2);
+  size_t n;
+  const char *p = luaL_optlstring(L, 3, "", &n);
+  if (send_frame_fd(pd_link_fd(k->l), type, p, n)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "gone");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.tubes.recv_frame(link, seconds) -> type, payload | nil, "timeout"|"gone" */
+static int t_recv_frame(lua_State *L) {
+  tlink *k = check_link(L, 1);
+  double secs = luaL_optnumber(L, 2, 10);
+  pd_buf b;
+  pd_buf_init(&b);
+  int type = 0;
+  int rc = read_frame_fd(pd_link_fd(k->l), pd_now() + secs, pd_now() + secs, &type, &b);
+  if (rc <= 0) {
+    pd_buf_free(&b);
+    lua_pushnil(L);
+    lua_pushstring(L, rc == 0 ? "timeout" : "gone");
+    return 2;
+  }
+  lua_pushinteger(L, type);
+  lua_pushlstring(L, b.data ? b.data : "", b.len);
+  pd_buf_free(&b);
+  return 2;
+}
+
+/* core.tubes.handshake({link...}, {"dial"|"listen"...}, key, seconds)
+ * -> true | nil, err.  All the links prove the key at once (one poll loop),
+ * so two nodes that dial each other never wait on each other.  Frames of
+ * type 'A' carry the pd_auth messages. */
+typedef struct hs { pd_auth a; int fd, dialer, step, done; } hs;
+
+static int t_handshake(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  size_t kl;
+  const char *key = luaL_checklstring(L, 3, &kl);
+  double deadline = pd_now() + luaL_optnumber(L, 4, 10);
+  int n = (int)lua_rawlen(L, 1);
+  if (n == 0) { lua_pushboolean(L, 1); return 1; }
+  pd_secret sec;
+  if (pd_secret_set(&sec, key, kl)) return luaL_argerror(L, 3, "a key of 1 to 1024 bytes");
+  hs *h = calloc((size_t)n, sizeof *h);
+  if (!h) return luaL_error(L, "not enough memory");
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, 1, i + 1);
+    h[i].fd = pd_link_fd(check_link(L, -1)->l);
+    lua_pop(L, 1);
+    lua_rawgeti(L, 2, i + 1);
+    h[i].dialer = !strcmp(luaL_optstring(L, -1, "dial"), "dial");
+    lua_pop(L, 1);
+  }
+  const char *fail = NULL;
+  pd_buf out, in;
+  pd_buf_init(&out);
+  pd_buf_init(&in);
+  for (int i = 0; i < n && !fail; i++)               /* dialers speak first */
+    if (h[i].dialer) {
+      out.len = 0;
+      if (pd_auth_dialer_start(&h[i].a, &sec, &out) || send_frame_fd(h[i].fd, 'A', out.data, out.len))
+        fail = "cannot start the handshake";
+    }
+  int left = n;
+  while (left > 0 && !fail) {
+    for (int i = 0; i < n && !fail; i++) {
+      if (h[i].done) continue;
+      int type;
+      /* each peer answers promptly once it has our message; a short slice
+       * per link keeps every handshake moving */
+      int rc = read_frame_fd(h[i].fd, pd_now() + 0.01, deadline, &type, &in);
+      if (rc == 0) { if (pd_now() > deadline) fail = "handshake timed out"; continue; }
+      if (rc < 0 || type != 'A') { fail = "the peer closed or broke the handshake"; break; }
+      out.len = 0;
+      int r;
+      if (h[i].dialer) {
+        if (h[i].step == 0) {
+          r = pd_auth_dialer_prove(&h[i].a, in.data, in.len, &out);
+          if (!r && send_frame_fd(h[i].fd, 'A', out.data, out.len)) r = -1;
+          h[i].step = 1;
+        } else {
+          r = pd_auth_dialer_finish(&h[i].a, in.data, in.len);
+          h[i].done = 1;
+          left--;
+        }
+      } else {
+        if (h[i].step == 0) {
+          r = pd_auth_listener_start(&h[i].a, &sec, in.data, in.len, &out);
+          h[i].step = 1;
+        } else {
+          r = pd_auth_listener_check(&h[i].a, in.data, in.len, &out);
+          h[i].done = 1;
+          left--;
+        }
+        if (!r && send_frame_fd(h[i].fd, 'A', out.data, out.len)) r = -1;
+        if (!r && h[i].done && out.len >= 5 && out.data[4] != 'K') r = PD_AUTH_EDENIED;
+      }
+      if (r) fail = r == PD_AUTH_EDENIED ? "the peer does not hold the set's key"
+                                         : "the handshake failed";
+    }
+  }
+  for (int i = 0; i < n; i++) pd_auth_wipe(&h[i].a);
+  pd_secret_wipe(&sec);
+  free(h);
+  pd_buf_free(&out);
+  pd_buf_free(&in);
+  if (fail) {
+    lua_pushnil(L);
+    lua_pushstring(L, fail);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int t_random(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n > 0 && n <= 1024, 1, "1 to 1024 bytes");
+  unsigned char b[1024];
+  if (pd_random(b, (size_t)n)) return luaL_error(L, "no randomness");
+  lua_pushlstring(L, (const char *)b, (size_t)n);
+  return 1;
+}
+
+/* core.tubes.gang_links({link...}) -> gang: a task set whose nodes are on
+ * other machines: no processes of ours, one control link each (the gang
+ * holds dups of their fds; the links stay with the caller). */
+static int t_gang_links(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = (int)lua_rawlen(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= 4096, 1, "1 to 4096 links");
+  gang *g = (gang *)lua_newuserdatauv(L, sizeof *g, 0);
+  g->n = 0;
+  g->nodes = NULL;
+  luaL_setmetatable(L, GANG_MT);
+  g->nodes = calloc((size_t)n, sizeof *g->nodes);
+  if (!g->nodes) return luaL_error(L, "not enough memory");
+  g->n = n;
+  for (int k = 0; k < n; k++) pd_conn_init(&g->nodes[k].c, -1);
+  for (int k = 0; k < n; k++) {
+    lua_rawgeti(L, 1, k + 1);
+    int fd = fcntl(pd_link_fd(check_link(L, -1)->l), F_DUPFD_CLOEXEC, 3);
+    lua_pop(L, 1);
+    if (fd < 0) return luaL_error(L, "dup: %s", strerror(errno));
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    pd_conn_init(&g->nodes[k].c, fd);
+  }
+  return 1;
+}
+
 /* ==== registration ============================================================ */
 
 static const luaL_Reg gang_methods[] = {
@@ -982,7 +1323,17 @@ static const luaL_Reg node_methods[] = {
 };
 
 static const luaL_Reg tubes_funcs[] = {
-  {"gang", t_gang}, {"node", t_node}, {NULL, NULL},
+  {"gang", t_gang}, {"node", t_node}, {"dial", t_dial}, {"listen", t_listen},
+  {"handshake", t_handshake}, {"send_frame", t_send_frame}, {"recv_frame", t_recv_frame},
+  {"random", t_random}, {"gang_links", t_gang_links}, {NULL, NULL},
+};
+
+static const luaL_Reg link_methods[] = {
+  {"fd", k_fd}, {"peer", k_peer}, {"close", k_close}, {NULL, NULL},
+};
+
+static const luaL_Reg listen_methods[] = {
+  {"port", l_port}, {"accept", l_accept}, {"close", l_close}, {NULL, NULL},
 };
 
 /* Stack: [] -> [pd.core.tubes] */
@@ -1003,7 +1354,21 @@ int luaopen_pd_core_tubes(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  lua_createtable(L, 0, 4);
+  if (luaL_newmetatable(L, LINK_MT)) {
+    luaL_newlib(L, link_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, k_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, LISTEN_MT)) {
+    luaL_newlib(L, listen_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 12);
   luaL_setfuncs(L, tubes_funcs, 0);
   lua_pushinteger(L, (lua_Integer)TUBE_BOUND_DEFAULT);
   lua_setfield(L, -2, "bound");

@@ -50,8 +50,7 @@ describe("pd.tasks", function()
     assert.same({ 7, 7, 7, 7, n = 4 }, r)
   end)
 
-  pending("gives {9, 10} and {7, 7, 7, 7} across two loopback nodes: cross-node task sets "
-          .. "are not built yet (docs/tasks.md, Across machines)")
+  -- the same two across two loopback nodes: spec/tasks_cluster_spec.lua
 
   it("passes each[i] then args to init, and knows index, count and tube names", function()
     local T = {}

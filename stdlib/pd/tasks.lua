@@ -19,6 +19,11 @@ local M = {}
 -- Control frames (lua/tubes.c knows INFO and ABORT by number too).
 M.INIT, M.RUN, M.INFO, M.ABORT = 1, 2, 3, 4
 M.READY, M.DONE, M.ERROR, M.INFOR = 11, 12, 13, 14
+-- Setting up a set across machines (remote nodes only): the node's call-in,
+-- where its out-tubes go, and the name a tube's source sends first.
+M.HELLO, M.PEERS, M.TUBE = 21, 22, 23
+M.START = tonumber(os.getenv("PDLUA_TASKS_START") or "") or 30   -- seconds a set across
+                     -- machines may take to call in (PDLUA_TASKS_START)
 
 M.GRACE = 1.0        -- seconds the other nodes get to stop after a failure
 
@@ -130,8 +135,8 @@ local function check(task, opts)
     error("pd.tasks: count must be a whole number >= 1", 3)
   end
   n = math.floor(n)
-  if opts.nodes and #opts.nodes > 0 then
-    error("pd.tasks: remote nodes are not available in this build yet (local nodes only)", 3)
+  if opts.nodes ~= nil and type(opts.nodes) ~= "table" and type(opts.nodes) ~= "string" then
+    error("pd.tasks: nodes must be a list of node URLs", 3)
   end
   if opts.args ~= nil and type(opts.args) ~= "table" then
     error("pd.tasks: args must be a list (the arguments of every node's init)", 3)
@@ -195,7 +200,8 @@ local function node_error(h, k, e, kind)
   local Error = require("pd.map")._Error
   return setmetatable({
     message = e.message, traceback = e.traceback or "", task = k, index = k,
-    node = "local:" .. tostring(h._pids[k]), pid = h._pids[k], kind = kind,
+    node = h._where and h._where[k] or ("local:" .. tostring(h._pids[k])), pid = h._pids[k],
+    kind = kind,
     phase = e.phase,
   }, Error)
 end
@@ -209,6 +215,12 @@ local function finish(h, status)
   h._status = status
   h._gang:close()
   running[h] = nil
+  if h._links then                         -- across machines: the links and the gang job
+    for _, l in ipairs(h._links) do l:close() end
+    if status == "done" then h._job:wait(2) end
+    h._job:cancel()
+    h._job:release()
+  end
 end
 
 local function start_failing(h)
@@ -229,9 +241,10 @@ local function on_event(h, k, ty, p)
   if ty == false then                                  -- node k ended
     h._ended[k] = true
     if not h._done[k] and not h._reported[k] and not h._killed then
-      h._primary[#h._primary + 1] = node_error(h, k, {
-        message = string.format("node %d (pid %s) died: %s", k, tostring(h._pids[k]), p),
-        traceback = "" }, "failed")
+      local msg = h._links and string.format("node %d on %s was lost: its link ended", k,
+                                             tostring(h._where[k]))
+                  or string.format("node %d (pid %s) died: %s", k, tostring(h._pids[k]), p)
+      h._primary[#h._primary + 1] = node_error(h, k, { message = msg, traceback = "" }, "failed")
       start_failing(h)
     end
   elseif ty == M.READY then
@@ -271,6 +284,10 @@ local function pump(h, seconds)
       return
     end
     if not step or step < 0 or step > left then step = left end
+  end
+  if h._job then                           -- across machines: keep the cluster's links alive
+    h._job:wait(0.001)
+    if not step or step < 0 or step > 0.1 then step = 0.1 end
   end
   local k, ty, p = h._gang:recv(step)
   while k do
@@ -370,12 +387,81 @@ end
 
 local nsets = 0
 
+-- A set across machines: its nodes run as the tasks of a "gang" map job
+-- (one per lent worker, none queued behind another: pd_job_opts.gang) that
+-- call the coordinator back on a listener of its own, prove the set's key,
+-- and are then told where their out-tubes go (docs/tasks.md, "Across
+-- machines").  Returns the gang of control links, the links, the job and
+-- where each node is.
+local function start_remote(n, tubes, opts)
+  local ct = require "pd.core.tubes"
+  local map = require "pd.map"
+  local key = ct.random(32)
+  local host = os.getenv("PDLUA_HOST") or "127.0.0.1"
+  local lis = assert(ct.listen("tcp://" .. host .. ":0"))
+  local url = "tcp://" .. host .. ":" .. lis:port()
+  local args = {}
+  for k = 1, n do args[k] = { url = url, key = key, index = k } end
+  local job = map.map_async(function(a) return require("pd.tasknode").remote_main(a) end, args,
+                            { chunk = 1, retries = 0, nodes = opts.nodes, _gang = true,
+                              errors = "collect", progress = false })
+  local ctl, got = {}, 0
+  local deadline = core.now() + M.START
+  local function give_up(msg)
+    lis:close()
+    for _, c in pairs(ctl) do c.link:close() end
+    job:cancel()
+    job:release()
+    error(msg, 0)
+  end
+  while got < n do
+    job:wait(0.001)                        -- pumps the scheduler (wait(0) does not)
+    local _, _, failed = job:progress()
+    if failed > 0 then
+      local r = job:results()
+      for i = 1, n do
+        if require("pd.map").iserror(r[i]) then
+          give_up("pd.tasks: node " .. i .. " could not start: " .. tostring(r[i].message))
+        end
+      end
+    end
+    if core.now() > deadline then
+      give_up(string.format("pd.tasks: cannot start %d nodes at once: only %d called in within "
+                            .. "%g s (not enough free workers on the nodes?)", n, got, M.START))
+    end
+    local l = lis:accept(0.05)
+    if l then
+      local ty, p
+      if ct.handshake({ l }, { "listen" }, key, 5) then ty, p = ct.recv_frame(l, 5) end
+      local hello = ty == M.HELLO and cmap.decode(p)
+      if hello and not ctl[hello.index] then
+        ctl[hello.index] = { link = l, port = hello.port, host = l:peer():match("^(.*):%d+$") }
+        got = got + 1
+      else
+        l:close()
+      end
+    end
+  end
+  lis:close()
+  local links, where = {}, {}
+  for k = 1, n do
+    local outs, nin = {}, 0
+    for _, t in ipairs(tubes) do
+      if t[2] == k then outs[#outs + 1] = { t[1], ctl[t[3]].host, ctl[t[3]].port, t[3] } end
+      if t[3] == k then nin = nin + 1 end
+    end
+    ct.send_frame(ctl[k].link, M.PEERS, cmap.encode { outs = outs, nin = nin })
+    links[k], where[k] = ctl[k].link, ctl[k].host
+  end
+  return ct.gang_links(links), links, job, where
+end
+
 --- pd.tasks_async(task, opts) -> handle (see the guide for opts).
 function M.tasks_async(task, opts)
   opts = opts or {}
   local n, tubes = check(task, opts)
   local cap, used = capacity(opts)
-  if n + used > cap then
+  if not opts.nodes and n + used > cap then
     error(string.format("pd.tasks: cannot start %d nodes at once: this session hosts %d at a "
                         .. "time%s (raise --cpus or pd.init{cpus=}, or use fewer nodes)", n, cap,
                         used > 0 and (" and " .. used .. " are busy in other task sets") or ""), 2)
@@ -394,16 +480,29 @@ function M.tasks_async(task, opts)
                                           shared = opts.shared, bound = opts._bound })
   if not ok then error("pd.tasks: the task cannot be sent to a node: " .. tostring(common), 2) end
   local head = lp(paths) .. lp(common)
-  local gang, places = require("pd.core.tubes").gang {
-    argv = { exe, "-e", "require('pd.tasknode')" }, count = n, tubes = tubes,
-    env = { "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1" },
-  }
+  local gang, places, links, job, where
+  if opts.nodes then
+    gang, links, job, where = start_remote(n, tubes, opts)
+    places = {}
+    for k = 1, n do
+      places[k] = {}
+      for t, tb in ipairs(tubes) do                   -- names only: the links are in place
+        if tb[2] == k then places[k][#places[k] + 1] = { t, "out" } end
+        if tb[3] == k then places[k][#places[k] + 1] = { t, "in" } end
+      end
+    end
+  else
+    gang, places = require("pd.core.tubes").gang {
+      argv = { exe, "-e", "require('pd.tasknode').local_main()" }, count = n, tubes = tubes,
+      env = { "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1" },
+    }
+  end
   local h = setmetatable({
     id = nsets, count = n, _gang = gang, _status = "running", _pids = {}, _ended = {},
     _done = {}, _reported = {}, _results = {}, _ndone = 0, _ready = 0, _primary = {},
-    _secondary = {},
+    _secondary = {}, _links = links, _job = job, _where = where,
   }, Set)
-  running[h] = n
+  if not links then running[h] = n end
   for k = 1, n do
     h._pids[k] = gang:pid(k)
     local mine = {}

@@ -234,6 +234,8 @@ typedef struct pd_job_opts {
   int unpack;            /* worker calls f(table.unpack(arg)) */
   double timeout;        /* seconds per task; 0: none */
   uint64_t seed;
+  int gang;              /* one task per worker, never two in flight on one
+                            (the nodes of a task set across machines, pd.tasks) */
 } pd_job_opts;
 
 typedef struct pd_pool_opts {
