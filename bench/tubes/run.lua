@@ -97,8 +97,45 @@ for _, size in ipairs(sizes) do
                       p / t, size >= (8388608) and "  (goal >= 0.5)" or ""))
 end
 print()
-print("across two loopback nodes: cross-node task sets are not built yet (docs/tasks.md);")
-print("  the nng tcp floor they will be measured against is above")
+print("across two loopback nodes: `pdlua serve` x 2, tubes are tcp links between their workers")
+do
+  local exe = require("pd.core").exe()
+  local nodes, pids = {}, {}
+  for i = 1, 2 do
+    local out = os.tmpname()
+    local p = io.popen(string.format("%s serve --listen tcp://127.0.0.1:0 --cpus 1 --name bench%d "
+                                     .. ">%s 2>&1 & echo $!", exe, i, out))
+    pids[i] = p:read("*l")
+    p:close()
+    local url
+    local t0 = now()
+    repeat
+      local f = io.open(out)
+      url = f and f:read("*a"):match("listening on (%S+)")
+      if f then f:close() end
+      if not url then os.execute("sleep 0.05") end
+    until url or now() - t0 > 10
+    os.remove(out)
+    nodes[i] = url
+  end
+  if nodes[1] and nodes[2] then
+    local reps2 = quick and 500 or 2000
+    local r = sh(string.format("%s run bench/tubes/remote.lua %d --cpus 0 --nodes %s,%s 2>&1", exe,
+                               reps2, nodes[1], nodes[2]))
+    local t, bw, where = r:match("rtt (%S+) bw (%S+) where ([^\n]*)")
+    local tcp = best(function() return floor_of("nng-rtt tcp://127.0.0.1:" .. (30000 + os.time() % 20000) .. " " .. reps2) end)
+    if t then
+      print(string.format("  round trip (a number)  tube %7.1f us   nng tcp %6.1f us   ratio %.2f (goal <= 1.5)",
+                          tonumber(t) * 1e6, tcp * 1e6, tonumber(t) / tcp))
+      print(string.format("  8 MiB array there and back: %.0f MB/s   (nodes: %s)", tonumber(bw), where))
+    else
+      print("  failed: " .. r)
+    end
+  else
+    print("  could not start two nodes")
+  end
+  for _, pid in ipairs(pids) do if pid then os.execute("kill " .. pid .. " 2>/dev/null") end end
+end
 print()
 print(string.format("heat equation, %dx%d grid, %d steps (examples/heat.lua)", heat_n, heat_n, heat_steps))
 local out = sh(string.format("%s run examples/heat.lua %d %d 2 --cpus 2 2>&1",
