@@ -54,6 +54,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1150,13 +1153,108 @@ static int send_frame_fd(int fd, int type, const void *p, size_t n) {
   return write_all_fd(fd, (const char *)p, n);
 }
 
+/* The fd of a link, or a plain descriptor given as an integer. */
+static int fd_of(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) return (int)lua_tointeger(L, idx);
+  return pd_link_fd(check_link(L, idx)->l);
+}
+
+/* ---- plain tcp for tubes between machines ------------------------------------
+ * A tube between two machines is a plain tcp socket (TCP_NODELAY), not an
+ * nng stream: no bridge threads between the node and the wire, so a round
+ * trip costs what the network does.  It proves the set's key like the rest.
+ *   core.tubes.tcp_listen() -> fd, port      (all interfaces, any port)
+ *   core.tubes.tcp_accept(fd, seconds) -> fd | nil
+ *   core.tubes.tcp_dial(host, port, seconds) -> fd | nil, err
+ *   core.tubes.close_fd(fd) */
+static void tcp_tune(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static int t_tcp_listen(lua_State *L) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return luaL_error(L, "socket: %s", strerror(errno));
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  socklen_t al = sizeof a;
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 64) ||
+      getsockname(fd, (struct sockaddr *)&a, &al)) {
+    int e = errno;
+    close(fd);
+    lua_pushnil(L);
+    lua_pushstring(L, strerror(e));
+    return 2;
+  }
+  lua_pushinteger(L, fd);
+  lua_pushinteger(L, ntohs(a.sin_port));
+  return 2;
+}
+
+static int t_tcp_accept(lua_State *L) {
+  int lfd = (int)luaL_checkinteger(L, 1);
+  double secs = luaL_optnumber(L, 2, 10);
+  struct pollfd p = {lfd, POLLIN, 0};
+  if (poll(&p, 1, (int)(secs * 1000 + 0.999)) <= 0) { lua_pushnil(L); return 1; }
+  int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  if (fd < 0) { lua_pushnil(L); return 1; }
+  tcp_tune(fd);
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int t_tcp_dial(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  int port = (int)luaL_checkinteger(L, 2);
+  double secs = luaL_optnumber(L, 3, 10);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "not an IPv4 address: %s", host);
+    return 2;
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return luaL_error(L, "socket: %s", strerror(errno));
+  int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+  if (rc < 0 && errno == EINPROGRESS) {
+    struct pollfd p = {fd, POLLOUT, 0};
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (poll(&p, 1, (int)(secs * 1000 + 0.999)) <= 0) err = ETIMEDOUT;
+    else getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    rc = err ? -1 : 0;
+    errno = err;
+  }
+  if (rc < 0) {
+    int e = errno;
+    close(fd);
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot connect to %s:%d: %s", host, port, strerror(e));
+    return 2;
+  }
+  tcp_tune(fd);
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int t_close_fd(lua_State *L) {
+  close((int)luaL_checkinteger(L, 1));
+  return 0;
+}
+
 /* core.tubes.send_frame(link, type, payload) -> true | nil, "gone" */
 static int t_send_frame(lua_State *L) {
-  tlink *k = check_link(L, 1);
+  int fd = fd_of(L, 1);
   int type = (int)luaL_checkinteger(L, 2);
   size_t n;
   const char *p = luaL_optlstring(L, 3, "", &n);
-  if (send_frame_fd(pd_link_fd(k->l), type, p, n)) {
+  if (send_frame_fd(fd, type, p, n)) {
     lua_pushnil(L);
     lua_pushliteral(L, "gone");
     return 2;
@@ -1167,12 +1265,12 @@ static int t_send_frame(lua_State *L) {
 
 /* core.tubes.recv_frame(link, seconds) -> type, payload | nil, "timeout"|"gone" */
 static int t_recv_frame(lua_State *L) {
-  tlink *k = check_link(L, 1);
+  int fd = fd_of(L, 1);
   double secs = luaL_optnumber(L, 2, 10);
   pd_buf b;
   pd_buf_init(&b);
   int type = 0;
-  int rc = read_frame_fd(pd_link_fd(k->l), pd_now() + secs, pd_now() + secs, &type, &b);
+  int rc = read_frame_fd(fd, pd_now() + secs, pd_now() + secs, &type, &b);
   if (rc <= 0) {
     pd_buf_free(&b);
     lua_pushnil(L);
@@ -1205,7 +1303,7 @@ static int t_handshake(lua_State *L) {
   if (!h) return luaL_error(L, "not enough memory");
   for (int i = 0; i < n; i++) {
     lua_rawgeti(L, 1, i + 1);
-    h[i].fd = pd_link_fd(check_link(L, -1)->l);
+    h[i].fd = fd_of(L, lua_gettop(L));
     lua_pop(L, 1);
     lua_rawgeti(L, 2, i + 1);
     h[i].dialer = !strcmp(luaL_optstring(L, -1, "dial"), "dial");
@@ -1325,7 +1423,9 @@ static const luaL_Reg node_methods[] = {
 static const luaL_Reg tubes_funcs[] = {
   {"gang", t_gang}, {"node", t_node}, {"dial", t_dial}, {"listen", t_listen},
   {"handshake", t_handshake}, {"send_frame", t_send_frame}, {"recv_frame", t_recv_frame},
-  {"random", t_random}, {"gang_links", t_gang_links}, {NULL, NULL},
+  {"random", t_random}, {"gang_links", t_gang_links}, {"tcp_listen", t_tcp_listen},
+  {"tcp_accept", t_tcp_accept}, {"tcp_dial", t_tcp_dial}, {"close_fd", t_close_fd},
+  {NULL, NULL},
 };
 
 static const luaL_Reg link_methods[] = {

@@ -97,7 +97,7 @@ for _, size in ipairs(sizes) do
                       p / t, size >= (8388608) and "  (goal >= 0.5)" or ""))
 end
 print()
-print("across two loopback nodes: `pdlua serve` x 2, tubes are tcp links between their workers")
+print("across two loopback nodes: `pdlua serve` x 2, tubes are tcp sockets between their workers")
 do
   local exe = require("pd.core").exe()
   local nodes, pids = {}, {}

@@ -159,49 +159,62 @@ end
 -- learns where its out-tubes go, links them all (each link proves the key),
 -- then serves the set.
 function M.remote_main(a)
-  local links = {}
+  local links, fds = {}, {}
+  local lfd
   local function close_all()
     for _, l in ipairs(links) do l:close() end
+    for _, fd in ipairs(fds) do ctubes.close_fd(fd) end
+    if lfd then ctubes.close_fd(lfd) end
+    links, fds, lfd = {}, {}, nil
   end
   local function check(v, err, what)
-    if not v then close_all(); error("pd.tasks: node " .. a.index .. ": " .. what .. ": "
-                                     .. tostring(err), 0) end
+    if not v then
+      close_all()
+      error("pd.tasks: node " .. a.index .. ": " .. what .. ": " .. tostring(err), 0)
+    end
     return v
   end
   local ctl = check(ctubes.dial(a.url, 10))
   links[#links + 1] = ctl
   check(ctubes.handshake({ ctl }, { "dial" }, a.key, 10), nil, "the coordinator")
-  local lis = check(ctubes.listen(a.listen or "tcp://0.0.0.0:0"))
-  ctubes.send_frame(ctl, P.HELLO, cmap.encode { index = a.index, port = lis:port() })
+  local port
+  lfd, port = ctubes.tcp_listen()
+  check(lfd, port, "listening for tubes")
+  ctubes.send_frame(ctl, P.HELLO, cmap.encode { index = a.index, port = port })
   local ty, p = ctubes.recv_frame(ctl, 120)
-  if ty ~= P.PEERS then lis:close(); close_all(); return false end
+  if ty ~= P.PEERS then close_all(); return false end
   local peers = cmap.decode(p)        -- outs = {{name, host, port, to}}, nin = n
   local hs, roles, outs, ins = {}, {}, {}, {}
   for i, o in ipairs(peers.outs) do
-    local l = check(ctubes.dial("tcp://" .. o[2] .. ":" .. o[3], 10), nil, "tube '" .. o[1] .. "'")
-    links[#links + 1] = l
-    outs[i] = l
-    hs[#hs + 1], roles[#roles + 1] = l, "dial"
+    local fd, err = ctubes.tcp_dial(o[2], o[3], 10)
+    check(fd, err, "tube '" .. o[1] .. "'")
+    fds[#fds + 1] = fd
+    outs[i] = fd
+    hs[#hs + 1], roles[#roles + 1] = fd, "dial"
   end
   for i = 1, peers.nin do
-    local l = check(lis:accept(30), "nobody came", "an in-tube")
-    links[#links + 1] = l
-    ins[i] = l
-    hs[#hs + 1], roles[#roles + 1] = l, "listen"
+    local fd = check(ctubes.tcp_accept(lfd, 30), "nobody came", "an in-tube")
+    fds[#fds + 1] = fd
+    ins[i] = fd
+    hs[#hs + 1], roles[#roles + 1] = fd, "listen"
   end
-  lis:close()
+  ctubes.close_fd(lfd)
+  lfd = nil
   check(ctubes.handshake(hs, roles, a.key, 30), nil, "tubes")
   for i, o in ipairs(peers.outs) do
     ctubes.send_frame(outs[i], P.TUBE, cmap.encode { name = o[1], from = a.index })
   end
-  local N = ctubes.node(ctl:fd())
-  for i, o in ipairs(peers.outs) do N:add(o[1], "out", outs[i]:fd(), o[4]) end
+  local names = {}
   for i = 1, peers.nin do
     local t2, q = ctubes.recv_frame(ins[i], 30)
     check(t2 == P.TUBE, q, "an in-tube's name")
-    local id = cmap.decode(q)
-    N:add(id.name, "in", ins[i]:fd(), id.from)
+    names[i] = cmap.decode(q)
   end
+  -- from here the node owns the tube descriptors (node:close closes them)
+  local N = ctubes.node(ctl:fd())
+  for i, o in ipairs(peers.outs) do N:add(o[1], "out", outs[i], o[4]) end
+  for i = 1, peers.nin do N:add(names[i].name, "in", ins[i], names[i].from) end
+  fds = {}
   local ok = M.serve(N)
   N:close()
   close_all()
