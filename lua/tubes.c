@@ -1287,18 +1287,18 @@ static int t_recv_frame(lua_State *L) {
  * -> true | nil, err.  All the links prove the key at once (one poll loop),
  * so two nodes that dial each other never wait on each other.  Frames of
  * type 'A' carry the pd_auth messages. */
-typedef struct hs { pd_auth a; int fd, dialer, step, done; } hs;
+typedef struct hs { pd_auth a; pd_secret sec; int fd, dialer, step, done; } hs;
 
+/* key: one string for every link, or a list of one per link (specs pit
+ * two ends with different keys against each other in one process). */
 static int t_handshake(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TTABLE);
-  size_t kl;
-  const char *key = luaL_checklstring(L, 3, &kl);
+  int per = lua_istable(L, 3);
+  if (!per) luaL_checkstring(L, 3);
   double deadline = pd_now() + luaL_optnumber(L, 4, 10);
   int n = (int)lua_rawlen(L, 1);
   if (n == 0) { lua_pushboolean(L, 1); return 1; }
-  pd_secret sec;
-  if (pd_secret_set(&sec, key, kl)) return luaL_argerror(L, 3, "a key of 1 to 1024 bytes");
   hs *h = calloc((size_t)n, sizeof *h);
   if (!h) return luaL_error(L, "not enough memory");
   for (int i = 0; i < n; i++) {
@@ -1308,6 +1308,15 @@ static int t_handshake(lua_State *L) {
     lua_rawgeti(L, 2, i + 1);
     h[i].dialer = !strcmp(luaL_optstring(L, -1, "dial"), "dial");
     lua_pop(L, 1);
+    if (per) lua_rawgeti(L, 3, i + 1);
+    else lua_pushvalue(L, 3);
+    size_t kl;
+    const char *key = lua_tolstring(L, -1, &kl);
+    if (!key || pd_secret_set(&h[i].sec, key, kl)) {
+      free(h);
+      return luaL_argerror(L, 3, "keys of 1 to 1024 bytes");
+    }
+    lua_pop(L, 1);
   }
   const char *fail = NULL;
   pd_buf out, in;
@@ -1316,7 +1325,7 @@ static int t_handshake(lua_State *L) {
   for (int i = 0; i < n && !fail; i++)               /* dialers speak first */
     if (h[i].dialer) {
       out.len = 0;
-      if (pd_auth_dialer_start(&h[i].a, &sec, &out) || send_frame_fd(h[i].fd, 'A', out.data, out.len))
+      if (pd_auth_dialer_start(&h[i].a, &h[i].sec, &out) || send_frame_fd(h[i].fd, 'A', out.data, out.len))
         fail = "cannot start the handshake";
     }
   int left = n;
@@ -1343,7 +1352,7 @@ static int t_handshake(lua_State *L) {
         }
       } else {
         if (h[i].step == 0) {
-          r = pd_auth_listener_start(&h[i].a, &sec, in.data, in.len, &out);
+          r = pd_auth_listener_start(&h[i].a, &h[i].sec, in.data, in.len, &out);
           h[i].step = 1;
         } else {
           r = pd_auth_listener_check(&h[i].a, in.data, in.len, &out);
@@ -1357,8 +1366,10 @@ static int t_handshake(lua_State *L) {
                                          : "the handshake failed";
     }
   }
-  for (int i = 0; i < n; i++) pd_auth_wipe(&h[i].a);
-  pd_secret_wipe(&sec);
+  for (int i = 0; i < n; i++) {
+    pd_auth_wipe(&h[i].a);
+    pd_secret_wipe(&h[i].sec);
+  }
   free(h);
   pd_buf_free(&out);
   pd_buf_free(&in);

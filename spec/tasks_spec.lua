@@ -350,6 +350,34 @@ describe("pd.tasks", function()
   end)
 end)
 
+describe("tube links between machines", function()
+  local ct = require "pd.core.tubes"
+
+  local function pair()
+    local lfd, port = ct.tcp_listen()
+    local d = assert(ct.tcp_dial("127.0.0.1", port, 5))
+    local a = assert(ct.tcp_accept(lfd, 5))
+    ct.close_fd(lfd)
+    return d, a
+  end
+
+  -- both ends in one call: handshake runs all its links at once
+  local function both(key_d, key_l)
+    local d, a = pair()
+    local ok, err = ct.handshake({ d, a }, { "dial", "listen" }, { key_d, key_l }, 5)
+    ct.close_fd(d); ct.close_fd(a)
+    return ok, err
+  end
+
+  it("prove the set's key with the pd_auth handshake, and refuse a wrong one", function()
+    local ok, err = both("the set key", "the set key")
+    assert.is_true(ok, err)
+    ok, err = both("a wrong key", "the set key")
+    assert.is_nil(ok)
+    assert.matches("does not hold the set's key", err)
+  end)
+end)
+
 describe("pd.topology", function()
   local T = pd.topology
   it("builds rings, lines, grids, stars and complete graphs", function()
