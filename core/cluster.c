@@ -140,19 +140,25 @@ static void node_down(pd_cluster *c, cnode *n, int state, const char *why) {
   pthread_cond_broadcast(&c->cv);
 }
 
-typedef struct dialarg { pd_cluster *c; cnode *n; } dialarg;
+/* What a dial helper needs, copied: it must not read the node or the
+ * cluster's settings while it dials (pd_cluster_free may run meanwhile). */
+typedef struct dialarg {
+  pd_cluster *c;
+  cnode *n;                     /* touched only under c->mu, and only if !c->stop */
+  char url[256], ca[512];
+  double timeout;
+} dialarg;
 
 static void *dial_thread(void *arg) {
   dialarg *d = arg;
   pd_cluster *c = d->c;
   cnode *n = d->n;
-  free(d);
-  pd_tls tls = {NULL, NULL, c->ca[0] ? c->ca : NULL};
+  pd_tls tls = {NULL, NULL, d->ca[0] ? d->ca : NULL};
   char err[256] = "";
   pd_link *l = NULL;
   int fd;
-  int rc = pd_link_dial(n->url, &tls, c->o.connect_timeout > 0 ? c->o.connect_timeout : 5.0,
-                        &l, &fd, err, sizeof err);
+  int rc = pd_link_dial(d->url, &tls, d->timeout, &l, &fd, err, sizeof err);
+  free(d);
   pthread_mutex_lock(&c->mu);
   if (c->stop) {                                 /* the cluster is going away */
     if (l) pd_link_close(l);
@@ -169,10 +175,10 @@ static void *dial_thread(void *arg) {
   n->dial_rc = rc;
   snprintf(n->dial_err, sizeof n->dial_err, "%s", err);
   n->dial_done = 1;
+  poke(c->ctl[1]);                               /* under the lock: c is alive */
   c->dials--;
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
-  poke(c->ctl[1]);
   return NULL;
 }
 
@@ -181,6 +187,9 @@ static void start_dial(pd_cluster *c, cnode *n) {
   if (!d) return;
   d->c = c;
   d->n = n;
+  snprintf(d->url, sizeof d->url, "%s", n->url);
+  snprintf(d->ca, sizeof d->ca, "%s", c->ca);
+  d->timeout = c->o.connect_timeout > 0 ? c->o.connect_timeout : 5.0;
   pthread_t t;
   pthread_attr_t at;
   pthread_attr_init(&at);
@@ -590,11 +599,10 @@ void pd_cluster_free(pd_cluster *c) {
     poke(c->ctl[1]);
     pthread_join(c->th, NULL);
   }
-  /* dial helpers still blocked in a connect see stop and touch no node */
+  /* dial helpers still blocked in a connect see stop (under the lock) and
+   * then touch nothing of the cluster but the lock and the count */
   pthread_mutex_lock(&c->mu);
   c->stop = 1;
-  int orphan = c->dials > 0;
-  c->orphaned = orphan;
   pthread_mutex_unlock(&c->mu);
   for (int i = 0; i < c->nn; i++) {
     cnode *n = c->nodes[i];
@@ -624,12 +632,15 @@ void pd_cluster_free(pd_cluster *c) {
   c->nn = 0;
   c->ops = NULL;
   c->nops = 0;
-  if (orphan) {
-    pthread_mutex_lock(&c->mu);
-    int last = c->dials == 0;                    /* the last helper may be done now */
+  /* everything but the lock is gone: the last helper still dialling (if
+   * any) frees the rest when it returns */
+  pthread_mutex_lock(&c->mu);
+  if (c->dials > 0) {
+    c->orphaned = 1;
     pthread_mutex_unlock(&c->mu);
-    if (!last) return;                           /* the last helper frees c */
+    return;
   }
+  pthread_mutex_unlock(&c->mu);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
   free(c);

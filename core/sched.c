@@ -285,6 +285,13 @@ int pd_pool_local(const pd_pool *p) {
   return n;
 }
 
+int pd_pool_busy(const pd_pool *p) {
+  int n = 0;
+  for (int i = 0; i < p->nw; i++)                  /* local workers (cluster: not slots) */
+    n += !p->w[i].ext && p->w[i].qhead < p->w[i].qlen;
+  return n;
+}
+
 int pd_pool_pids(const pd_pool *p, int *pids, int max) {
   int k = 0;
   for (int i = 0; i < p->nw && k < max; i++)
@@ -579,23 +586,29 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
   return sent;
 }
 
+/* Breadth first: every worker gets its first batch before any gets a
+ * second, so that two long tasks on two idle workers run side by side. */
 static void dispatch(pd_pool *p) {
-  for (int k = 0; k < p->nw; k++) {
-    worker *w = &p->w[k];
-    if (w->kill_reason || w->retiring) continue;
-    for (;;) {
+  for (int level = 1; level <= 32; level++) {
+    int sent = 0, deeper = 0;
+    for (int k = 0; k < p->nw; k++) {
+      worker *w = &p->w[k];
+      if (w->kill_reason || w->solo || w->retiring) continue;   /* cluster: retiring */
+      if (w->nbatch >= level) { deeper = 1; continue; }   /* its turn comes later */
       pd_job *j = p->jobs;
       while (j && !job_wants(p, j, k)) j = j->link;
-      if (!j) break;
+      if (!j) continue;
       uint32_t chunk = chunk_for(p, j);
-      if (w->nbatch >= window_for(j, chunk) || w->solo) break;
+      if (w->nbatch >= window_for(j, chunk)) continue;
       /* a task run again after a lost worker runs alone on an idle worker,
        * so that if it kills this one too no other task pays for it */
       int retry = j->nretry && j->att[j->retry[j->nretry - 1]];
-      if (retry && w->nbatch) break;
-      if (!send_batch(p, w, j, chunk)) break;
+      if (retry && w->nbatch) continue;
+      if (!send_batch(p, w, j, chunk)) continue;
       if (retry) w->solo = 1;
+      sent++;
     }
+    if (!sent && !deeper) break;
   }
 }
 
@@ -711,6 +724,8 @@ static int anything_pending(const pd_pool *p) {
     if (!job_final(j) && (queued(j) || j->inflight)) return 1;
   return 0;
 }
+
+int pd_pool_pending(const pd_pool *p) { return anything_pending(p); }
 
 int pd_pool_pump(pd_pool *p, double timeout) {
   double start = pd_now();

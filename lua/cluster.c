@@ -402,6 +402,18 @@ int pdi_serve_main(int argc, char **argv) {
   o.tls.key = key;
   o.worker_argv = wargv;
   o.memory = (unsigned long long)mem_mib << 20;
+  if (!mem_mib) {
+    /* the default, as for local workers: a fair share of what the machine
+     * has free, so that a runaway task of someone else's job fails with
+     * "out of memory" long before the owner's desktop swaps */
+    FILE *mf = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (mf && fgets(line, sizeof line, mf))
+      if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    if (mf) fclose(mf);
+    if (kb && cpus > 0) o.memory = (unsigned long long)((double)kb * 1024 * 0.9 / cpus);
+  }
   o.announce = announce;
   o.beacon = beacon;
   o.heartbeat = env_heartbeat();

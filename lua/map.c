@@ -495,6 +495,13 @@ static int p_resize(lua_State *L) {
   return 0;
 }
 
+/* pool:busy() -> number of workers holding tasks now */
+static int p_busy(lua_State *L) {
+  lpool *lp = check_pool(L);
+  lua_pushinteger(L, pd_pool_busy(lp->p));
+  return 1;
+}
+
 /* pool:pids() -> { pid, ... } of the workers running now */
 static int p_pids(lua_State *L) {
   lpool *lp = check_pool(L);
@@ -842,6 +849,45 @@ static int m_worker(lua_State *L) {
 
 /* ==== small helpers for the Lua side ======================================= */
 
+/* ==== background progress ===================================================
+ * The scheduler runs in the coordinator's thread.  While the script runs
+ * its own Lua code after pd.map_async, a count hook pumps the pools now and
+ * then (every PUMP_EVERY VM instructions, without waiting), so that workers
+ * get new batches; it removes itself when no job has work left.  It is only
+ * installed when no other hook is (a debugger's wins), and does not run in
+ * LuaJIT's compiled code or while a C function blocks. */
+#define PUMP_EVERY 100000
+
+static void pump_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  int pending = 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, "pd.map.pools");   /* [pools] */
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {                      /* [pools, k, pool] */
+      lpool *lp = (lpool *)luaL_testudata(L, -1, POOL_MT);
+      if (lp && lp->p && pd_pool_pending(lp->p)) {
+        pd_pool_pump(lp->p, 0);                    /* errors: seen at the next wait */
+        pending |= pd_pool_pending(lp->p);
+      }
+      lua_pop(L, 1);                               /* [pools, k] */
+    }
+  }
+  lua_pop(L, 1);                                   /* [] */
+  if (!pending) lua_sethook(L, NULL, 0, 0);
+}
+
+/* core.map.autopump(pools): install the hook (see above) on this thread,
+ * pumping the pools in table `pools`.  Stack: [pools] -> [] */
+static int m_autopump(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "pd.map.pools");
+  lua_Hook h = lua_gethook(L);
+  if (h == NULL || h == pump_hook) lua_sethook(L, pump_hook, LUA_MASKCOUNT, PUMP_EVERY);
+  return 0;
+}
+
 /* core.map.isatty([fd = 2]) -> boolean */
 static int m_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 2)));
@@ -930,7 +976,7 @@ static const luaL_Reg pool_methods[] = {
   {"progress", p_progress}, {"results", p_results}, {"task", p_task},
   {"completed", p_completed}, {"first_failure", p_first_failure},
   {"cancel", p_cancel}, {"release", p_release}, {"resize", p_resize},
-  {"pids", p_pids}, {"stats", p_stats}, {"close", p_gc}, {"closed", p_closed},
+  {"pids", p_pids}, {"busy", p_busy}, {"stats", p_stats}, {"close", p_gc}, {"closed", p_closed},
   {NULL, NULL},
 };
 
@@ -939,7 +985,7 @@ static const luaL_Reg map_funcs[] = {
   {"decode", m_decode}, {"task", m_task},
   {"isatty", m_isatty}, {"getpid", m_getpid}, {"machine", m_machine},
   {"rss", m_rss}, {"alive", m_alive}, {"set_error_mt", m_set_error_mt},
-  {"set_pd", m_set_pd}, {"codec_encode", m_codec_encode},
+  {"set_pd", m_set_pd}, {"codec_encode", m_codec_encode}, {"autopump", m_autopump},
   {NULL, NULL},
 };
 

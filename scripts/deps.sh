@@ -14,7 +14,7 @@ clang libclang-rt-14-dev
 tmux iproute2 procps openssl"
 
 if [ "${1:-}" = "--bench" ]; then
-  PKGS="$PKGS python3 python3-joblib python3-dask python3-distributed lua-messagepack"
+  PKGS="$PKGS python3 python3-joblib python3-dask python3-distributed lua-messagepack python3-numpy python3-deap python3-pyswarms"
 fi
 
 missing=""

@@ -75,7 +75,13 @@ function C.run(script, words, env, limit)
               (limit or 60) .. " " .. H.q(H.pdlua) .. " run " .. H.q(script) .. " " .. (words or ""))
 end
 
---- Processes whose environment holds PDLUA_NODE_NAME=name (a node's workers).
+local function ppid_of(pid)
+  return tonumber(slurp("/proc/" .. pid .. "/stat"):match("%) %a (%d+)"))
+end
+
+--- The workers of our node called `name`: processes whose environment
+-- holds PDLUA_NODE_NAME=name and whose parent is a node this spec started
+-- (other test runs on the machine may use the same names).
 function C.workers_of(name)
   local pids = {}
   local p = io.popen("ls /proc")
@@ -85,8 +91,10 @@ function C.workers_of(name)
       if f then
         local e = f:read("*a") or ""
         f:close()
-        if e:find("PDLUA_NODE_NAME=" .. name .. "\0", 1, true) and C.alive(tonumber(d)) then
-          pids[#pids + 1] = tonumber(d)
+        local pid = tonumber(d)
+        if e:find("PDLUA_NODE_NAME=" .. name .. "\0", 1, true) and C.alive(pid) and
+           C.started[ppid_of(pid) or -1] then
+          pids[#pids + 1] = pid
         end
       end
     end

@@ -37,9 +37,13 @@ describe("cluster failures and sharing", function()
                        " --cpus 0 --secret-file " .. q(secret) .. " --nodes " .. a.url .. "," .. b.url,
                        "coordinator")
     assert.truthy(H.wait_until(function() return io.open(go) end, 30), C.slurp(co.err))
-    assert.truthy(#C.workers_of("kb") > 0)
+    local kb = C.workers_of("kb")
+    assert.truthy(#kb > 0)
     C.kill(b.pid)                                    -- kill -9 the node mid-job
-    assert.truthy(H.wait_until(function() return #C.workers_of("kb") == 0 end, 10))
+    assert.truthy(H.wait_until(function()            -- its workers die with it
+      for _, pid in ipairs(kb) do if C.alive(pid) then return false end end
+      return true
+    end, 10))
     assert.truthy(H.wait_until(function() return not C.alive(co.pid) end, 45), C.slurp(co.err))
     C.started[co.pid] = nil
     assert.matches("OK\t80", C.slurp(co.out), C.slurp(co.err))

@@ -160,6 +160,28 @@ describe("pd.map", function()
       assert.is_nil(pd.job(job.id))
     end)
 
+    it("advance while the script runs its own Lua code", function()
+      local xs = {}
+      for i = 1, 60 do xs[i] = i end
+      local job = pd.map_async(function(x)
+        local t = os.clock()
+        while os.clock() - t < 0.005 do end
+        return x
+      end, xs, { chunk = 1 })
+      -- Lua 5.4: a count hook pumps while this loop runs (the raw C
+      -- progress below does not pump); LuaJIT compiles the loop and runs no
+      -- hooks, so there job:progress() (which gives the scheduler a turn)
+      local raw = not pd.vm:match("LuaJIT")
+      local deadline, x = core.now() + 30, 0
+      local done
+      repeat
+        for i = 1, 1e5 do x = x + i end
+        if raw then done = job._pool:progress(job.id) else done = job:progress() end
+      until done == 60 or core.now() > deadline
+      assert.equals(60, done)
+      assert.same(xs, (function() local r = job:results(); r.n = nil; return r end)())
+    end)
+
     it("yield every result once, in completion order, with each()", function()
       local job = pd.map_async(function(x)
         local t = os.clock()
@@ -300,6 +322,15 @@ describe("pd.map", function()
     end)
   end)
 
+  it("runs two long tasks on two workers side by side", function()
+    local r = pd.map(function()
+      local t = os.clock()
+      while os.clock() - t < 0.2 do end
+      return require("pd.core.map").getpid()
+    end, { 1, 2 })
+    assert.are_not.equal(r[1], r[2])
+  end)
+
   it("gives a slow worker fewer tasks (dynamic load balancing)", function()
     pd.map(function(x) return x end, { 1, 2, 3, 4 })   -- both workers up
     local pids = map._pools().default:pids()
@@ -417,6 +448,22 @@ describe("pdlua run with pd.map", function()
     assert.equals(0, rc)
     assert.equals("", err)
     os.remove(s)
+  end)
+
+  it("runs the examples; pi's estimate does not depend on --cpus", function()
+    local pi = H.source .. "/examples/pi.lua"
+    local a, e1, rc1 = H.pdlua_run("run " .. q(pi) .. " 200000 --cpus 1 --seed 3")
+    local b, e2, rc2 = H.pdlua_run("run " .. q(pi) .. " 200000 --cpus 2 --seed 3")
+    assert.equals(0, rc1, e1)
+    assert.equals(0, rc2, e2)
+    local ea, eb = a:match("pi ~ (%S+)"), b:match("pi ~ (%S+)")
+    assert.is_truthy(ea)
+    assert.equals(ea, eb)
+    assert.is_true(math.abs(tonumber(ea) - math.pi) < 0.05)
+    local out, err, rc = H.pdlua_run("run " .. q(H.source .. "/examples/sweep.lua") .. " 4 --cpus 2")
+    assert.equals(0, rc, err)
+    assert.matches("16 runs of", out)
+    assert.matches("largest predator peak", out)
   end)
 
   it("draws a progress bar when asked (done/total, rate, ETA)", function()

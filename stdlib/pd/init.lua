@@ -15,6 +15,7 @@ local lazy = {
   pretty = "pd.pretty",
   codec = "pd.codec",
   gpu = "pd.gpu",
+  optim = "pd.optim",
 }
 
 --- Register a lazily loaded part (used by the parts themselves).
@@ -39,6 +40,10 @@ do
   end
   lazy.linalg, lazy.math, lazy.random = "pd.linalg", "pd.math", "pd.random"
 end
+
+--- Minimise / maximise f over a search space (pd.optim; docs/optimisation.md).
+function pd.minimize(f, spec) return pd.optim.minimize(f, spec) end
+function pd.maximize(f, spec) return pd.optim.maximize(f, spec) end
 
 -- pd.map and the session (stdlib/pd/map.lua), loaded on first use.  pd.rng
 -- is map's: inside a task it is the task's pd.random stream.

@@ -307,9 +307,9 @@ function M.nodes()
   for _, p in pairs(S.pools) do
     if not p:closed() then
       for _, pid in ipairs(p:pids()) do pids[#pids + 1] = pid end
+      busy = busy + p:busy()
     end
   end
-  busy = #pids
   local t = { { url = "local", name = "local", cpus = st.cpus, gpus = 0, busy = busy, alive = true,
                 workers = pids } }
   local cl = ensure_cluster()                  -- cluster: every node, as last heard
@@ -395,14 +395,18 @@ Job.__name = "pd.Job"
 
 local function final_status(s) return s == "done" or s == "failed" or s == "cancelled" end
 
+-- status and progress give the scheduler a turn (without waiting), so a
+-- script that polls them keeps its workers busy.
 function Job:status()
   if self._released then return self._final_status end
+  self._pool:pump(0)
   return self._pool:status(self.id)
 end
 
 --- job:progress() -> done, total, failed
 function Job:progress()
   if self._released then return self._done, self.n, self._failed end
+  self._pool:pump(0)
   return self._pool:progress(self.id)
 end
 
@@ -460,12 +464,15 @@ function Job:each()
   return function()
     k = k + 1
     while true do
+      -- the status first: status() pumps, and a task it sees finish must
+      -- still be yielded below (fix of a race seen in spec/map under load)
+      local st = self:status()
       local i, v = self._pool:completed(self.id, k)
       if i then
         if M.iserror(v) and not self._collect then error(v, 0) end
         return i, v
       end
-      if final_status(self:status()) then finished(self); return nil end
+      if final_status(st) then finished(self); return nil end
       self._pool:pump((self._json or self._bar) and 0.25 or -1)
       if self._json or self._bar then report(self) end
     end
@@ -598,7 +605,10 @@ end
 
 --- pd.map_async(f, list [, opts]) -> job
 function M.map_async(f, list, opts)
-  return new_job(start(f, list, opts))
+  local job = new_job(start(f, list, opts))
+  job._pool:pump(0)                 -- hand out the first batches now
+  cmap.autopump(S.pools)            -- and more while the script runs on
+  return job
 end
 
 -- Pump until job id is over; returns its status.

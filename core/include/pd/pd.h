@@ -273,6 +273,9 @@ void pd_pool_cancel(pd_pool *p, pd_job *j);
  * a final state, or -errno on a fatal error (cannot start any worker). */
 int pd_pool_pump(pd_pool *p, double timeout);
 
+/* Does any job have tasks queued or running?  (The caller may want to pump.) */
+int pd_pool_pending(const pd_pool *p);
+
 uint32_t pd_job_id(const pd_job *j);
 int pd_job_status(const pd_job *j);
 void pd_job_progress(const pd_job *j, uint32_t *done, uint32_t *total, uint32_t *failed);
@@ -283,6 +286,8 @@ uint32_t pd_job_completed(const pd_job *j, uint32_t k);
 /* The lowest-index failed task, or UINT32_MAX. */
 uint32_t pd_job_first_failure(const pd_job *j);
 
+/* Workers holding tasks now. */
+int pd_pool_busy(const pd_pool *p);
 /* Worker pids now running (up to max); returns how many. */
 int pd_pool_pids(const pd_pool *p, int *pids, int max);
 typedef struct pd_pool_stats {

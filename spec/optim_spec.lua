@@ -1,0 +1,479 @@
+-- spec/optim_spec.lua: pd.minimize, pd.maximize and the pd.optim optimisers.
+-- Every run has a fixed seed: the assertions are exact or have wide margins
+-- measured on many seeds (bench/optim), never timing-dependent.
+local pd = require "pd"
+local H = require "helper"
+
+local function sphere(x)
+  local s = 0.0
+  for i = 1, #x do s = s + x[i] * x[i] end
+  return s
+end
+
+local function ellipsoid(x)
+  local n, s = #x, 0.0
+  for i = 1, n do s = s + 10 ^ (6 * (i - 1) / (n - 1)) * x[i] * x[i] end
+  return s
+end
+
+local function rosenbrock(x)
+  local s = 0.0
+  for i = 1, #x - 1 do
+    s = s + 100 * (x[i + 1] - x[i] ^ 2) ^ 2 + (1 - x[i]) ^ 2
+  end
+  return s
+end
+
+local function rastrigin(x)
+  local s = 10 * #x
+  for i = 1, #x do s = s + x[i] ^ 2 - 10 * math.cos(2 * math.pi * x[i]) end
+  return s
+end
+
+local function close(a, b, tol) return math.abs(a - b) <= tol * math.max(1, math.abs(b)) end
+
+describe("pd.optim.cmaes parameters", function()
+  local cmaes = require "pd.optim.cmaes"
+  -- printed by pycma 4.4.0 (research/optim.md section 1.2)
+  local ref = {
+    { 2, 6, 3, 2.029, 0.15482, 0.08559, 0.6246, 0.5732, 1.5732, -1.207 },
+    { 10, 10, 5, 3.167, 0.01528, 0.02355, 0.2950, 0.3196, 1.3196, -0.649 },
+    { 20, 12, 6, 3.729, 0.00437, 0.00922, 0.1718, 0.2143, 1.2143, -0.474 },
+    { 40, 15, 7, 4.541, 0.00117, 0.00341, 0.0930, 0.1376, 1.1376, -0.343 },
+  }
+  for _, r in ipairs(ref) do
+    it("match pycma 4.4.0 at n = " .. r[1], function()
+      local p = cmaes.params(r[1])
+      assert.are.equal(r[2], p.lambda)
+      assert.are.equal(r[3], p.mu)
+      assert.is_true(close(p.mueff, r[4], 1e-3))
+      assert.is_true(close(p.c1, r[5], 1e-3))
+      assert.is_true(close(p.cmu, r[6], 1e-3))
+      assert.is_true(close(p.cc, r[7], 1e-3))
+      assert.is_true(close(p.cs, r[8], 1e-3))
+      assert.is_true(close(p.damps, r[9], 1e-3))
+      local s = 0
+      for i = 1, p.lambda do s = s + p.weights[i] end
+      assert.is_true(close(s, r[10], 2e-3))
+    end)
+  end
+  it("has pycma's n = 10 weights", function()
+    local w = { 0.4563, 0.2708, 0.1622, 0.0852, 0.0255, -0.0800, -0.2218, -0.3446, -0.4529, -0.5497 }
+    local p = cmaes.params(10)
+    for i = 1, 10 do assert.is_true(math.abs(p.weights[i] - w[i]) < 1e-4) end
+  end)
+  it("maps every genotype into the box, identity in the middle", function()
+    for _, x in ipairs { -1e6, -7, -5.2, -5, -4.9, 0, 3.3, 4.99, 5.01, 9, 1e9 } do
+      local y = cmaes.box(x, -5, 5)
+      assert.is_true(y >= -5 and y <= 5)
+    end
+    assert.are.equal(3.3, cmaes.box(3.3, -5, 5))
+    assert.are.equal(0, cmaes.box(0, -5, 5))
+  end)
+end)
+
+describe("CMA-ES convergence (as good as pycma, fixed seeds)", function()
+  local function run(f, n, lo, hi, seed)
+    return pd.minimize(f, { dim = n, bounds = { lo, hi }, seed = seed, target = 1e-8, budget = 1e5 })
+  end
+  it("solves the 10-D sphere in about pycma's 1511 evaluations", function()
+    local r = run(sphere, 10, -5.12, 5.12, 1)
+    assert.are.equal("target", r.stop)
+    assert.is_true(r.f <= 1e-8)
+    assert.is_true(r.evaluations < 1900, r.evaluations)
+  end)
+  it("solves the 10-D ellipsoid (condition 1e6) thanks to the active update", function()
+    local r = run(ellipsoid, 10, -5, 5, 2)
+    assert.are.equal("target", r.stop)
+    assert.is_true(r.evaluations < 5000, r.evaluations)
+  end)
+  it("solves the 10-D Rosenbrock function, which Playdoh's CMA-ES fails", function()
+    local r = run(rosenbrock, 10, -2.048, 2.048, 3)
+    assert.are.equal("target", r.stop)
+    assert.is_true(r.evaluations < 8000, r.evaluations)
+    for i = 1, 10 do assert.is_true(math.abs(r.x[i] - 1) < 1e-3) end
+  end)
+  it("is rotation invariant: a rotated ellipsoid costs what the plain one costs", function()
+    local n = 8
+    local g = pd.random.new(99)
+    local M = pd.zeros(n, n)
+    for i = 1, n do for j = i, n do
+      local v = g:normal(); M:set(i, j, v); M:set(j, i, v)
+    end end
+    local _, Q = pd.linalg.eigh(M)                 -- a random orthogonal matrix
+    local R = Q:totable()
+    local function rotated(x)
+      local y = {}
+      for i = 1, n do
+        local s = 0
+        for j = 1, n do s = s + R[i][j] * x[j] end
+        y[i] = s
+      end
+      return ellipsoid(y)
+    end
+    local plain, rot = 0, 0
+    for seed = 1, 3 do
+      local spec = { dim = n, init = { -3, 3 }, seed = seed, target = 1e-8 }
+      local a, b = pd.minimize(ellipsoid, spec), pd.minimize(rotated, spec)
+      assert.are.equal("target", a.stop)
+      assert.are.equal("target", b.stop)
+      plain, rot = plain + a.evaluations, rot + b.evaluations
+    end
+    assert.is_true(math.abs(rot / plain - 1) < 0.15, rot / plain)
+  end)
+  it("stops by its own termination criteria when no target is given", function()
+    local r = pd.minimize(sphere, { dim = 4, bounds = { -3, 3 }, seed = 5 })
+    assert.is_truthy(({ tolfun = 1, tolx = 1, tolfunhist = 1 })[r.stop], r.stop)
+    assert.is_true(r.f < 1e-9)
+  end)
+  it("IPOP restarts solve the 2-D Rastrigin function", function()
+    local r = pd.minimize(rastrigin, { dim = 2, bounds = { -5.12, 5.12 }, seed = 4,
+                                       restarts = 9, target = 1e-8, budget = 1e5 })
+    assert.are.equal("target", r.stop)
+    assert.is_true(r.runs >= 1)
+  end)
+  it("counts every restart against one budget and keeps the best ever", function()
+    local r = pd.minimize(rastrigin, { dim = 10, bounds = { -5.12, 5.12 }, seed = 1,
+                                       restarts = 3, budget = 6000 })
+    assert.are.equal("budget", r.stop)
+    assert.is_true(r.evaluations >= 6000 and r.evaluations < 6000 + 200)
+    assert.is_true(r.runs > 1)
+    local best = math.huge
+    for _, h in ipairs(r.history) do best = math.min(best, h.best) end
+    assert.are.equal(best, r.f)
+  end)
+  it("BIPOP restarts run small and large regimes", function()
+    local r = pd.minimize(rastrigin, { dim = 5, bounds = { -5.12, 5.12 }, seed = 2,
+                                       restarts = { max = 4, bipop = true }, budget = 20000 })
+    assert.is_true(r.runs > 2)
+    assert.is_true(r.f < 10)
+  end)
+end)
+
+describe("Playdoh's own optimisation tests", function()
+  for _, alg in ipairs { "cmaes", "pso", "ga" } do
+    it("maximise exp(-x^2), popsize 1000, 3 iterations: |x| < 0.1 with " .. alg, function()
+      local r = pd.maximize(function(p) return math.exp(-p.x ^ 2) end,
+        { algorithm = alg, popsize = 1000, maxiter = 3, params = { x = { -5, 5 } }, seed = 7 })
+      assert.is_true(math.abs(r.x.x) < 0.1)
+      assert.are.equal(3, r.iterations)
+      assert.are.equal("maxiter", r.stop)
+    end)
+  end
+  it("named parameters with underscores work (x_0)", function()
+    local r = pd.maximize(function(p) return math.exp(-p.x_0 ^ 2) end,
+      { algorithm = "pso", popsize = 1000, maxiter = 3, params = { x_0 = { -5, 5 } }, seed = 3 })
+    assert.is_true(math.abs(r.x.x_0) < 0.1)
+  end)
+  it("across two loopback nodes", function()
+    pending("needs pdlua serve (issue 5)")
+  end)
+end)
+
+describe("pd.minimize specs", function()
+  it("gives the same result for the same seed, and another for another seed", function()
+    for _, alg in ipairs { "cmaes", "pso", "ga" } do
+      local spec = { algorithm = alg, dim = 3, bounds = { -2, 2 }, seed = 11, maxiter = 20 }
+      local a, b = pd.minimize(sphere, spec), pd.minimize(sphere, spec)
+      assert.are.same(a.x, b.x)
+      assert.are.equal(a.f, b.f)
+      spec.seed = 12
+      local c = pd.minimize(sphere, spec)
+      assert.are_not.equal(a.f, c.f)
+    end
+  end)
+  it("maximize(f) is minimize(-f) on the same trajectory", function()
+    local spec = { dim = 3, bounds = { -2, 2 }, seed = 3, maxiter = 30 }
+    local a = pd.maximize(function(x) return -sphere(x) end, spec)
+    local b = pd.minimize(sphere, spec)
+    assert.are.same(a.x, b.x)
+    assert.are.equal(-b.f, a.f)
+    assert.are.equal(-b.history[5].best, a.history[5].best)
+  end)
+  it("honours 4-element params, bounds suffixes and keeps points in the bounds", function()
+    for _, alg in ipairs { "cmaes", "pso", "ga" } do
+      local seen_out = false
+      local r = pd.minimize(function(p)
+        if p.a < 1 or p.a > 2 or p.b_c < -1 or p.b_c > 0 then seen_out = true end
+        return (p.a - 3) ^ 2 + (p.b_c + 5) ^ 2 + p.free ^ 2
+      end, { algorithm = alg, seed = 2, budget = 3000,
+             params = { a = { 1, 1.2, 1.8, 2 }, b_c_bounds = { -1, 0 }, free = { -1, 1 } } })
+      assert.is_false(seen_out)
+      assert.is_true(math.abs(r.x.a - 2) < 1e-3, alg .. " " .. r.x.a)
+      assert.is_true(math.abs(r.x.b_c + 1) < 1e-3, alg)
+    end
+  end)
+  it("accepts one {lo, hi} per dimension and a separate init range", function()
+    local r = pd.minimize(sphere, { bounds = { { -1, 1 }, { 2, 3 } }, init = { { 0.5, 1 }, { 2.5, 3 } },
+                                    seed = 1, budget = 2000 })
+    assert.is_true(math.abs(r.x[1]) < 1e-4)
+    assert.is_true(math.abs(r.x[2] - 2) < 1e-4)
+  end)
+  it("passes extra args after the point", function()
+    local r = pd.minimize(function(x, c, k) return (x[1] - c) ^ 2 * k end,
+      { dim = 1, bounds = { -10, 10 }, args = { 4, 2 }, seed = 1, target = 1e-12 })
+    assert.is_true(math.abs(r.x[1] - 4) < 1e-5)
+  end)
+  it("stops on budget, maxiter and target and says so", function()
+    assert.are.equal("budget", pd.minimize(sphere, { algorithm = "pso", dim = 5, bounds = { -1, 1 },
+      budget = 400, seed = 1 }).stop)
+    local r = pd.minimize(sphere, { dim = 5, bounds = { -1, 1 }, maxiter = 7, seed = 1 })
+    assert.are.equal("maxiter", r.stop)
+    assert.are.equal(7, r.iterations)
+    assert.are.equal(7 * 8, r.evaluations)
+    assert.are.equal("target", pd.minimize(sphere, { algorithm = "ga", dim = 2, bounds = { -1, 1 },
+      target = 1e-3, seed = 1 }).stop)
+  end)
+  it("records the history: best, mean and scale per iteration", function()
+    local r = pd.minimize(sphere, { dim = 4, bounds = { -3, 3 }, maxiter = 40, seed = 9 })
+    assert.are.equal(40, #r.history)
+    for i = 2, 40 do
+      local h, p = r.history[i], r.history[i - 1]
+      assert.is_true(h.best <= p.best)
+      assert.is_true(h.mean >= h.best)
+      assert.is_true(h.scale > 0)
+      assert.are.equal(i * 8, h.evaluations)
+    end
+    assert.is_true(r.history[40].scale < r.history[1].scale)
+  end)
+  it("prints one progress line per iteration", function()
+    local lines = {}
+    pd.minimize(sphere, { dim = 2, bounds = { -1, 1 }, maxiter = 5, seed = 1,
+                          progress = function(l) lines[#lines + 1] = l end })
+    assert.are.equal(5, #lines)
+    assert.truthy(lines[5]:match("iter 5%s+evals 30%s+best [%d%.e%-]+%s+spread"))
+    -- PSO evaluates an iteration in 4 blocks: still one line, one history entry
+    lines = {}
+    local r = pd.minimize(sphere, { algorithm = "pso", dim = 2, bounds = { -1, 1 }, maxiter = 3,
+                                    seed = 1, progress = function(l) lines[#lines + 1] = l end })
+    assert.are.equal(3, #lines)
+    assert.are.equal(3, #r.history)
+    assert.truthy(lines[3]:match("iter 3%s+evals 120%s"))
+  end)
+  it("runs independent groups in one batch, each as its own seed's run", function()
+    local calls = 0
+    local r = pd.minimize(function(x, g)
+      calls = calls + 1
+      return (x[1] - g) ^ 2 + x[2] ^ 2
+    end, { dim = 2, bounds = { -5, 5 }, groups = 3, seed = 20, maxiter = 60 })
+    assert.are.equal(3, #r.groups)
+    for g = 1, 3 do
+      assert.is_true(math.abs(r.groups[g].x[1] - g) < 1e-3)
+      -- the same as a separate run with seed 20 + g - 1
+      local s = pd.minimize(function(x) return (x[1] - g) ^ 2 + x[2] ^ 2 end,
+        { dim = 2, bounds = { -5, 5 }, seed = 20 + g - 1, maxiter = 60 })
+      assert.are.same(s.x, r.groups[g].x)
+      assert.are.equal(s.f, r.groups[g].f)
+    end
+    assert.are.equal(calls, r.evaluations)
+  end)
+  it("honours per-group options (Playdoh's per-group optparams)", function()
+    local f = function(x) return x[1] ^ 2 + x[2] ^ 2 end
+    local r = pd.minimize(f, { algorithm = "pso", dim = 2, bounds = { -5, 5 }, groups = 2, seed = 30,
+                               maxiter = 30, options = { { w = 0.5 }, { w = 0.9, c = 1.0 } } })
+    local a = pd.minimize(f, { algorithm = "pso", dim = 2, bounds = { -5, 5 }, seed = 30,
+                               maxiter = 30, options = { w = 0.5 } })
+    local b = pd.minimize(f, { algorithm = "pso", dim = 2, bounds = { -5, 5 }, seed = 31,
+                               maxiter = 30, options = { w = 0.9, c = 1.0 } })
+    assert.are.equal(a.f, r.groups[1].f)
+    assert.are.equal(b.f, r.groups[2].f)
+  end)
+  it("hands a vectorized fitness the whole population, with the same result", function()
+    local blocks = 0
+    local spec = { dim = 3, bounds = { -2, 2 }, seed = 5, maxiter = 25 }
+    local a = pd.minimize(sphere, spec)
+    spec.vectorized = true
+    local b = pd.minimize(function(X)
+      blocks = blocks + 1
+      local out = {}
+      for k = 1, #X do out[k] = sphere(X[k]) end
+      return out
+    end, spec)
+    assert.are.equal(25, blocks)
+    assert.are.same(a.x, b.x)
+  end)
+  it("gives the same result serially and on 1 or 2 workers, vectorized or not", function()
+    local spec = { dim = 4, bounds = { -2, 2 }, seed = 6, maxiter = 20, algorithm = "pso" }
+    local a = pd.minimize(rosenbrock, spec)
+    for _, cpus in ipairs { 1, 2 } do
+      spec.parallel, spec.cpus = true, cpus
+      spec.vectorized = nil
+      local b = pd.minimize(rosenbrock, spec)
+      assert.are.same(a.x, b.x)
+      spec.vectorized = true
+      local c = pd.minimize(function(X)
+        local out = {}
+        for k = 1, #X do
+          local x, s = X[k], 0
+          for i = 1, #x - 1 do s = s + 100 * (x[i + 1] - x[i] ^ 2) ^ 2 + (1 - x[i]) ^ 2 end
+          out[k] = s
+        end
+        return out
+      end, spec)
+      assert.are.same(a.x, c.x)
+    end
+  end)
+  it("hands named parameters to a vectorized fitness as columns (Playdoh style)", function()
+    local r = pd.minimize(function(P)
+      local out = {}
+      for k = 1, #P.u do out[k] = (P.u[k] - 1) ^ 2 + (P.v[k] + 1) ^ 2 end
+      return out
+    end, { params = { u = { -3, 3 }, v = { -3, 3 } }, vectorized = true, seed = 1, budget = 2000 })
+    assert.is_true(math.abs(r.x.u - 1) < 1e-4 and math.abs(r.x.v + 1) < 1e-4)
+  end)
+  it("runs a GA on islands with migration", function()
+    local r = pd.minimize(rastrigin, { algorithm = "ga", dim = 5, bounds = { -5.12, 5.12 },
+      islands = 4, migration = { every = 10, count = 3, topology = "ring" }, budget = 20000, seed = 1 })
+    assert.is_true(r.f < 1e-2, r.f)
+    local r2 = pd.minimize(rastrigin, { algorithm = "ga", dim = 5, bounds = { -5.12, 5.12 },
+      islands = 4, migration = { every = 10, count = 3, topology = "all" }, budget = 20000, seed = 1 })
+    assert.are_not.equal(r.f, r2.f)
+    -- any topology: a list of {from, to} edges (here a star around island 1)
+    local r3 = pd.minimize(rastrigin, { algorithm = "ga", dim = 5, bounds = { -5.12, 5.12 },
+      islands = 4, budget = 20000, seed = 1, migration = { every = 10, count = 2,
+      topology = { { 2, 1 }, { 3, 1 }, { 4, 1 }, { 1, 2 }, { 1, 3 }, { 1, 4 } } } })
+    assert.is_true(r3.f < 0.1, r3.f)
+  end)
+  it("runs PSO on islands: swarms in lockstep with migration, the same on workers", function()
+    local spec = { algorithm = "pso", dim = 5, bounds = { -5.12, 5.12 }, islands = 4, popsize = 80,
+                   migration = { every = 5, count = 2, topology = "ring" }, maxiter = 60, seed = 2 }
+    local r = pd.minimize(sphere, spec)
+    assert.are.equal(60 * 80, r.evaluations)
+    assert.is_true(r.f < 1e-3, r.f)
+    local again = pd.minimize(sphere, spec)
+    assert.are.equal(r.f, again.f)
+    spec.parallel, spec.cpus = true, 2
+    local par = pd.minimize(sphere, spec)
+    assert.are.same(r.x, par.x)
+    spec.parallel, spec.cpus = nil, nil
+    spec.migration.every = 1000                  -- no migration: another run
+    assert.are_not.equal(r.f, pd.minimize(sphere, spec).f)
+  end)
+  it("rejects a bad spec with a clear message", function()
+    assert.has_error(function() pd.minimize(sphere, { bounds = { -1, 1 } }) end)
+    assert.has_error(function() pd.minimize(sphere, { dim = 2 }) end)
+    assert.has_error(function() pd.minimize(sphere, { dim = 2, bounds = { 1, -1 } }) end)
+    assert.has_error(function() pd.minimize(sphere, { dim = 2, bounds = { -1, 1 }, algorithm = "de" }) end)
+  end)
+end)
+
+describe("pd.minimize failures", function()
+  it("stops with an error object when the fitness raises", function()
+    local ok, e = pcall(pd.minimize, function(x)
+      if x[1] > 0 then error("boom") end
+      return x[1] ^ 2
+    end, { dim = 1, bounds = { -1, 1 }, seed = 1, maxiter = 50 })
+    assert.is_false(ok)
+    assert.is_true(pd.optim.iserror(e))
+    assert.truthy(tostring(e.message):match("boom"))
+    assert.truthy(e.traceback:match("traceback"))
+    assert.is_true(e.point[1] > 0)
+    assert.truthy(tostring(e):match("at point"))
+  end)
+  it("reports a NaN instead of ranking it", function()
+    local ok, e = pcall(pd.minimize, function(p) return p.x > 0.5 and 0 / 0 or p.x end,
+      { params = { x = { 0, 1, 1, 1 } }, seed = 1, algorithm = "pso", maxiter = 10 })
+    assert.is_false(ok)
+    assert.truthy(e.message:match("NaN"))
+    assert.is_true(e.point.x > 0.5)
+  end)
+  it("reports a value that is not a number", function()
+    local ok, e = pcall(pd.minimize, function() return "x" end, { dim = 1, bounds = { 0, 1 }, seed = 1 })
+    assert.is_false(ok)
+    assert.truthy(e.message:match("not a number"))
+  end)
+  it("reruns a lost worker's evaluations", function()
+    local marker = os.tmpname()
+    os.remove(marker)
+    local spec = { dim = 3, bounds = { -2, 2 }, seed = 8, maxiter = 15 }
+    local plain = pd.minimize(sphere, spec)
+    spec.parallel, spec.cpus = true, 2
+    -- (locals, so that the function does not carry busted's environment
+    -- to the workers)
+    local open, exit = io.open, os.exit
+    local r = pd.minimize(function(x)
+      local f = open(marker, "r")
+      if not f then
+        open(marker, "w"):close()
+        exit(9, false)               -- this worker dies mid-evaluation, once
+      end
+      f:close()
+      local s = 0
+      for i = 1, #x do s = s + x[i] * x[i] end
+      return s
+    end, spec)
+    assert.truthy(io.open(marker, "r"))
+    os.remove(marker)
+    assert.are.same(plain.x, r.x)
+    assert.are.equal(plain.f, r.f)
+  end)
+  it("reports a worker's error with its traceback and the point", function()
+    local raise = error
+    local ok, e = pcall(pd.minimize, function(x)
+      if x[1] > 0 then raise("remote boom") end
+      return x[1] ^ 2
+    end, { dim = 1, bounds = { -1, 1 }, seed = 1, parallel = true, cpus = 2 })
+    assert.is_false(ok)
+    assert.truthy(e.message:match("remote boom"))
+    assert.truthy(e.traceback:match("traceback"))
+    assert.is_true(e.point[1] > 0)
+  end)
+end)
+
+describe("ask and tell", function()
+  for _, alg in ipairs { "cmaes", "pso", "ga" } do
+    it("pd.optim." .. alg .. " runs in the user's own loop", function()
+      local o = pd.optim[alg] { dim = 4, bounds = { -3, 3 }, seed = 1 }
+      for _ = 1, 150 do
+        local X = o:ask()
+        local F = {}
+        for k = 1, #X do F[k] = sphere(X[k]) end
+        o:tell(X, F)
+      end
+      local x, f = o:best()
+      assert.are.equal(4, #x)
+      assert.is_true(f < 1e-2, alg .. " " .. f)
+    end)
+  end
+end)
+
+describe("checkpoint and resume", function()
+  local script = [[
+    local pd = require "pd"
+    local kill_at = tonumber(os.getenv("KILL_AT") or "0")
+    local calls = 0
+    local r = pd.minimize(function(x)
+      calls = calls + 1
+      if calls == kill_at then os.exit(9, false) end
+      local s = 0
+      for i = 1, #x - 1 do s = s + 100 * (x[i+1] - x[i]^2)^2 + (1 - x[i])^2 end
+      return s
+    end, { algorithm = arg[1], dim = 4, bounds = {-2, 2}, seed = 3, maxiter = 60,
+           islands = tonumber(arg[3]), migration = { every = 7, count = 2 },
+           checkpoint = arg[2] ~= "" and arg[2] or nil, resume = arg[2] ~= "" and arg[2] or nil })
+    local digest = 0
+    for i, h in ipairs(r.history) do
+      digest = digest + i * (h.best + h.mean + h.scale + h.evaluations + h.iteration)
+    end
+    io.write(string.format("%.17g %d %d %d %.17g", r.f, r.evaluations, r.iterations, #r.history, digest))
+  ]]
+  for _, case in ipairs { { "cmaes", 1 }, { "pso", 1 }, { "ga", 1 }, { "pso", 3 }, { "ga", 3 } } do
+    local alg, k = case[1], case[2]
+    it("a killed " .. alg .. " run (" .. k .. " islands) resumes and ends where an uninterrupted run ends", function()
+      local file = H.tmpfile(script, ".lua")
+      local ck = os.tmpname()
+      os.remove(ck)
+      local plain, err, rc = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " '' " .. k)
+      assert.are.equal(0, rc, err)
+      local _, _, rc2 = H.sh("KILL_AT=300 " .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
+      assert.are.equal(9, rc2)
+      local f = io.open(ck, "rb")
+      assert.truthy(f)
+      f:close()
+      local resumed, err3, rc3 = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
+      assert.are.equal(0, rc3, err3)
+      assert.are.equal(plain, resumed)
+      os.remove(ck); os.remove(ck .. ".hist"); os.remove(file)
+    end)
+  end
+end)

@@ -1,0 +1,469 @@
+--- pd.optim.cmaes: the covariance matrix adaptation evolution strategy.
+--
+-- Follows N. Hansen, "The CMA Evolution Strategy: A Tutorial" (2016,
+-- arXiv:1604.00772) with the choices of pycma 4.4.0 (N. Hansen et al.,
+-- CMA-ES/pycma), which differ from the tutorial in a few constants:
+--   * (mu_W, lambda)-aCMA-ES: active covariance update with negative
+--     recombination weights (Jastrebski & Arnold, CEC 2006; Hansen & Ros,
+--     "Benchmarking a weighted negative covariance matrix update", GECCO
+--     2010), weights finalised as in pycma's RecombinationWeights;
+--   * c_sigma = (mu_eff + 2) / (n + mu_eff + 3), c_mu with pycma's 0.25 term,
+--     sigma's log-step clipped to +-1;
+--   * bounds by pycma's BoundTransform, the piecewise linear/quadratic map of
+--     the box (BoxConstraintsLinQuadTransformation): the strategy runs
+--     unconstrained and f is evaluated at the mapped, always feasible point;
+--   * pycma's termination criteria and defaults (tolx, tolfun, tolfunhist,
+--     tolstagnation, tolconditioncov, noeffectaxis, noeffectcoord,
+--     tolflatfitness, tolxstagnation, tolupsigma, tolfacupx, maxiter).
+-- Restarts with increasing population (IPOP: Auger & Hansen, CEC 2005) and
+-- BIPOP (Hansen, GECCO BBOB workshop 2009) live in pd.optim (the driver).
+--
+-- Ask and tell:
+--   local es = cmaes.new{dim = 10, x0 = {...}, sigma0 = 0.5, seed = 1}
+--   while not es.stop do
+--     local X = es:ask()              -- list of lambda points (lists)
+--     local F = {}; for k = 1, #X do F[k] = f(X[k]) end
+--     es:tell(X, F)
+--   end
+--   local x, fx = es:best()
+--
+-- The object is plain data (numbers and lists) with a metatable, so it can
+-- be written to a checkpoint and read back (cmaes.restore).
+local la = require "pd.optim.la"
+
+local M = {}
+local ES = {}
+ES.__index = ES
+M.ES = ES
+
+local sqrt, log, exp, floor, ceil, min, max, abs, huge =
+  math.sqrt, math.log, math.exp, math.floor, math.ceil, math.min, math.max, math.abs, math.huge
+
+---------------------------------------------------------------------------
+-- Strategy parameters (pycma options_parameters.py, recombination_weights.py)
+---------------------------------------------------------------------------
+
+--- The default strategy parameters for dimension n and population lambda
+-- (default 4 + floor(3 ln n)): a table with lambda, mu, weights (all
+-- lambda, negative ones finalised), mueff, cc, cs, c1, cmu, damps, chiN.
+function M.params(n, lambda)
+  lambda = lambda or (4 + floor(3 * log(n)))
+  local mu = floor(lambda / 2)
+  local w = {}
+  for i = 1, lambda do w[i] = log((lambda + 1) / 2) - log(i) end
+  local spos, sneg = 0.0, 0.0
+  for i = 1, lambda do
+    if w[i] > 0 then spos = spos + w[i] else sneg = sneg + w[i] end
+  end
+  for i = 1, lambda do if w[i] > 0 then w[i] = w[i] / spos end end
+  local s2 = 0.0
+  for i = 1, lambda do if w[i] > 0 then s2 = s2 + w[i] * w[i] end end
+  local mueff = 1 / s2
+  -- mu_eff of the negative weights, a scale-free quantity
+  local nsum, nsq = 0.0, 0.0
+  for i = 1, lambda do
+    if w[i] < 0 then nsum = nsum + w[i]; nsq = nsq + w[i] * w[i] end
+  end
+  local mueffminus = nsq > 0 and nsum * nsum / nsq or 0
+
+  local cc = (4 + mueff / n) / (n + 4 + 2 * mueff / n)
+  local cs = (mueff + 2) / (n + mueff + 3)
+  local c1 = 2 * min(1, lambda / 6) / ((n + 1.3) ^ 2 + mueff)
+  local cmu = min(1 - c1, 2 * (0.25 + mueff + 1 / mueff - 2) / ((n + 2) ^ 2 + mueff))
+  local damps = 1 + 2 * max(0, sqrt((mueff - 1) / (n + 1)) - 1) + cs
+  local chiN = sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n * n))
+
+  -- Negative weights: scaled so that |sum w-| is the smallest of the three
+  -- limits (pycma finalize_negative_weights): no decay of C from the rank-mu
+  -- term, bounded negative mu_eff, and positive definiteness.
+  if sneg < 0 then
+    local target = min(1 + c1 / cmu, 1 + 2 * mueffminus / (mueff + 2))
+    target = min(target, (1 - c1 - cmu) / cmu / n)
+    local f = target / -nsum
+    for i = 1, lambda do if w[i] < 0 then w[i] = w[i] * f end end
+  end
+  return { lambda = lambda, mu = mu, weights = w, mueff = mueff, cc = cc,
+           cs = cs, c1 = c1, cmu = cmu, damps = damps, chiN = chiN }
+end
+
+---------------------------------------------------------------------------
+-- Bound transformation (pycma BoxConstraintsLinQuadTransformation)
+---------------------------------------------------------------------------
+
+--- Map genotype value x into [lb, ub]: identity inside [lb + al, ub - au],
+-- quadratic in the margins, reflected and periodic outside.
+local function box(x, lb, ub)
+  local al = min((ub - lb) / 2, (1 + abs(lb)) / 20)
+  local au = min((ub - lb) / 2, (1 + abs(ub)) / 20)
+  if x < lb - 2 * al - (ub - lb) / 2 or x > ub + 2 * au + (ub - lb) / 2 then
+    local r = 2 * (ub - lb + al + au)
+    local s = lb - 2 * al - (ub - lb) / 2
+    x = x - r * floor((x - s) / r)
+  end
+  if x > ub + au then x = x - 2 * (x - ub - au) end
+  if x < lb - al then x = x + 2 * (lb - al - x) end
+  if x < lb + al then
+    x = lb + (x - (lb - al)) ^ 2 / 4 / al
+  elseif x > ub - au then
+    x = ub - (x - (ub + au)) ^ 2 / 4 / au
+  end
+  return x
+end
+M.box = box
+
+local function transform(self, g)
+  local lo, hi = self.lower, self.upper
+  if not lo then
+    local x = {}
+    for i = 1, self.n do x[i] = g[i] end
+    return x
+  end
+  local x = {}
+  local il, iu = self.inner_lo, self.inner_hi
+  for i = 1, self.n do
+    local l, u, v = lo[i], hi[i], g[i]
+    if v >= il[i] and v <= iu[i] then x[i] = v      -- the identity part
+    elseif l > -huge and u < huge then x[i] = box(v, l, u)
+    elseif l > -huge and g[i] < l then x[i] = l + (l - g[i])   -- reflect at a lone bound
+    elseif u < huge and g[i] > u then x[i] = u - (g[i] - u)
+    else x[i] = g[i] end
+  end
+  return x
+end
+
+---------------------------------------------------------------------------
+-- Construction
+---------------------------------------------------------------------------
+
+local DEFAULTS = {
+  tolfun = 1e-11, tolfunhist = 1e-12, tolx = 1e-11, tolconditioncov = 1e14,
+  tolflatfitness = 3, tolfacupx = 1e3, tolupsigma = 1e20,
+}
+
+--- A new strategy.  opts:
+--   dim (n), x0 (list, default zeros), sigma0 (default 1), stds (list of
+--   per-coordinate scales of the initial C, default ones), popsize
+--   (lambda), lower/upper (lists; -math.huge/math.huge for none), seed or
+--   rng (a pd.optim.la generator), maxiter, budget (evaluations), target
+--   (stop when f <= target), and pycma's tolerances: tolx, tolfun,
+--   tolfunhist, tolstagnation, tolconditioncov, tolflatfitness, tolfacupx,
+--   tolupsigma, active (default true).
+function M.new(opts)
+  local n = opts.dim or (opts.x0 and #opts.x0)
+  assert(n and n >= 1, "cmaes: dim must be a positive integer")
+  local p = M.params(n, opts.popsize)
+  if opts.active == false then
+    for i = 1, p.lambda do if p.weights[i] < 0 then p.weights[i] = 0 end end
+  end
+  local self = setmetatable({}, ES)
+  for k, v in pairs(p) do self[k] = v end
+  self.n = n
+  self.x0 = {}
+  self.mean = {}
+  for i = 1, n do
+    self.mean[i] = opts.x0 and opts.x0[i] or 0.0
+    self.x0[i] = self.mean[i]
+  end
+  self.sigma0 = opts.sigma0 or 1.0
+  self.sigma = self.sigma0
+  local stds = opts.stds
+  self.D, self.pc, self.ps = {}, {}, {}
+  local var, ones = {}, {}
+  for i = 1, n do
+    local s = stds and stds[i] or 1.0
+    self.D[i], var[i], ones[i] = s, s * s, 1.0
+    self.pc[i], self.ps[i] = 0.0, 0.0
+  end
+  self.C = la.diag_matrix(n, var)        -- covariance (pd.array)
+  self.B = la.diag_matrix(n, ones)       -- its eigenvectors, as columns
+  self.BDt, self.Cis = la.transforms(self.B, self.D, n)
+  self.stds0 = {}
+  for i = 1, n do self.stds0[i] = self.D[i] end
+  if opts.lower or opts.upper then
+    self.lower, self.upper = {}, {}
+    for i = 1, n do
+      self.lower[i] = opts.lower and opts.lower[i] or -huge
+      self.upper[i] = opts.upper and opts.upper[i] or huge
+    end
+  end
+  if self.lower then
+    -- where the bound transformation is the identity: [lb + al, ub - au]
+    self.inner_lo, self.inner_hi = {}, {}
+    for i = 1, n do
+      local l, u = self.lower[i], self.upper[i]
+      if l > -huge and u < huge then
+        self.inner_lo[i] = l + min((u - l) / 2, (1 + abs(l)) / 20)
+        self.inner_hi[i] = u - min((u - l) / 2, (1 + abs(u)) / 20)
+      else
+        self.inner_lo[i], self.inner_hi[i] = l, u
+      end
+    end
+  end
+  self.rng = opts.rng or la.rng(opts.seed or 0)
+  self.countiter, self.countevals = 0, 0
+  -- pycma decomposes C again after 1/(c1 + cmu)/n/10 iterations (its
+  -- GaussFullSampler's lazy_update_gap), in practice every iteration
+  self.lazy_gap = 1 / (self.c1 + self.cmu) / n / 10
+  self.eigen_iter = 0
+  -- tolxstagnation: [1e-9, 20, 0.1], the mean moved less than 1e-9 over
+  -- 20 + 0.1 * iterations iterations
+  self.xstag = { x = {}, count = 0, count_x = 0 }
+  for i = 1, n do self.xstag.x[i] = self.mean[i] end
+  self.best_evals = 0
+  for k, v in pairs(DEFAULTS) do self[k] = opts[k] or v end
+  self.tolstagnation = opts.tolstagnation or floor(100 + 100 * n ^ 1.5 / self.lambda)
+  self.maxiter = opts.maxiter or floor(100 + 150 * (n + 3) ^ 2 / sqrt(self.lambda))
+  self.budget = opts.budget or huge
+  self.target = opts.target
+  self.hist, self.histbest, self.histmedian = {}, {}, {}
+  self.flatcount = 0
+  self.best_f = huge
+  self.best_x = nil
+  return self
+end
+
+--- Re-attach the methods to a strategy read back from a checkpoint.
+function M.restore(t)
+  la.rng_restore(t.rng)
+  return setmetatable(t, ES)
+end
+
+---------------------------------------------------------------------------
+-- Ask
+---------------------------------------------------------------------------
+
+local function update_eigen(self)
+  local n = self.n
+  local e, B = la.eigh(self.C)
+  local D = {}
+  for i = 1, n do
+    if e[i] <= 0 then e[i] = 1e-300 end
+    D[i] = sqrt(e[i])
+  end
+  self.B, self.D = B, D
+  self.BDt, self.Cis = la.transforms(B, D, n)
+  self.eigen_iter = self.countiter
+end
+
+--- Sample lambda new points.  Returns a list of points (lists), already
+-- mapped into the bounds; tell() expects their values in the same order.
+function ES:ask()
+  if self.pending then return self.pending_x end
+  if self.countiter > 0 and self.countiter - self.eigen_iter >= self.lazy_gap then
+    update_eigen(self)
+  end
+  local n, rng, mean, sigma = self.n, self.rng, self.mean, self.sigma
+  local G, X = {}, {}
+  local Z = rng:normals(self.lambda, n)
+  local Yarr, Ys = la.cma_sample(Z, self.BDt)   -- y_k = B D z_k, one gemm
+  for k = 1, self.lambda do
+    local y = Ys[k]
+    local g = {}
+    for i = 1, n do g[i] = mean[i] + sigma * y[i] end
+    G[k] = g
+    X[k] = transform(self, g)
+  end
+  self.pending, self.pending_x, self.pending_y, self.pending_ys = G, X, Yarr, Ys
+  local copy = {}
+  for k = 1, #X do
+    local x = {}
+    for i = 1, n do x[i] = X[k][i] end
+    copy[k] = x
+  end
+  return copy
+end
+
+---------------------------------------------------------------------------
+-- Tell
+---------------------------------------------------------------------------
+
+local function median(t, a, b)
+  local s = {}
+  for i = a, b do s[#s + 1] = t[i] end
+  table.sort(s)
+  local m = #s
+  if m == 0 then return 0 end
+  if m % 2 == 1 then return s[(m + 1) / 2] end
+  return (s[m / 2] + s[m / 2 + 1]) / 2
+end
+
+local function check_stop(self, fs)
+  local n = self.n
+  if self.target and self.best_f <= self.target then return "target" end
+  if self.countevals >= self.budget then return "budget" end
+  if self.countiter >= self.maxiter then return "maxiter" end
+  local h = self.hist
+  local hmax, hmin = -huge, huge
+  for i = 1, #h do hmax = max(hmax, h[i]); hmin = min(hmin, h[i]) end
+  if fs[#fs] - fs[1] < self.tolfun and hmax - hmin < self.tolfun then return "tolfun" end
+  if #h > 9 and hmax - hmin < self.tolfunhist then return "tolfunhist" end
+  local dC = la.diag(self.C, n)
+  local tolx = true
+  for i = 1, n do
+    local dc = sqrt(dC[i])
+    if self.sigma * dc >= self.tolx or self.sigma * abs(self.pc[i]) >= self.tolx then
+      tolx = false; break
+    end
+  end
+  if tolx then return "tolx" end
+  local dmax, dmin = -huge, huge
+  for i = 1, n do dmax = max(dmax, self.D[i]); dmin = min(dmin, self.D[i]) end
+  if dmax * dmax > self.tolconditioncov * dmin * dmin then return "conditioncov" end
+  -- no effect along a principal axis, or in a coordinate
+  local i = self.countiter % n + 1
+  local same = 0
+  for k = 1, n do
+    local m = self.mean[k]
+    if m == m + 0.1 * self.sigma * self.D[i] * la.get(self.B, k, i) then same = same + 1 end
+  end
+  if same == n then return "noeffectaxis" end
+  for k = 1, n do
+    local m = self.mean[k]
+    if m == m + 0.2 * self.sigma * sqrt(dC[k]) then return "noeffectcoord" end
+  end
+  if self.flatcount > self.tolflatfitness then return "tolflatfitness" end
+  local xs = self.xstag
+  if xs.count - xs.count_x > 20 + 0.1 * xs.count then return "tolxstagnation" end
+  if self.sigma / dmax > self.sigma0 * self.tolupsigma then return "tolupsigma" end
+  for k = 1, n do
+    if self.sigma * sqrt(dC[k]) > self.sigma0 * self.stds0[k] * self.tolfacupx then
+      return "tolfacupx"
+    end
+  end
+  -- stagnation: the best was found in the first half of the stagnation
+  -- period, and the recent medians of best and median f (recorded every 5
+  -- iterations) are no better than the older ones
+  local hb, hm = self.histbest, self.histmedian
+  local l = max(self.tolstagnation / 5 / 2, #hb / 10)
+  if l <= self.countiter then
+    l = floor(l)
+    if self.countiter > n * (5 + 100 / self.lambda)
+       and (self.countevals - self.best_evals) / self.lambda > self.tolstagnation / 2
+       and #hb > 100 and 2 * l < #hb
+       and median(hm, 1, l) >= median(hm, l + 1, 2 * l)
+       and median(hb, 1, l) >= median(hb, l + 1, 2 * l) then
+      return "tolstagnation"
+    end
+  end
+  return nil
+end
+
+--- Update the distribution from the values F of the points the last ask()
+-- returned (X is accepted for symmetry with pycma and checked for size).
+-- A NaN or non-number value raises an error naming the point.
+function ES:tell(X, F)
+  local G = self.pending
+  assert(G, "cmaes: tell() without a pending ask()")
+  local lam, n = self.lambda, self.n
+  if F == nil then F, X = X, nil end
+  assert(#F == lam, "cmaes: tell() needs " .. lam .. " values, got " .. #F)
+  for k = 1, lam do
+    local v = F[k]
+    if type(v) ~= "number" or v ~= v then
+      error(string.format("cmaes: value %d is %s, not a number", k, tostring(v)), 2)
+    end
+  end
+  local Yarr, Ys = self.pending_y, self.pending_ys
+  self.pending, self.pending_x, self.pending_y, self.pending_ys = nil, nil, nil, nil
+  self.countiter = self.countiter + 1
+  self.countevals = self.countevals + lam
+  -- rank
+  local idx = {}
+  for k = 1, lam do idx[k] = k end
+  table.sort(idx, function(a, b)
+    if F[a] ~= F[b] then return F[a] < F[b] end
+    return a < b
+  end)
+  local fs = {}
+  for k = 1, lam do fs[k] = F[idx[k]] end
+  if fs[1] < self.best_f then
+    self.best_f = fs[1]
+    self.best_x = transform(self, G[idx[1]])
+    self.best_evals = self.countevals
+  end
+  -- flat fitness: the best no better than the value at 3/4 of the ranking
+  if fs[1] < fs[floor(0.75 * lam) + 1] then self.flatcount = 0
+  else self.flatcount = self.flatcount + 1 end
+  -- histories (newest first)
+  table.insert(self.hist, 1, fs[1])
+  if #self.hist > 10 + 30 * n / lam then table.remove(self.hist) end
+  if self.countiter % 5 == 0 then
+    table.insert(self.histbest, 1, fs[1])
+    table.insert(self.histmedian, 1, median(fs, 1, lam))
+    if #self.histbest > 2e4 then table.remove(self.histbest); table.remove(self.histmedian) end
+  end
+
+  local w, mu, sigma = self.weights, self.mu, self.sigma
+  local mold = self.mean
+  -- y_k = (g_k - m)/sigma, in rank order
+  local Y = {}
+  for r = 1, lam do Y[r] = Ys[idx[r]] end
+  -- mean
+  local yw = {}
+  for i = 1, n do yw[i] = 0.0 end
+  for r = 1, mu do
+    local y, wr = Y[r], w[r]
+    for i = 1, n do yw[i] = yw[i] + wr * y[i] end
+  end
+  local mean = {}
+  for i = 1, n do mean[i] = mold[i] + sigma * yw[i] end
+  self.mean = mean
+  -- step-size path and stall flag
+  local cs, cc, mueff = self.cs, self.cc, self.mueff
+  local zw = la.rows_times({ yw }, self.Cis)[1]   -- C^(-1/2) y_w
+  local a = sqrt(cs * (2 - cs) * mueff)
+  local ps = self.ps
+  local ps2 = 0.0
+  for i = 1, n do
+    ps[i] = (1 - cs) * ps[i] + a * zw[i]
+    ps2 = ps2 + ps[i] * ps[i]
+  end
+  local hsig = (ps2 / (1 - (1 - cs) ^ (2 * self.countiter)) / n - 1 < 1 + 4 / (n + 1)) and 1 or 0
+  -- covariance path
+  local b = hsig * sqrt(cc * (2 - cc) * mueff)
+  local pc = self.pc
+  for i = 1, n do pc[i] = (1 - cc) * pc[i] + b * yw[i] end
+  -- covariance: rank one, rank mu, active (negative weights rescaled by
+  -- n / |C^-1/2 y|^2 so that C stays positive definite)
+  local c1, cmu = self.c1, self.cmu
+  local c1a = c1 * (1 - (1 - hsig * hsig) * cc * (2 - cc))
+  local wsum = 0.0
+  for r = 1, lam do wsum = wsum + w[r] end
+  -- rank one with c1 and the decay with c1a, as pycma does (they differ
+  -- only when h_sigma stalls the path)
+  la.cma_covariance(self.C, n, 1 - c1a - cmu * wsum, Yarr, idx, w, cmu, self.Cis, pc, c1)
+  -- step size (CSA), log-step clipped to +-1 as pycma does
+  local s = (self.cs / self.damps) * (sqrt(ps2) / self.chiN - 1)
+  if s > 1 then s = 1 elseif s < -1 then s = -1 end
+  self.sigma = self.sigma * exp(s)
+  -- the mean's movement, for tolxstagnation
+  local xs = self.xstag
+  xs.count = xs.count + 1
+  local delta = 1e-9 * sqrt(max(1, (xs.count - xs.count_x) / (20 + 0.1 * xs.count)))
+  local d2 = 0.0
+  for i = 1, n do d2 = d2 + (xs.x[i] - mean[i]) ^ 2 end
+  if sqrt(d2) > delta then
+    for i = 1, n do xs.x[i] = mean[i] end
+    xs.count_x = xs.count
+  end
+
+  self.stop = check_stop(self, fs)
+  return self.stop
+end
+
+--- The best point seen so far (mapped into the bounds) and its value.
+function ES:best() return self.best_x, self.best_f end
+
+--- The algorithm's own scale, for progress lines and history: sigma times
+-- the largest standard deviation along a coordinate.
+function ES:spread()
+  local n, m = self.n, 0.0
+  local dC = la.diag(self.C, n)
+  for i = 1, n do m = max(m, dC[i]) end
+  return self.sigma * sqrt(m)
+end
+
+--- The current mean, mapped into the bounds.
+function ES:mean_x() return transform(self, self.mean) end
+
+return M

@@ -1,0 +1,177 @@
+--- pd.optim.la: the few numerical kernels the optimisers need, in one place.
+--
+-- Every optimiser in pd.optim goes through this file for its random numbers
+-- and its linear algebra: the matrices are native pd.arrays (BLAS gemm for
+-- the covariance update, LAPACK dsyevd for the eigendecomposition).
+--
+-- Conventions.  A vector is a Lua list of n numbers; a matrix is an n x n
+-- f64 pd.array.  Random numbers come from pd.random, so a seed gives the
+-- same stream under Lua 5.4 and LuaJIT 2.1 and a checkpoint restores it
+-- exactly.
+local M = {}
+
+local floor, abs = math.floor, math.abs
+
+---------------------------------------------------------------------------
+-- Random numbers: pd.random (Philox4x64-10, ziggurat normals), one stream
+-- per (seed, stream) pair, the same on every machine and under both VMs.
+-- A generator is wrapped in a plain table {g = generator}; checkpoints
+-- store g:state() and rebuild it exactly (M.rng_pack / M.rng_unpack).
+---------------------------------------------------------------------------
+local A = require "pd.core.array"
+local R = A.random
+
+local Rng = {}
+Rng.__index = Rng
+M.Rng = Rng
+
+--- A new generator for seed `seed`, stream `stream` (default 0): integers
+-- (a float seed is truncated; a negative one is taken as its absolute value).
+function M.rng(seed, stream)
+  seed = floor(abs(tonumber(seed) or 0))
+  stream = floor(abs(tonumber(stream) or 0))
+  return setmetatable({ g = R.new(seed, stream) }, Rng)
+end
+
+--- Re-attach the methods to a generator table read back from a checkpoint.
+function M.rng_restore(t) return setmetatable(t, Rng) end
+
+--- Checkpoint forms of a pd.random generator.
+function M.is_generator(v)
+  if type(v) ~= "userdata" or A.isarray(v) then return false end
+  local ok, st = pcall(function() return v.state end)
+  return ok and type(st) == "function"
+end
+function M.rng_pack(g) return { __rng = g:state() } end
+function M.rng_unpack(t) return R.from_state(t.__rng) end
+
+--- Uniform double in [0, 1).
+function Rng:uniform() return self.g:uniform() end
+
+--- Uniform in [a, b).
+function Rng:range(a, b) return a + (b - a) * self.g:uniform() end
+
+--- Integer uniform in 1..n.
+function Rng:int(n) return self.g:integers(1, n) end
+
+--- Standard normal.
+function Rng:normal() return self.g:normal() end
+
+--- An m x n array of standard normals (one call into C).
+function Rng:normals(m, n) return self.g:normal(0, 1, m, n) end
+
+---------------------------------------------------------------------------
+-- Matrices: native pd.array (C, BLAS and LAPACKE)
+--
+-- The optimisers' matrices (CMA-ES's covariance C, its eigenvectors B and
+-- the derived transforms) are n x n f64 pd.arrays: the covariance update is
+-- one BLAS gemm, the eigendecomposition LAPACK dsyevd.  Vectors stay Lua
+-- lists (ranking, weights and step size are Lua).
+---------------------------------------------------------------------------
+local linalg = A.linalg
+
+--- n-by-n diagonal matrix with diagonal d (a list).
+function M.diag_matrix(n, d)
+  local m = A.zeros(n, n)
+  for i = 1, n do m:set(i, i, d[i]) end
+  return m
+end
+
+--- The diagonal of an n-by-n matrix, as a list.
+function M.diag(m, n)
+  local d = {}
+  for i = 1, n do d[i] = m:get(i, i) end
+  return d
+end
+
+--- Element (i, j).
+function M.get(m, i, j) return m:get(i, j) end
+
+--- Eigendecomposition of the symmetric matrix C: the eigenvalues as a
+-- list (ascending) and the eigenvectors as the columns of a matrix.
+function M.eigh(C)
+  local w, V = linalg.eigh(C)
+  return w:totable(), V
+end
+
+--- rows(Z) * T for a list of row vectors Z and an n x n matrix T: the
+-- list of row vectors z_k' T.  One gemm.
+function M.rows_times(Z, T)
+  return A.array(Z):matmul(T):totable()
+end
+
+--- (B diag(d))' and B diag(1/d) B' from an eigendecomposition: the
+-- sampling transform (as rows, for rows_times) and C^(-1/2).
+function M.transforms(B, d, n)
+  local BDt = B:T():copy()
+  local Bi = B:T():copy()
+  for i = 1, n do
+    BDt:row(i):scale(d[i])
+    Bi:row(i):scale(1 / d[i])
+  end
+  local Cis = B:matmul(Bi)
+  return BDt, Cis
+end
+
+--- CMA-ES sampling: given a lambda x n array Z of standard normals and the
+-- transform BDt = (B D)', return Y = Z BDt as an array (row k is
+-- y_k = B D z_k) and as a list of lists.  One gemm.
+function M.cma_sample(Z, BDt)
+  local Y = Z:matmul(BDt)
+  return Y, Y:totable()
+end
+
+--- The CMA-ES covariance update in place, in C (pycma's aCMA rule):
+--   C <- decay C + c1 pc pc' + cmu sum_r w_r' y_r y_r'
+-- Y: the lambda x n array of steps y_k (as sampled), order: the sample
+-- index of each rank, w: the recombination weights by rank.  Negative
+-- weights are rescaled by n / |C^(-1/2) y_r|^2 (Cis = C^(-1/2)), which
+-- keeps C positive definite.
+function M.cma_covariance(C, n, decay, Y, order, w, cmu, Cis, pc, c1)
+  local Ys = Y:take(order)                 -- rows in rank order
+  local W = Ys:copy()
+  local Zn
+  for r = 1, #order do
+    local wr = w[r]
+    if wr < 0 then
+      Zn = Zn or Ys:matmul(Cis)
+      local z = Zn:row(r):norm()
+      wr = wr * n / (z * z)
+    end
+    W:row(r):scale(cmu * wr)
+  end
+  C:add_matmul(Ys:T(), W, 1.0, decay)
+  if c1 ~= 0 then C:add_outer(A.array(pc), c1) end
+end
+
+--- Run BLAS and LAPACK on one thread until the returned function is
+-- called: the optimisers' matrices are small, where threads only cost, and
+-- a threaded BLAS may sum in a different order from run to run, which would
+-- break "same seed, same result".
+function M.single_thread()
+  if not linalg.threads then return function() end end
+  local old = linalg.threads(1)
+  return function() linalg.threads(old) end
+end
+
+--- Matrices in checkpoints: pack(m) gives a plain table, unpack(t) the
+-- matrix back, bit for bit.
+function M.is_matrix(v) return A.isarray(v) end
+function M.pack(m)
+  local r, c = m:shape()
+  local flat, k = {}, 0
+  for i = 1, r do
+    for j = 1, c do k = k + 1; flat[k] = m:get(i, j) end
+  end
+  return { __matrix = flat, rows = r, cols = c }
+end
+function M.unpack(t)
+  local m = A.zeros(t.rows, t.cols)
+  local k = 0
+  for i = 1, t.rows do
+    for j = 1, t.cols do k = k + 1; m:set(i, j, t.__matrix[k]) end
+  end
+  return m
+end
+
+return M

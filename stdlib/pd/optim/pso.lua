@@ -1,0 +1,248 @@
+--- pd.optim.pso: particle swarm optimisation as SPSO-2011.
+--
+-- Follows M. Clerc, "Standard Particle Swarm Optimisation" (2012, the
+-- SPSO-2011 reference C code and its description), as benchmarked in
+-- M. Zambrano-Bigiarini, M. Clerc, R. Rojas, "Standard Particle Swarm
+-- Optimisation 2011 at CEC-2013: a baseline for future PSO improvements",
+-- IEEE CEC 2013:
+--   * swarm of S = 40, inertia w = 1/(2 ln 2), attraction c = 1/2 + ln 2;
+--   * adaptive random topology: every particle informs itself and K = 3
+--     random others; the links are drawn again after every iteration in
+--     which the best of the swarm did not improve;
+--   * rotation-invariant move: the centre of gravity G = x + c (p + l - 2x)/3
+--     (G = x + c (p - x)/2 when the particle is its own best informant),
+--     x' a random point of the hypersphere around G of radius |G - x|
+--     (direction uniform, radius uniform along the ray), v <- w v + x' - x,
+--     x <- x + v;
+--   * confinement: a coordinate outside the box is set on the bound and its
+--     velocity becomes -0.5 v;
+--   * asynchronous update: the swarm is moved `block` particles at a time in
+--     a fixed order, each block seeing the bests the previous blocks found
+--     (block = 1 is Clerc's code exactly; block = S moves the swarm
+--     synchronously, one batch per iteration, the most parallel).  The
+--     default, S/4 (10 of 40), keeps most of the asynchronous gain (bench:
+--     as many evaluations as Clerc's code) with batches of 10 to evaluate
+--     in parallel.
+--
+-- Ask and tell: X = o:ask() gives the positions to evaluate (a block);
+-- o:tell(X, F) takes their values; o.countiter counts whole sweeps.
+local la = require "pd.optim.la"
+
+local M = {}
+local PSO = {}
+PSO.__index = PSO
+M.PSO = PSO
+
+local sqrt, log, huge, ceil = math.sqrt, math.log, math.huge, math.ceil
+
+--- opts: dim, lower/upper (the box; infinite sides allowed), init_lower /
+-- init_upper (where particles start, default the box), popsize (S, 40),
+-- w, c, K (3), block (particles per asynchronous step, default S/4), seed or
+-- rng, budget, maxiter, target.
+function M.new(opts)
+  local n = assert(opts.dim, "pso: dim is required")
+  local self = setmetatable({}, PSO)
+  self.n = n
+  self.S = opts.popsize or 40
+  self.w = opts.w or 1 / (2 * log(2))
+  self.c = opts.c or 0.5 + log(2)
+  self.K = opts.K or 3
+  self.block = math.min(opts.block or ceil(self.S / 4), self.S)
+  self.rng = opts.rng or la.rng(opts.seed or 0)
+  self.lower, self.upper, self.ilo, self.ihi = {}, {}, {}, {}
+  for i = 1, n do
+    self.lower[i] = opts.lower and opts.lower[i] or -huge
+    self.upper[i] = opts.upper and opts.upper[i] or huge
+    self.ilo[i] = opts.init_lower and opts.init_lower[i] or self.lower[i]
+    self.ihi[i] = opts.init_upper and opts.init_upper[i] or self.upper[i]
+    assert(self.ilo[i] > -huge and self.ihi[i] < huge, "pso: the initial range must be finite")
+  end
+  self.budget = opts.budget or huge
+  self.maxiter = opts.maxiter or huge
+  self.target = opts.target
+  self.countiter, self.countevals = 0, 0
+  self.best_f, self.best_x = huge, nil
+  self.x, self.v, self.p, self.fp = {}, {}, {}, {}
+  local rng = self.rng
+  for s = 1, self.S do
+    local x, v = {}, {}
+    for i = 1, n do
+      x[i] = rng:range(self.ilo[i], self.ihi[i])
+      v[i] = rng:range(self.ilo[i] - x[i], self.ihi[i] - x[i])
+    end
+    self.x[s], self.v[s] = x, v
+  end
+  self.next = 0           -- 0: initial evaluation of the whole swarm pending
+  self.improved = false
+  return self
+end
+
+function M.restore(t)
+  la.rng_restore(t.rng)
+  return setmetatable(t, PSO)
+end
+
+local function copy(x)
+  local y = {}
+  for i = 1, #x do y[i] = x[i] end
+  return y
+end
+
+local function new_links(self)
+  local S, rng = self.S, self.rng
+  local L = {}
+  for s = 1, S do L[s] = { [s] = true } end
+  for m = 1, S do
+    for _ = 1, self.K do L[rng:int(S)][m] = true end
+  end
+  -- informants of s as a sorted list (m with a link m -> s)
+  local inf = {}
+  for s = 1, S do
+    local t = {}
+    for m = 1, S do if L[s][m] then t[#t + 1] = m end end
+    inf[s] = t
+  end
+  self.informants = inf
+end
+
+local function move(self, s)
+  local n, rng = self.n, self.rng
+  local x, v, p = self.x[s], self.v[s], self.p[s]
+  local l, fl = s, self.fp[s]
+  for _, m in ipairs(self.informants[s]) do
+    if self.fp[m] < fl then l, fl = m, self.fp[m] end
+  end
+  local G = {}
+  local c = self.c
+  if l == s then
+    for i = 1, n do G[i] = x[i] + c * (p[i] - x[i]) / 2 end
+  else
+    local pl = self.p[l]
+    for i = 1, n do G[i] = x[i] + c * (p[i] + pl[i] - 2 * x[i]) / 3 end
+  end
+  local rad = 0.0
+  for i = 1, n do rad = rad + (G[i] - x[i]) ^ 2 end
+  rad = sqrt(rad)
+  local dir, dn = {}, 0.0
+  for i = 1, n do dir[i] = rng:normal(); dn = dn + dir[i] * dir[i] end
+  dn = sqrt(dn)
+  local r = rad * rng:uniform() / (dn > 0 and dn or 1)
+  local w, lo, hi = self.w, self.lower, self.upper
+  for i = 1, n do
+    local xp = G[i] + r * dir[i]
+    v[i] = w * v[i] + xp - x[i]
+    x[i] = x[i] + v[i]
+    if x[i] < lo[i] then x[i] = lo[i]; v[i] = -0.5 * v[i]
+    elseif x[i] > hi[i] then x[i] = hi[i]; v[i] = -0.5 * v[i] end
+  end
+end
+
+--- The positions to evaluate next: the whole swarm at first, then blocks.
+function PSO:ask()
+  if self.pending then return self.pending_x end
+  local ids = {}
+  if self.next == 0 then
+    for s = 1, self.S do ids[s] = s end
+  else
+    local s = self.next
+    for k = 1, self.block do
+      if s > self.S then break end
+      move(self, s)
+      ids[k] = s
+      s = s + 1
+    end
+  end
+  local X = {}
+  for k = 1, #ids do X[k] = copy(self.x[ids[k]]) end
+  self.pending, self.pending_x = ids, X
+  return X
+end
+
+--- The values of the points the last ask() gave, in order.
+function PSO:tell(X, F)
+  local ids = assert(self.pending, "pso: tell() without a pending ask()")
+  if F == nil then F = X end
+  assert(#F == #ids, "pso: tell() needs " .. #ids .. " values")
+  for k = 1, #F do
+    if type(F[k]) ~= "number" or F[k] ~= F[k] then
+      error(string.format("pso: value %d is %s, not a number", k, tostring(F[k])), 2)
+    end
+  end
+  self.pending, self.pending_x = nil, nil
+  self.countevals = self.countevals + #ids
+  local first = self.next == 0
+  for k = 1, #ids do
+    local s, f = ids[k], F[k]
+    if first or f < self.fp[s] then
+      self.p[s], self.fp[s] = copy(self.x[s]), f
+    end
+    if f < self.best_f then
+      self.best_f, self.best_x = f, copy(self.x[s])
+      self.improved = true
+    end
+  end
+  if first then
+    new_links(self)
+    self.next, self.improved = 1, false
+    self.countiter = self.countiter + 1
+  else
+    self.next = ids[#ids] + 1
+    if self.next > self.S then           -- end of a sweep
+      if not self.improved then new_links(self) end
+      self.improved = false
+      self.next = 1
+      self.countiter = self.countiter + 1
+    end
+  end
+  if self.target and self.best_f <= self.target then self.stop = "target"
+  elseif self.countevals >= self.budget then self.stop = "budget"
+  elseif self.countiter >= self.maxiter then self.stop = "maxiter" end
+  return self.stop
+end
+
+function PSO:best() return self.best_x, self.best_f end
+
+--- Spread of the swarm: the largest standard deviation of a coordinate of
+-- the particles' best positions.
+function PSO:spread()
+  local n, S, m = self.n, self.S, 0.0
+  if not self.p[1] then return 0 end
+  for i = 1, n do
+    local s1, s2 = 0.0, 0.0
+    for s = 1, S do local v = self.p[s][i]; s1 = s1 + v; s2 = s2 + v * v end
+    local var = s2 / S - (s1 / S) ^ 2
+    if var > m then m = var end
+  end
+  return sqrt(m)
+end
+
+--- True when the last tell() ended a sweep of the swarm.
+function PSO:sweep_done() return self.next == 1 end
+
+--- Migrants for an island model: copies of the best `count` personal bests.
+function PSO:emigrants(count)
+  local idx = {}
+  for s = 1, self.S do idx[s] = s end
+  table.sort(idx, function(a, b) return self.fp[a] < self.fp[b] end)
+  local out = {}
+  for k = 1, math.min(count, self.S) do
+    out[k] = { x = copy(self.p[idx[k]]), f = self.fp[idx[k]] }
+  end
+  return out
+end
+
+--- Take migrants: each replaces the personal best of the worst particles
+-- when it is better.
+function PSO:immigrate(list)
+  local idx = {}
+  for s = 1, self.S do idx[s] = s end
+  table.sort(idx, function(a, b) return self.fp[a] > self.fp[b] end)
+  for k = 1, math.min(#list, ceil(self.S)) do
+    local s, m = idx[k], list[k]
+    if m.f < self.fp[s] then
+      self.p[s], self.fp[s], self.x[s] = copy(m.x), m.f, copy(m.x)
+    end
+  end
+end
+
+return M
