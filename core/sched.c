@@ -518,6 +518,7 @@ static uint32_t chunk_for(const pd_pool *p, const pd_job *j) {
 
 static int window_for(const pd_job *j, uint32_t chunk) {
   double batch = j->t_est * chunk;
+  if (j->o.gang) return 1;                          /* pd.tasks: each task its own worker */
   if (j->t_est <= 0) return 2;
   if (batch > 0.002) return 1;
   if (chunk == 1 && batch < 0.0002) return 32;

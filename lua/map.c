@@ -327,7 +327,9 @@ static int p_submit(lua_State *L) {
   o.stop_on_error = !lua_toboolean(L, -1);
   lua_getfield(L, 4, "unpack");
   o.unpack = lua_toboolean(L, -1);
-  lua_pop(L, 4);
+  lua_getfield(L, 4, "gang");                      /* pd.tasks across nodes */
+  o.gang = lua_toboolean(L, -1);
+  lua_pop(L, 5);
   pd_job *j = pd_job_new(lp->p, fn, fnlen, (uint32_t)n, &o);
   if (!j) return luaL_error(L, "not enough memory");
   /* Encoding may raise (an unsendable element, out of memory): do it under

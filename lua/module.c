@@ -19,6 +19,7 @@ static const luaL_Reg natives[] = {
   {"pd.core.array", luaopen_pd_core_array},
   {"pd.core.codec", luaopen_pd_core_codec},
   {"pd.core.cluster", luaopen_pd_core_cluster},  /* cluster.c: nodes */
+  {"pd.core.tubes", luaopen_pd_core_tubes},
   {NULL, NULL},
 };
 

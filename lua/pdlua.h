@@ -16,6 +16,7 @@ int luaopen_pd_core_gpu(lua_State *L);     /* gpu.c */
 /* pd.core.array: arrays, pd.math, pd.linalg, pd.random (array.h). */
 int luaopen_pd_core_array(lua_State *L);
 int luaopen_pd_core_codec(lua_State *L);   /* codec.h */
+int luaopen_pd_core_tubes(lua_State *L);   /* tubes.c: pd.tasks, tubes */
 int luaopen_pd_core_cluster(lua_State *L); /* cluster.c: nodes, serve */
 /* `pdlua serve ...` (cluster.c): runs until SIGINT/SIGTERM; exit status. */
 int pdi_serve_main(int argc, char **argv);

@@ -52,6 +52,12 @@ for _, name in ipairs { "map", "map_async", "jobs", "job", "init", "shutdown", "
   pd[name] = function(...) return require("pd.map")[name](...) end
 end
 
+-- pd.tasks, pd.tasks_async (stdlib/pd/tasks.lua) and pd.topology, on first use.
+for _, name in ipairs { "tasks", "tasks_async" } do
+  pd[name] = function(...) return require("pd.tasks")[name](...) end
+end
+lazy.topology = "pd.topology"
+
 --- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
 -- as a fresh table; empty under plain lua5.4.
 function pd.options() return core.options() end

@@ -24,6 +24,7 @@ function Error.__tostring(e)
   return s
 end
 cmap.set_error_mt(Error)
+M._Error = Error    -- pd.tasks (stdlib/pd/tasks.lua) makes its errors with it
 
 --- pd.iserror(v) -> true when v is a failed task's error object.
 function M.iserror(v) return getmetatable(v) == Error end
@@ -194,6 +195,8 @@ local function settings()
   }
   return cached
 end
+
+M._settings = settings   -- pd.tasks reads the session's cpus and seed
 
 --- pd.init{cpus=, seed=, memory=, progress=, nodes=}: optional; without it
 -- the first map starts local workers on every CPU (or --cpus).
@@ -507,7 +510,8 @@ local function attach_gc(job)
   end
 end
 
-local known = { cpus = 1, gpus = 1, nodes = 1, chunk = 1, timeout = 1, memory = 1, retries = 1,
+local known = { _gang = 1,     -- pd.tasks (stdlib/pd/tasks.lua) across nodes
+                cpus = 1, gpus = 1, nodes = 1, chunk = 1, timeout = 1, memory = 1, retries = 1,
                 seed = 1, progress = 1, errors = 1, shared = 1, unpack = 1 }
 
 local INTEGER_OPTS = { "chunk", "cpus", "retries" }
@@ -576,7 +580,7 @@ local function start(f, list, opts)
   local id = pool:submit(blob, list, {
     n = n, chunk = opts.chunk, cpus = opts.cpus, retries = opts.retries,
     timeout = opts.timeout, seed = seed, collect = opts.errors == "collect",
-    unpack = opts.unpack,
+    unpack = opts.unpack, gang = opts._gang,   -- _gang: pd.tasks across nodes
   })
   local progress = opts.progress
   if progress == nil then progress = st.progress end

@@ -200,6 +200,12 @@ int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
              int *fd, int *pid);
 /* Kill (SIGKILL) and reap a child; returns its wait status, or -1. */
 int pd_kill_reap(int pid);
+/* pd_spawn_fds is pd_spawn that also hands the child npass more
+ * descriptors: pass[i] becomes the child's fd 4 + i (pass[i] stays open in
+ * the parent; the caller closes it).  Task sets use it to give each node its
+ * ends of the tubes (gang.c). */
+int pd_spawn_fds(char *const argv[], char *const env[], unsigned long long as_limit,
+                 const int *pass, int npass, int *fd, int *pid);
 
 /* ---- the local scheduler (sched.c) ---------------------------------------
  * A pool of worker processes and the jobs that run on them, driven by
@@ -228,6 +234,8 @@ typedef struct pd_job_opts {
   int unpack;            /* worker calls f(table.unpack(arg)) */
   double timeout;        /* seconds per task; 0: none */
   uint64_t seed;
+  int gang;              /* one task per worker, never two in flight on one
+                            (the nodes of a task set across machines, pd.tasks) */
 } pd_job_opts;
 
 typedef struct pd_pool_opts {

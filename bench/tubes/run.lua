@@ -1,0 +1,148 @@
+-- bench/tubes: tube latency and bandwidth between two nodes of a task set,
+-- beside the floors they are measured against (a bare pipe, bare nng round
+-- trips: bench/tubes/floors.c), and the heat equation's speed-up on 2 cores.
+--
+--   build/pdlua run bench/tubes/run.lua [--quick] [--heat N STEPS]
+--
+-- Goals (issue 8): on one machine, round trip within 3x of a bare pipe's and
+-- large-array bandwidth at least half a bare pipe's; across loopback nodes
+-- within 1.5x of a bare nng tcp round trip; heat at least 1.8x faster on 2
+-- cores than on 1 for a large enough grid.  Every figure is the best of 3
+-- runs, tube and floor measured back to back, so that a busy machine hurts
+-- both alike; the load average is printed with them.
+local pd = require "pd"
+local now = require("pd.core").now
+
+local quick, heat_n, heat_steps = false, 1200, 100
+local i = 1
+while arg and arg[i] do
+  if arg[i] == "--quick" then quick = true; heat_n, heat_steps = 400, 50
+  elseif arg[i] == "--heat" then heat_n, heat_steps = tonumber(arg[i + 1]), tonumber(arg[i + 2]); i = i + 2 end
+  i = i + 1
+end
+pd.init { cpus = 2 }
+
+local build = (pd.options().build or (require("pd.core").exe() or "build/pdlua"):match("^(.*)/[^/]*$"))
+local floors = build .. "/bench/bench_tubes_floors"
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local s = p:read("*a")
+  p:close()
+  return s
+end
+
+local function floor_of(args)
+  return tonumber(sh(floors .. " " .. args)) or error("floors " .. args .. " failed")
+end
+
+local function best(f, times)
+  local b = math.huge
+  for _ = 1, times or 3 do b = math.min(b, f()) end
+  return b
+end
+
+-- Ping-pong: node 1 sends v to node 2, which sends it back; seconds per
+-- round trip, measured inside node 1.
+local Ping = {}
+function Ping:run()
+  local clock = require("pd.core").now
+  local v, n = self.v, self.reps
+  if self.index == 1 then
+    for _ = 1, 10 do self:push("a", v); self:pop("b") end
+    local t = clock()
+    for _ = 1, n do self:push("a", v); self:pop("b") end
+    return (clock() - t) / n
+  end
+  for _ = 1, n + 10 do self:push("b", self:pop("a")) end
+end
+
+local function tube_rtt(v, reps)
+  Ping.v, Ping.reps = v, reps
+  return pd.tasks(Ping, { count = 2, tubes = { { "a", 1, 2 }, { "b", 2, 1 } } })[1]
+end
+
+local function load()
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("*l") or "?"
+  if f then f:close() end
+  return s:match("^(%S+)") or "?"
+end
+
+print(string.format("bench/tubes: %s, %d CPUs online, load average %s",
+                    pd.vm, require("pd.core.map").machine(), load()))
+print()
+print("one machine: two nodes of a task set, tubes are pipes")
+local reps = quick and 2000 or 10000
+local rtt_tube = best(function() return tube_rtt(1, reps) end)
+local rtt_pipe = best(function() return floor_of("pipe-rtt " .. reps) end)
+local rtt_ipc = best(function() return floor_of("nng-rtt ipc:///tmp/pdlua-bench-" .. os.time() .. ".ipc " .. math.floor(reps / 5)) end)
+local rtt_tcp = best(function() return floor_of("nng-rtt tcp://127.0.0.1:" .. (20000 + os.time() % 20000) .. " " .. math.floor(reps / 5)) end)
+print(string.format("  round trip (a number)  tube %7.1f us   pipe %6.1f us   ratio %.2f (goal <= 3)",
+                    rtt_tube * 1e6, rtt_pipe * 1e6, rtt_tube / rtt_pipe))
+print(string.format("  floors                 nng ipc %6.1f us   nng tcp %6.1f us", rtt_ipc * 1e6,
+                    rtt_tcp * 1e6))
+print()
+print("  bandwidth (an f64 array there and back; MB/s counts both ways)")
+print("      size        tube MB/s   pipe MB/s   ratio")
+local sizes = { 8, 1024, 65536, 1048576, 8388608, 67108864 }
+if quick then sizes = { 8, 65536, 1048576, 8388608 } end
+for _, size in ipairs(sizes) do
+  local r = size >= (8388608) and 5 or (size >= (1048576) and 20 or 2000)
+  if quick then r = math.max(3, math.floor(r / 4)) end
+  local v = pd.zeros(math.max(1, math.floor(size / 8)))
+  local t = best(function() return tube_rtt(v, r) end)
+  local p = best(function() return floor_of("pipe-bw " .. size .. " " .. r) end)
+  print(string.format("  %10d  %10.2f  %10.2f   %5.2f%s", size, 2 * size / t / 1e6, 2 * size / p / 1e6,
+                      p / t, size >= (8388608) and "  (goal >= 0.5)" or ""))
+end
+print()
+print("across two loopback nodes: `pdlua serve` x 2, tubes are tcp sockets between their workers")
+do
+  local exe = require("pd.core").exe()
+  local nodes, pids = {}, {}
+  for i = 1, 2 do
+    local out = os.tmpname()
+    local p = io.popen(string.format("%s serve --listen tcp://127.0.0.1:0 --cpus 1 --name bench%d "
+                                     .. ">%s 2>&1 & echo $!", exe, i, out))
+    pids[i] = p:read("*l")
+    p:close()
+    local url
+    local t0 = now()
+    repeat
+      local f = io.open(out)
+      url = f and f:read("*a"):match("listening on (%S+)")
+      if f then f:close() end
+      if not url then os.execute("sleep 0.05") end
+    until url or now() - t0 > 10
+    os.remove(out)
+    nodes[i] = url
+  end
+  if nodes[1] and nodes[2] then
+    local reps2 = quick and 500 or 2000
+    local r = sh(string.format("%s run bench/tubes/remote.lua %d --cpus 0 --nodes %s,%s 2>&1", exe,
+                               reps2, nodes[1], nodes[2]))
+    local t, bw, where = r:match("rtt (%S+) bw (%S+) where ([^\n]*)")
+    local tcp = best(function() return floor_of("nng-rtt tcp://127.0.0.1:" .. (30000 + os.time() % 20000) .. " " .. reps2) end)
+    if t then
+      print(string.format("  round trip (a number)  tube %7.1f us   nng tcp %6.1f us   ratio %.2f (goal <= 1.5)",
+                          tonumber(t) * 1e6, tcp * 1e6, tonumber(t) / tcp))
+      print(string.format("  8 MiB array there and back: %.0f MB/s   (nodes: %s)", tonumber(bw), where))
+    else
+      print("  failed: " .. r)
+    end
+  else
+    print("  could not start two nodes")
+  end
+  for _, pid in ipairs(pids) do if pid then os.execute("kill " .. pid .. " 2>/dev/null") end end
+end
+print()
+print(string.format("heat equation, %dx%d grid, %d steps (examples/heat.lua)", heat_n, heat_n, heat_steps))
+local out = sh(string.format("%s run examples/heat.lua %d %d 2 --cpus 2 2>&1",
+                             require("pd.core").exe(), heat_n, heat_steps))
+io.write((out:gsub("^", "  "):gsub("\n(.)", "\n  %1")))
+local t1, t2 = out:match("1 node ([%d.]+) s, 2 nodes ([%d.]+) s")
+if t1 then
+  print(string.format("  parallel efficiency on 2 cores: %.0f%% (speed-up %.2fx, goal >= 1.8x)",
+                      100 * t1 / t2 / 2, t1 / t2))
+end
