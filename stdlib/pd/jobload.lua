@@ -1,0 +1,17 @@
+--- pd.jobload: the worker side of a job blob (pd.map's _pack makes it).
+--
+-- blob -> f, shared.  Split out of pd.map so that a worker process loads
+-- these few lines before its first task instead of all of pd.map (the
+-- coordinator side); pd.map._unpack calls this.  The C worker loop caches
+-- the result per blob, so this runs once per mapped function.
+local cmap = require "pd.core.map"
+
+return function(blob)
+  local len, rest = blob:match("^(%d+):()")
+  len = tonumber(len)
+  local paths = cmap.decode(blob:sub(rest, rest + len - 1))
+  package.path, package.cpath = paths.path or package.path, paths.cpath or package.cpath
+  local spec = cmap.decode(blob:sub(rest + len))
+  if type(spec.f) ~= "function" then error("pd.map: the job carries no function", 0) end
+  return spec.f, spec.shared
+end
