@@ -16,6 +16,7 @@ local unpack = table.unpack or unpack  -- luacheck: ignore
 local Error = {}
 Error.__index = Error
 Error.__name = "pd.Error"
+Error.__pd_error = true     -- pd.iserror (stdlib/pd/init.lua) is true for it
 function Error.__tostring(e)
   local tb = e.traceback
   local s = string.format("task %s failed on %s: %s", tostring(e.task), tostring(e.node),
