@@ -252,7 +252,9 @@ static int spawn_one(pd_pool *p) {
     return -ENOMEM;
   char mem[64];
   snprintf(mem, sizeof mem, "PDLUA_WORKER_MEMORY=%llu", p->o.memory);
-  char *env[] = {"PDLUA_WORKER_FD=3", mem, "OPENBLAS_NUM_THREADS=1",
+  /* fd 3: the socketpair (frames to the worker); fd 4: a pipe for its
+   * replies (a pipe round trip is cheaper than a socket's: bench/map (b)) */
+  char *env[] = {"PDLUA_WORKER_FD=3", "PDLUA_WORKER_WFD=4", mem, "OPENBLAS_NUM_THREADS=1",
                  "OMP_NUM_THREADS=1", NULL};
   /* RLIMIT_AS is the backstop behind the worker's own allocator cap: room
    * for the program, its libraries and C-side buffers above the Lua heap. */
@@ -260,13 +262,13 @@ static int spawn_one(pd_pool *p) {
 #ifdef PDLUA_SANITIZE
   as = 0;                        /* ASan reserves terabytes of shadow memory */
 #endif
-  int fd, pid;
-  int rc = pd_spawn(p->argv, env, as, &fd, &pid);
+  int fd, rfd, pid;
+  int rc = pd_spawn_rpipe(p->argv, env, as, &fd, &rfd, &pid);
   if (rc) return rc;
   worker *w = &p->w[p->nw++];
   memset(w, 0, sizeof *w);
   w->pid = pid;
-  pd_conn_init(&w->c, fd);
+  pd_conn_init2(&w->c, rfd, fd);                   /* read the pipe, write the socket */
   p->stats.spawned++;
   return 0;
 }
@@ -672,7 +674,7 @@ int pd_pool_pending(const pd_pool *p) { return anything_pending(p); }
 int pd_pool_pump(pd_pool *p, double timeout) {
   double start = pd_now();
   int final = 0;
-  struct pollfd stackfds[32];
+  struct pollfd stackfds[64];                       /* 2 per worker, up to 32 */
   for (;;) {
     int before = final;
     /* start workers for queued work */
@@ -700,15 +702,22 @@ int pd_pool_pump(pd_pool *p, double timeout) {
       if (until < 0) until = 0;
       if (left < 0 || until < left) left = until;
     }
-    struct pollfd *fds = p->nw <= 32 ? stackfds : malloc((size_t)p->nw * sizeof *fds);
+    /* fds[k]: worker k's replies; fds[nw + k]: its socket, watched for
+     * room only while frames wait to be written (fd -1: ignored) */
+    struct pollfd *fds = p->nw <= 32 ? stackfds : malloc(2 * (size_t)p->nw * sizeof *fds);
     if (!fds) return -ENOMEM;
     for (int k = 0; k < p->nw; k++) {
-      fds[k].fd = p->w[k].c.fd;
-      fds[k].events = POLLIN | (p->w[k].c.out.len ? POLLOUT : 0);
+      const pd_conn *c = &p->w[k].c;
+      int split = c->wfd != c->fd;
+      fds[k].fd = c->fd;
+      fds[k].events = POLLIN | (!split && c->out.len ? POLLOUT : 0);
       fds[k].revents = 0;
+      fds[p->nw + k].fd = split && c->out.len ? c->wfd : -1;
+      fds[p->nw + k].events = POLLOUT;
+      fds[p->nw + k].revents = 0;
     }
     int ms = left < 0 ? -1 : (int)(left * 1000 + (left > 0 ? 0.999 : 0));
-    int nready = poll(fds, (nfds_t)p->nw, ms);
+    int nready = poll(fds, 2 * (nfds_t)p->nw, ms);
     if (nready < 0 && errno == EINTR) {             /* a signal (Ctrl-C): let the */
       if (fds != stackfds) free(fds);               /* caller's Lua hook run */
       return final;

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,7 +17,7 @@ static char self[4096];
 
 static int worker_main(void) {
   pd_conn c;
-  pd_conn_init(&c, 3);
+  pd_conn_init2(&c, 3, getenv("PDLUA_WORKER_WFD") ? 4 : 3);   /* as lua/map.c's */
   for (;;) {
     int r = pd_conn_fill(&c);
     if (r < 0) _exit(0);
