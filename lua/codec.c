@@ -229,7 +229,12 @@ static void names_build(lua_State *L) {
   int loaded = lua_gettop(L);
   lua_pushglobaltable(L);                                 /* [names, loaded, G] */
   int G = lua_gettop(L);
-  for (int pass = 0; pass < 2 && lua_istable(L, loaded); pass++) {
+  /* Pass 0: modules themselves; 1: the C functions of _G; 2: the fields of
+   * the other modules.  A value with several names gets the first, so the
+   * choice must not depend on package.loaded's iteration order: a global
+   * (LuaJIT's `unpack`) is named as one even when a compat module on the
+   * sending side also set `table.unpack`, which the receiver may lack. */
+  for (int pass = 0; pass < 3 && lua_istable(L, loaded); pass++) {
     lua_pushnil(L);
     while (lua_next(L, loaded)) {                         /* [.., m, mod] */
       int mod = lua_gettop(L), t = lua_type(L, mod);
@@ -240,7 +245,7 @@ static void names_build(lua_State *L) {
       if (pass == 0) {               /* modules themselves (G travels as ENV) */
         if (!isG && (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA))
           names_add(L, names, mod, m, ml, "", 0);
-      } else if (t == LUA_TTABLE) {  /* their fields */
+      } else if (t == LUA_TTABLE && isG == (pass == 1)) {  /* their fields */
         lua_pushnil(L);
         while (lua_next(L, mod)) {                        /* [.., m, mod, k, v] */
           int vt = lua_type(L, -1);
