@@ -708,7 +708,7 @@ int pd_pool_pump(pd_pool *p, double timeout) {
     if (!fds) return -ENOMEM;
     for (int k = 0; k < p->nw; k++) {
       const pd_conn *c = &p->w[k].c;
-      int split = c->wfd != c->fd;
+      int split = c->wfd > 0;
       fds[k].fd = c->fd;
       fds[k].events = POLLIN | (!split && c->out.len ? POLLOUT : 0);
       fds[k].revents = 0;

@@ -20,16 +20,17 @@ void pd_conn_init(pd_conn *c, int fd) { pd_conn_init2(c, fd, fd); }
 
 void pd_conn_init2(pd_conn *c, int rfd, int wfd) {
   c->fd = rfd;
-  c->wfd = wfd;
+  c->wfd = wfd == rfd ? 0 : wfd;
   pd_buf_init(&c->in);
   pd_buf_init(&c->out);
   c->in_off = c->out_off = 0;
 }
 
 void pd_conn_close(pd_conn *c) {
-  if (c->wfd >= 0 && c->wfd != c->fd) close(c->wfd);
+  if (c->wfd > 0) close(c->wfd);
   if (c->fd >= 0) close(c->fd);
-  c->fd = c->wfd = -1;
+  c->fd = -1;
+  c->wfd = 0;
   pd_buf_free(&c->in);
   pd_buf_free(&c->out);
   c->in_off = c->out_off = 0;
@@ -61,7 +62,7 @@ int pd_conn_flush(pd_conn *c) {
      * SIGPIPE; a pipe (pd_conn_init2): write, and SIGPIPE is the caller's */
     const char *d = c->out.data + c->out_off;
     size_t len = c->out.len - c->out_off;
-    ssize_t w = c->wfd == c->fd ? send(c->fd, d, len, MSG_NOSIGNAL) : write(c->wfd, d, len);
+    ssize_t w = c->wfd <= 0 ? send(c->fd, d, len, MSG_NOSIGNAL) : write(c->wfd, d, len);
     if (w < 0) {
       if (errno == EINTR) continue;
       return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;

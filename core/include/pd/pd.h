@@ -168,13 +168,14 @@ typedef struct pd_conn {
   size_t in_off;
   pd_buf out;          /* bytes queued and not yet written, from out_off */
   size_t out_off;
-  int wfd;             /* owned: written to; fd itself, or the write end of a
-                          pipe (pd_conn_init2: a local worker's results) */
+  int wfd;             /* owned: a pipe's write end that frames go to instead
+                          of fd (pd_conn_init2: a local worker's replies), or
+                          0: write to fd (a zeroed pd_conn writes to fd) */
 } pd_conn;
 
 void pd_conn_init(pd_conn *c, int fd);
-/* Read from rfd, write to wfd (two pipes, or a socket one way and a pipe
- * the other).  Writing to a pipe whose reader is gone raises SIGPIPE: use
+/* Read from rfd, write to wfd (a socket one way and a pipe the other, or
+ * two pipes; wfd == rfd is pd_conn_init).  Writing to a pipe whose reader is gone raises SIGPIPE: use
  * it where that is acceptable (a worker whose coordinator is gone). */
 void pd_conn_init2(pd_conn *c, int rfd, int wfd);
 void pd_conn_close(pd_conn *c);
