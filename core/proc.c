@@ -17,15 +17,38 @@ extern char **environ;
 
 int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
              int *fd, int *pid) {
-  int sv[2];
+  return pd_spawn_rpipe(argv, env, as_limit, fd, NULL, pid);
+}
+
+/* rfd NULL: the socketpair only (pd_spawn). */
+int pd_spawn_rpipe(char *const argv[], char *const env[], unsigned long long as_limit,
+                   int *fd, int *rfd, int *pid) {
+  int sv[2], rp[2] = {-1, -1};
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
+  if (rfd && pipe2(rp, O_CLOEXEC) < 0) {
+    int e = errno;
+    close(sv[0]); close(sv[1]);
+    return -e;
+  }
+  /* the child's fd 4 must not be clobbered by its fd 3: keep the pipe's
+   * write end above both (close-on-exec until the child's dup2) */
+  if (rfd && rp[1] < 5) {
+    int hi = fcntl(rp[1], F_DUPFD_CLOEXEC, 5);
+    if (hi < 0) { int e = errno; close(sv[0]); close(sv[1]); close(rp[0]); close(rp[1]); return -e; }
+    close(rp[1]);
+    rp[1] = hi;
+  }
   /* Build the child's environment before fork: only async-signal-safe calls
    * are allowed between fork and exec in a process that may have threads. */
   size_t ne = 0, na = 0;
   while (environ[ne]) ne++;
   while (env && env[na]) na++;
   char **envp = malloc((ne + na + 1) * sizeof *envp);
-  if (!envp) { close(sv[0]); close(sv[1]); return -ENOMEM; }
+  if (!envp) {
+    close(sv[0]); close(sv[1]);
+    if (rfd) { close(rp[0]); close(rp[1]); }
+    return -ENOMEM;
+  }
   size_t k = 0;
   for (size_t i = 0; i < na; i++) envp[k++] = env[i];
   for (size_t i = 0; i < ne; i++) {           /* ours win over inherited ones */
@@ -41,6 +64,7 @@ int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
   if (c < 0) {
     int e = errno;
     free(envp); close(sv[0]); close(sv[1]);
+    if (rfd) { close(rp[0]); close(rp[1]); }
     return -e;
   }
   if (c == 0) {
@@ -59,6 +83,7 @@ int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
     (void)as_limit;
 #endif
     if (dup2(sv[1], 3) < 0) _exit(127);       /* dup2 clears close-on-exec */
+    if (rfd && dup2(rp[1], 4) < 0) _exit(127);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -72,6 +97,12 @@ int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
   int fl = fcntl(sv[0], F_GETFL);
   fcntl(sv[0], F_SETFL, fl | O_NONBLOCK);
   *fd = sv[0];
+  if (rfd) {
+    close(rp[1]);
+    fl = fcntl(rp[0], F_GETFL);
+    fcntl(rp[0], F_SETFL, fl | O_NONBLOCK);
+    *rfd = rp[0];
+  }
   *pid = (int)c;
   return 0;
 }

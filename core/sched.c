@@ -306,7 +306,9 @@ static int spawn_one(pd_pool *p) {
     return -ENOMEM;
   char mem[64];
   snprintf(mem, sizeof mem, "PDLUA_WORKER_MEMORY=%llu", p->o.memory);
-  char *env[] = {"PDLUA_WORKER_FD=3", mem, "OPENBLAS_NUM_THREADS=1",
+  /* fd 3: the socketpair (frames to the worker); fd 4: a pipe for its
+   * replies (a pipe round trip is cheaper than a socket's: bench/map (b)) */
+  char *env[] = {"PDLUA_WORKER_FD=3", "PDLUA_WORKER_WFD=4", mem, "OPENBLAS_NUM_THREADS=1",
                  "OMP_NUM_THREADS=1", NULL};
   /* RLIMIT_AS is the backstop behind the worker's own allocator cap: room
    * for the program, its libraries and C-side buffers above the Lua heap. */
@@ -314,13 +316,13 @@ static int spawn_one(pd_pool *p) {
 #ifdef PDLUA_SANITIZE
   as = 0;                        /* ASan reserves terabytes of shadow memory */
 #endif
-  int fd, pid;
-  int rc = pd_spawn(p->argv, env, as, &fd, &pid);
+  int fd, rfd, pid;
+  int rc = pd_spawn_rpipe(p->argv, env, as, &fd, &rfd, &pid);
   if (rc) return rc;
   worker *w = &p->w[p->nw++];
   memset(w, 0, sizeof *w);
   w->pid = pid;
-  pd_conn_init(&w->c, fd);
+  pd_conn_init2(&w->c, rfd, fd);                   /* read the pipe, write the socket */
   p->stats.spawned++;
   return 0;
 }
@@ -730,7 +732,7 @@ int pd_pool_pending(const pd_pool *p) { return anything_pending(p); }
 int pd_pool_pump(pd_pool *p, double timeout) {
   double start = pd_now();
   int final = 0;
-  struct pollfd stackfds[32];
+  struct pollfd stackfds[64];                       /* 2 per worker, up to 32 */
   for (;;) {
     int before = final;
     /* start workers for queued work */
@@ -768,27 +770,39 @@ int pd_pool_pump(pd_pool *p, double timeout) {
       if (until < 0) until = 0;
       if (left < 0 || until < left) left = until;
     }
-    struct pollfd *fds = p->nw < 32 ? stackfds : malloc((size_t)(p->nw + 1) * sizeof *fds);
+    /* fds[k]: worker k's replies; fds[nw + k]: its socket, watched for
+     * room only while frames wait to be written (fd -1: ignored);
+     * fds[2 nw]: the cluster's wake fd (slots changed), when there is one */
+    size_t nslots = 2 * (size_t)(p->nw > 0 ? p->nw : 0) + 1;
+    struct pollfd *fds =
+        nslots <= sizeof stackfds / sizeof *stackfds ? stackfds : malloc(nslots * sizeof *fds);
     if (!fds) return -ENOMEM;
     for (int k = 0; k < p->nw; k++) {
-      fds[k].fd = p->w[k].c.fd;
-      fds[k].events = POLLIN | (p->w[k].c.out.len ? POLLOUT : 0);
+      const pd_conn *c = &p->w[k].c;
+      int split = c->wfd > 0;
+      fds[k].fd = c->fd;
+      fds[k].events = POLLIN | (!split && c->out.len ? POLLOUT : 0);
       fds[k].revents = 0;
+      fds[p->nw + k].fd = split && c->out.len ? c->wfd : -1;
+      fds[p->nw + k].events = POLLOUT;
+      fds[p->nw + k].revents = 0;
     }
     int ms = left < 0 ? -1 : (int)(left * 1000 + (left > 0 ? 0.999 : 0));
     int nfds = p->nw;
     int woke = 0;
+    nfds_t nall = 2 * (nfds_t)nfds;
     if (p->wakefd >= 0) {                            /* cluster: slots changed */
-      fds[nfds].fd = p->wakefd;
-      fds[nfds].events = POLLIN;
-      fds[nfds].revents = 0;
+      fds[nall].fd = p->wakefd;
+      fds[nall].events = POLLIN;
+      fds[nall].revents = 0;
+      nall++;
     }
-    int nready = poll(fds, (nfds_t)(nfds + (p->wakefd >= 0)), ms);
+    int nready = poll(fds, nall, ms);
     if (nready < 0 && errno == EINTR) {             /* a signal (Ctrl-C): let the */
       if (fds != stackfds) free(fds);               /* caller's Lua hook run */
       return final;
     }
-    if (p->wakefd >= 0 && nready > 0 && (fds[nfds].revents & POLLIN)) woke = 1;
+    if (p->wakefd >= 0 && nready > 0 && (fds[2 * nfds].revents & POLLIN)) woke = 1;
     /* read; a worker that ended is settled after the loop (slots move) */
     int gone[nfds > 0 ? nfds : 1];
     for (int k = 0; k < nfds; k++) {

@@ -8,7 +8,9 @@
 #include "pd_test.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,7 +18,7 @@ static char self[4096];
 
 static int worker_main(void) {
   pd_conn c;
-  pd_conn_init(&c, 3);
+  pd_conn_init2(&c, 3, getenv("PDLUA_WORKER_WFD") ? 4 : 3);   /* as lua/map.c's */
   for (;;) {
     int r = pd_conn_fill(&c);
     if (r < 0) _exit(0);
@@ -164,6 +166,33 @@ static void test_frames_malformed(void) {
   pd_conn_close(&c);
 }
 
+/* pd_conn_init2: frames out on one pipe, in on another; close closes both
+ * fds; a zeroed pd_conn (wfd 0) writes to its fd. */
+static void test_conn_split(void) {
+  int a[2], b[2];
+  PD_CHECK(pipe(a) == 0 && pipe(b) == 0);
+  pd_conn x, y;
+  pd_conn_init2(&x, a[0], b[1]);
+  pd_conn_init2(&y, b[0], a[1]);
+  PD_CHECK(pd_conn_put(&x, 7, "hi", 2) == 0);
+  PD_CHECK(pd_conn_flush(&x) == 0);
+  PD_CHECK(pd_conn_fill(&y) == 7);
+  const char *f;
+  size_t n;
+  PD_CHECK(pd_conn_next(&y, &f, &n) == 1 && n == 3 && f[0] == 7 && !memcmp(f + 1, "hi", 2));
+  PD_CHECK(pd_conn_put(&y, 8, NULL, 0) == 0 && pd_conn_flush(&y) == 0);
+  PD_CHECK(pd_conn_fill(&x) == 5);
+  pd_conn_close(&x);
+  pd_conn_close(&y);
+  PD_CHECK(fcntl(a[0], F_GETFD) < 0 && fcntl(a[1], F_GETFD) < 0);
+  PD_CHECK(fcntl(b[0], F_GETFD) < 0 && fcntl(b[1], F_GETFD) < 0);
+  pd_conn z;
+  memset(&z, 0, sizeof z);
+  pd_conn_init(&z, -1);
+  PD_CHECK(z.wfd == 0);
+  pd_conn_close(&z);
+}
+
 int tests_main(void);
 #define main tests_main
 PD_TESTS = {
@@ -172,6 +201,7 @@ PD_TESTS = {
   {"timeout kills and replaces the worker", test_timeout_kills_and_replaces},
   {"cancel kills the worker of a running task", test_cancel_stops_running},
   {"a malformed frame is refused", test_frames_malformed},
+  {"a connection reads one pipe and writes another", test_conn_split},
   {NULL, NULL},
 };
 #undef main

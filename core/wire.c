@@ -16,16 +16,21 @@ static uint32_t get_u32(const char *p) {
   return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
 }
 
-void pd_conn_init(pd_conn *c, int fd) {
-  c->fd = fd;
+void pd_conn_init(pd_conn *c, int fd) { pd_conn_init2(c, fd, fd); }
+
+void pd_conn_init2(pd_conn *c, int rfd, int wfd) {
+  c->fd = rfd;
+  c->wfd = wfd == rfd ? 0 : wfd;
   pd_buf_init(&c->in);
   pd_buf_init(&c->out);
   c->in_off = c->out_off = 0;
 }
 
 void pd_conn_close(pd_conn *c) {
+  if (c->wfd > 0) close(c->wfd);
   if (c->fd >= 0) close(c->fd);
   c->fd = -1;
+  c->wfd = 0;
   pd_buf_free(&c->in);
   pd_buf_free(&c->out);
   c->in_off = c->out_off = 0;
@@ -53,8 +58,11 @@ int pd_conn_put(pd_conn *c, int type, const void *p, size_t n) {
 
 int pd_conn_flush(pd_conn *c) {
   while (c->out_off < c->out.len) {
-    /* send with MSG_NOSIGNAL: a dead peer is -EPIPE here, never SIGPIPE */
-    ssize_t w = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+    /* a socket: send with MSG_NOSIGNAL, a dead peer is -EPIPE here, never
+     * SIGPIPE; a pipe (pd_conn_init2): write, and SIGPIPE is the caller's */
+    const char *d = c->out.data + c->out_off;
+    size_t len = c->out.len - c->out_off;
+    ssize_t w = c->wfd <= 0 ? send(c->fd, d, len, MSG_NOSIGNAL) : write(c->wfd, d, len);
     if (w < 0) {
       if (errno == EINTR) continue;
       return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;

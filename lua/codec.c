@@ -229,7 +229,12 @@ static void names_build(lua_State *L) {
   int loaded = lua_gettop(L);
   lua_pushglobaltable(L);                                 /* [names, loaded, G] */
   int G = lua_gettop(L);
-  for (int pass = 0; pass < 2 && lua_istable(L, loaded); pass++) {
+  /* Pass 0: modules themselves; 1: the C functions of _G; 2: the fields of
+   * the other modules.  A value with several names gets the first, so the
+   * choice must not depend on package.loaded's iteration order: a global
+   * (LuaJIT's `unpack`) is named as one even when a compat module on the
+   * sending side also set `table.unpack`, which the receiver may lack. */
+  for (int pass = 0; pass < 3 && lua_istable(L, loaded); pass++) {
     lua_pushnil(L);
     while (lua_next(L, loaded)) {                         /* [.., m, mod] */
       int mod = lua_gettop(L), t = lua_type(L, mod);
@@ -240,7 +245,7 @@ static void names_build(lua_State *L) {
       if (pass == 0) {               /* modules themselves (G travels as ENV) */
         if (!isG && (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA))
           names_add(L, names, mod, m, ml, "", 0);
-      } else if (t == LUA_TTABLE) {  /* their fields */
+      } else if (t == LUA_TTABLE && isG == (pass == 1)) {  /* their fields */
         lua_pushnil(L);
         while (lua_next(L, mod)) {                        /* [.., m, mod, k, v] */
           int vt = lua_type(L, -1);
@@ -276,6 +281,91 @@ static void names_push(lua_State *L, int force) {
   lua_setfield(L, LUA_REGISTRYINDEX, REG_NAMES);
   lua_pushinteger(L, n);
   lua_setfield(L, LUA_REGISTRYINDEX, REG_NAMES_N);
+}
+
+/* ---- scalar fast path ------------------------------------------------------------
+ * A nil, boolean, number or string that is the whole message (every task
+ * argument and result of a map of numbers) is written and read here, byte
+ * for byte as the general coder below writes it; anything else, or any
+ * message that is not exactly one such scalar, goes the general way.  Why:
+ * the general entry sets up a reference table and a frame stack for every
+ * message (about 1 us), which dominated a map of 10^5 numbers.  Moved here
+ * from lua/map.c so every caller shares it; spec/map_spec.lua holds its
+ * bytes to the general coder's (opts.no_scalar_path). */
+
+/* Append the message for the scalar at idx; 1 if done, 0 if not a scalar.
+ * Stack: unchanged. */
+static int enc_scalar(lua_State *L, int idx, pd_buf *b) {
+  unsigned char t[2 + 10 + 8];
+  size_t n = 2;
+  t[0] = PDI_CODEC_VERSION;
+  uint64_t u;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL: t[1] = T_NIL; break;
+  case LUA_TBOOLEAN: t[1] = lua_toboolean(L, idx) ? T_TRUE : T_FALSE; break;
+  case LUA_TNUMBER:
+    if (pdc_isinteger(L, idx)) {
+      uint64_t v = (uint64_t)lua_tointeger(L, idx);
+      u = (v << 1) ^ (uint64_t)-(int64_t)(v >> 63);         /* zigzag */
+      t[1] = T_INT;
+      do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
+    } else {
+      double d = (double)lua_tonumber(L, idx);
+      memcpy(&u, &d, 8);
+      t[1] = T_FLOAT;
+      for (int i = 0; i < 8; i++) t[n++] = (unsigned char)(u >> (8 * i));
+    }
+    break;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    t[1] = T_STR;
+    u = len;
+    do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
+    if (pd_buf_append(b, t, n) || pd_buf_append(b, s, len)) codec_error(L, "pd.codec: out of memory");
+    return 1;
+  }
+  default: return 0;
+  }
+  if (pd_buf_append(b, t, n)) codec_error(L, "pd.codec: out of memory");
+  return 1;
+}
+
+/* Push the value of a message that is exactly one scalar; 1 if done, 0 to
+ * leave the message (malformed ones included) to the general decoder.
+ * Never reads past p + n.  Stack: [] -> [v] or unchanged. */
+static int dec_scalar(lua_State *L, const char *p, size_t n) {
+  const unsigned char *q = (const unsigned char *)p, *e = q + n;
+  if (n < 2 || q[0] != PDI_CODEC_VERSION) return 0;
+  uint64_t u;
+  int tag = q[1];
+  q += 2;
+  switch (tag) {
+  case T_NIL: if (n != 2) return 0; lua_pushnil(L); return 1;
+  case T_FALSE: case T_TRUE: if (n != 2) return 0; lua_pushboolean(L, tag == T_TRUE); return 1;
+  case T_INT: {
+    const char *c = (const char *)q;
+    if (pdi_codec_get_uvarint(&c, (const char *)e, &u) || c != (const char *)e) return 0;
+    lua_pushinteger(L, (lua_Integer)(int64_t)((u >> 1) ^ (uint64_t)-(int64_t)(u & 1)));
+    return 1;
+  }
+  case T_FLOAT: {
+    if (n != 10) return 0;
+    u = 0;
+    for (int i = 0; i < 8; i++) u |= (uint64_t)q[i] << (8 * i);
+    double d;
+    memcpy(&d, &u, 8);
+    lua_pushnumber(L, (lua_Number)d);
+    return 1;
+  }
+  case T_STR: {
+    const char *c = (const char *)q;
+    if (pdi_codec_get_uvarint(&c, (const char *)e, &u) || u != (uint64_t)((const char *)e - c)) return 0;
+    lua_pushlstring(L, c, (size_t)u);
+    return 1;
+  }
+  default: return 0;
+  }
 }
 
 /* ---- encoder -------------------------------------------------------------------- */
@@ -771,6 +861,7 @@ static void encode_run(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts 
 }
 
 int pdi_codec_encode(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts *o) {
+  if (!(o && o->no_scalar_path) && enc_scalar(L, idx, out)) return 0;
   encode_run(L, idx, out, o, 0);
   return 0;
 }
@@ -1053,6 +1144,7 @@ int pdi_codec_decode(lua_State *L, const char *p, size_t n, const pdi_codec_opts
     snprintf(why, sizeof why, "message of %zu bytes exceeds the limit of %zu", n, maxsize);
     codec_error(L, "pd.codec: %s", why);
   }
+  if (!o->no_scalar_path && dec_scalar(L, p, n)) return 0;
   if (n < 2) dec_fail(&D, "truncated message");
   if ((unsigned char)*D.p != PDI_CODEC_VERSION) {
     codec_error(L, "pd.codec: malformed message: unknown format version %d at byte 0", (unsigned char)*D.p);

@@ -53,6 +53,10 @@ typedef struct pdi_codec_opts {
   int max_depth;
   /* Decode: refuse messages longer than this (0 = PDI_CODEC_MAX_SIZE). */
   size_t max_size;
+  /* Both ways: skip the lone-scalar fast path (a nil, boolean, number or
+   * string that is the whole message: ~1 us less per call than the general
+   * coder, the same bytes).  Only the spec that compares the two sets it. */
+  int no_scalar_path;
 } pdi_codec_opts;
 
 /* Defaults for a trusted local peer: bytecode allowed, modules required,

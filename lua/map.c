@@ -38,93 +38,10 @@
  * running the same VM: a trusted peer, so functions travel as bytecode and
  * modules are resolved with require. */
 
-/* Scalars (nil, booleans, numbers, strings) alone in a message are written
- * and read here, byte for byte as lua/codec.c writes them (docs/wire.md:
- * version byte 1, then T_NIL 0, T_FALSE 1, T_TRUE 2, T_INT 3 zigzag
- * uvarint, T_FLOAT 4 f64 LE, T_STR 5 uvarint length and bytes); anything
- * else goes through the codec.  Why: the codec's general entry builds a
- * reference table and a frame stack for every message (about 1 us), which
- * would dominate a map of 10^5 numbers.  spec/map_spec.lua checks these
- * bytes against pdi_codec_encode. */
-static int enc_fast(lua_State *L, int idx, pd_buf *b) {
-  unsigned char t[2 + 10 + 8];
-  size_t n = 2;
-  t[0] = PDI_CODEC_VERSION;
-  uint64_t u;
-  switch (lua_type(L, idx)) {
-  case LUA_TNIL: t[1] = 0; break;
-  case LUA_TBOOLEAN: t[1] = lua_toboolean(L, idx) ? 2 : 1; break;
-  case LUA_TNUMBER:
-    if (pdc_isinteger(L, idx)) {
-      uint64_t v = (uint64_t)lua_tointeger(L, idx);
-      u = (v << 1) ^ (uint64_t)-(int64_t)(v >> 63);
-      t[1] = 3;
-      do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
-    } else {
-      double d = (double)lua_tonumber(L, idx);
-      memcpy(&u, &d, 8);
-      t[1] = 4;
-      for (int i = 0; i < 8; i++) t[n++] = (unsigned char)(u >> (8 * i));
-    }
-    break;
-  case LUA_TSTRING: {
-    size_t len;
-    const char *s = lua_tolstring(L, idx, &len);
-    t[1] = 5;
-    u = len;
-    do { t[n++] = (unsigned char)((u & 127) | (u > 127 ? 128 : 0)); u >>= 7; } while (u);
-    if (pd_buf_append(b, t, n) || pd_buf_append(b, s, len)) luaL_error(L, "not enough memory");
-    return 1;
-  }
-  default: return 0;
-  }
-  if (pd_buf_append(b, t, n)) luaL_error(L, "not enough memory");
-  return 1;
-}
-
-/* Read a uvarint at *p < e; 0 on success. */
-static int get_uv(const unsigned char **p, const unsigned char *e, uint64_t *v) {
-  uint64_t x = 0;
-  for (int s = 0; s < 64 && *p < e; s += 7) {
-    unsigned char c = *(*p)++;
-    x |= (uint64_t)(c & 127) << s;
-    if (!(c & 128)) { *v = x; return 0; }
-  }
-  return -1;
-}
-
-/* Push a lone scalar message; 1 if done, 0 to leave it to the codec. */
-static int dec_fast(lua_State *L, const char *p, size_t n) {
-  const unsigned char *q = (const unsigned char *)p, *e = q + n;
-  if (n < 2 || q[0] != PDI_CODEC_VERSION) return 0;
-  uint64_t u;
-  q += 2;
-  switch (((const unsigned char *)p)[1]) {
-  case 0: if (n != 2) return 0; lua_pushnil(L); return 1;
-  case 1: case 2: if (n != 2) return 0; lua_pushboolean(L, p[1] == 2); return 1;
-  case 3:
-    if (get_uv(&q, e, &u) || q != e) return 0;
-    lua_pushinteger(L, (lua_Integer)(int64_t)((u >> 1) ^ (uint64_t)-(int64_t)(u & 1)));
-    return 1;
-  case 4: {
-    if (n != 10) return 0;
-    u = 0;
-    for (int i = 0; i < 8; i++) u |= (uint64_t)q[i] << (8 * i);
-    double d;
-    memcpy(&d, &u, 8);
-    lua_pushnumber(L, (lua_Number)d);
-    return 1;
-  }
-  case 5:
-    if (get_uv(&q, e, &u) || u != (uint64_t)(e - q)) return 0;
-    lua_pushlstring(L, (const char *)q, (size_t)u);
-    return 1;
-  default: return 0;
-  }
-}
-
+/* Scalars alone in a message (a map of numbers) take the codec's own
+ * lone-scalar path (lua/codec.c, "scalar fast path"): the general coder's
+ * set-up costs about 1 us per message. */
 static void enc_value(lua_State *L, int idx, pd_buf *b) {
-  if (enc_fast(L, idx, b)) return;
   pdi_codec_opts o;
   pdi_codec_opts_default(&o);
   pdi_codec_encode(L, idx, b, &o);
@@ -132,19 +49,20 @@ static void enc_value(lua_State *L, int idx, pd_buf *b) {
 
 /* Decode n bytes at p onto the stack, or raise.  [] -> [v] */
 static void decode_or_raise(lua_State *L, const char *p, size_t n) {
-  if (dec_fast(L, p, n)) return;
   pdi_codec_opts o;
   pdi_codec_opts_default(&o);
   pdi_codec_decode(L, p, n, &o);
 }
 
-/* core.map.codec_encode(v) -> the codec's own bytes (for the spec that
- * holds the fast path to them).  Stack: [v] -> [s] */
+/* core.map.codec_encode(v) -> the general coder's bytes, without the
+ * lone-scalar path (for the spec that holds that path to them).
+ * Stack: [v] -> [s] */
 static int m_codec_encode(lua_State *L) {
   pd_buf b;
   pd_buf_init(&b);
   pdi_codec_opts o;
   pdi_codec_opts_default(&o);
+  o.no_scalar_path = 1;
   luaL_checkany(L, 1);
   pdi_codec_encode(L, 1, &b, &o);                  /* scalars only: cannot raise */
   lua_pushlstring(L, b.data, b.len);
@@ -764,10 +682,22 @@ static int m_worker(lua_State *L) {
   lua_newtable(L);                                 /* [loader, cache] */
   int cache = lua_gettop(L);                       /* blob -> {f, shared} */
   int ncached = 0;
-  lua_newtable(L);                                 /* [loader, cache, jobs] */
+  /* The last job's blob (a C copy) and its {f, shared}: a loop of small
+   * maps of one function sends the same blob per job, and comparing bytes
+   * here is cheaper than making and hashing a long Lua string (~1 us for
+   * a typical 700-byte blob: bench/map (b)). */
+  lua_pushnil(L);                                  /* [loader, cache, last] */
+  int last = lua_gettop(L);
+  char *last_blob = NULL;
+  size_t last_len = 0;
+  lua_newtable(L);                                 /* [loader, cache, last, jobs] */
   int jobs = lua_gettop(L);
   pd_conn c;
-  pd_conn_init(&c, fd);
+  /* replies go to the pipe on PDLUA_WORKER_WFD when the pool gave one
+   * (core/sched.c: cheaper than the socket); SIGPIPE there means the
+   * coordinator is gone, and so should this process be */
+  const char *wfds = getenv("PDLUA_WORKER_WFD");
+  pd_conn_init2(&c, fd, wfds ? atoi(wfds) : fd);
   uint32_t pid = (uint32_t)getpid();
   pd_conn_put(&c, PD_F_HELLO, &pid, 4);
   pd_conn_flush(&c);
@@ -786,6 +716,11 @@ static int m_worker(lua_State *L) {
         uint64_t seed;
         memcpy(&seed, f + 6, 8);
         lua_pushcfunction(L, load_handler);        /* [.., h] */
+        if (last_blob && last_len == n - 14 && memcmp(last_blob, f + 14, n - 14) == 0) {
+          lua_rawgeti(L, last, 1);
+          lua_rawgeti(L, last, 2);                 /* [.., h, f, shared] */
+          goto loaded;
+        }
         lua_pushlstring(L, f + 14, n - 14);        /* [.., h, blob] */
         lua_pushvalue(L, -1);
         if (lua_rawget(L, cache) == LUA_TTABLE) {  /* the same function again */
@@ -816,6 +751,18 @@ static int m_worker(lua_State *L) {
           }
           lua_remove(L, -3);                       /* [.., h, f, shared] */
         }
+        /* remember this blob as the last one, unless it failed to load */
+        free(last_blob);
+        last_blob = NULL;
+        if (lua_tocfunction(L, -2) != raise_upvalue && (last_blob = malloc(n - 14 ? n - 14 : 1))) {
+          memcpy(last_blob, f + 14, n - 14);
+          last_len = n - 14;
+          lua_createtable(L, 2, 0);                /* [.., h, f, shared, {f, shared}] */
+          lua_pushvalue(L, -3); lua_rawseti(L, -2, 1);
+          lua_pushvalue(L, -2); lua_rawseti(L, -2, 2);
+          lua_replace(L, last);                    /* [.., h, f, shared] */
+        }
+      loaded:
         /* [.., h, f, shared] */
         lua_createtable(L, 4, 0);                  /* [.., h, f, shared, rec] */
         lua_pushvalue(L, -3); lua_rawseti(L, -2, 1);

@@ -333,6 +333,16 @@ static int pmain_admin(lua_State *L) {
   lua_pushboolean(L, 1);
   return 1;
 }
+#ifdef PDLUA_SANITIZE
+/* ASan/LSan defaults for the sanitizer build (ASAN_OPTIONS still wins).
+ * intercept_tls_get_addr=0: LeakSanitizer's tracking of dynamic TLS
+ * crashes at exit ("DTLS 3 at 0x948..." then SIGSEGV in its tracer) once
+ * a dlopened library with TLS (NVRTC, spec/gpu) is loaded into a process
+ * that linked none: since OpenBLAS is dlopened on first use (lua/blas.c),
+ * that is every pdlua.  Leak checking itself stays on. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "intercept_tls_get_addr=0"; }
+#endif
 
 int main(int argc, char **argv) {
   pdi_is_pdlua = 1;

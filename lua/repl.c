@@ -9,11 +9,17 @@
  * the REPL goes on; end of input (Ctrl-D) leaves with status 0.
  *
  * History file: $PDLUA_HISTORY, else ~/.pdlua_history; the last 1000 lines.
+ *
+ * libedit is dlopened when the REPL starts, not linked: it and what it
+ * pulls in (libtinfo, libbsd, libmd) cost every pdlua process, map workers
+ * included, start-up time and RSS for a REPL only the coordinator shows.
+ * Without libedit the REPL reads plain lines (no editing, no history).
  */
 #define _GNU_SOURCE
 #include "pdlua.h"
 
-#include <editline/readline.h>
+#include <dlfcn.h>
+#include <editline/readline.h>   /* types only: the calls go through `ed` */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,24 +33,67 @@
 
 static char history_path[PATH_MAX];
 
+/* libedit's readline interface, resolved by edit_load(); all NULL when the
+ * library or one of the six calls is missing (then plain_readline). */
+static struct {
+  __typeof__(readline) *readline;
+  __typeof__(add_history) *add_history;
+  __typeof__(using_history) *using_history;
+  __typeof__(stifle_history) *stifle_history;
+  __typeof__(read_history) *read_history;
+  __typeof__(write_history) *write_history;
+} ed;
+
+static void edit_load(void) {
+  void *h = dlopen("libedit.so.2", RTLD_NOW | RTLD_LOCAL);
+  if (!h) return;
+  void *p[6];
+  static const char *const names[6] = {"readline", "add_history", "using_history",
+                                       "stifle_history", "read_history", "write_history"};
+  for (int i = 0; i < 6; i++)
+    if (!(p[i] = dlsym(h, names[i]))) return;
+  /* object pointers -> function pointers, field by field */
+  memcpy(&ed.readline, &p[0], sizeof p[0]);
+  memcpy(&ed.add_history, &p[1], sizeof p[1]);
+  memcpy(&ed.using_history, &p[2], sizeof p[2]);
+  memcpy(&ed.stifle_history, &p[3], sizeof p[3]);
+  memcpy(&ed.read_history, &p[4], sizeof p[4]);
+  memcpy(&ed.write_history, &p[5], sizeof p[5]);
+}
+
+/* readline without libedit: prompt, one line from stdin (malloc'd, no
+ * newline), NULL at end of input. */
+static char *plain_readline(const char *prompt) {
+  fputs(prompt, stdout);
+  fflush(stdout);
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n = getline(&line, &cap, stdin);
+  if (n < 0) { free(line); return NULL; }
+  if (n > 0 && line[n - 1] == '\n') line[n - 1] = '\0';
+  return line;
+}
+
 static void history_open(void) {
   const char *p = getenv("PDLUA_HISTORY");
   const char *home = getenv("HOME");
   history_path[0] = '\0';
   if (p && *p) snprintf(history_path, sizeof history_path, "%s", p);
   else if (home && *home) snprintf(history_path, sizeof history_path, "%s/.pdlua_history", home);
-  using_history();
-  stifle_history(HISTORY_MAX);
-  if (history_path[0]) read_history(history_path);
+  if (!ed.readline) return;
+  ed.using_history();
+  ed.stifle_history(HISTORY_MAX);
+  if (history_path[0]) ed.read_history(history_path);
 }
 
 static void history_save(void) {
-  if (history_path[0]) write_history(history_path);
+  if (history_path[0] && ed.write_history) ed.write_history(history_path);
 }
 
 /* Read one line with prompt; pushes it (no newline).  Returns 0 at EOF. */
 static int pushline(lua_State *L, int firstline) {
-  char *b = readline(firstline ? PROMPT1 : PROMPT2);
+  const char *prompt = firstline ? PROMPT1 : PROMPT2;
+  char *b = ed.readline ? ed.readline(prompt) : plain_readline(prompt);
   if (b == NULL) return 0;
   size_t l = strlen(b);
   if (l > 0 && b[l - 1] == '\n') b[--l] = '\0';
@@ -55,8 +104,8 @@ static int pushline(lua_State *L, int firstline) {
 }
 
 static void addhist(const char *line) {
-  if (line[0] != '\0') {
-    add_history(line);
+  if (line[0] != '\0' && ed.add_history) {
+    ed.add_history(line);
     history_save();                    /* saved per line: survives a kill */
   }
 }
@@ -131,6 +180,7 @@ static void print_values(lua_State *L) {
 }
 
 int pdi_repl(lua_State *L) {
+  edit_load();
   history_open();
   if (isatty(STDIN_FILENO))
     printf("pdlua %s (%s)  Ctrl-D to leave\n", PDLUA_VERSION, PDLUA_VM_NAME);

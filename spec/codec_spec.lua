@@ -127,6 +127,15 @@ describe("pd.codec round trips", function()
     assert.is_true(#codec.encode(string) < 16)
   end)
 
+  it("names a global C function as the global, whatever else also holds it", function()
+    -- a compat module may alias a global (LuaJIT: table.unpack = unpack) on
+    -- the sender only; the name must not depend on package.loaded's order
+    for i = 1, 20 do package.loaded["pd_codec_spec_alias" .. i] = { p = print, t = tostring } end
+    assert.equals("_G.print", native._name_of(print))
+    assert.equals("_G.tostring", native._name_of(tostring))
+    for i = 1, 20 do package.loaded["pd_codec_spec_alias" .. i] = nil end
+  end)
+
   it("names a module required after an earlier encode", function()
     assert.is_table(codec.decode(codec.encode({ 1 })))      -- the name table is built
     package.loaded["pd_codec_spec_late"] = { f = function() return "late" end }

@@ -250,3 +250,47 @@ describe("cholesky and solve", function()
     assert.error_matches(function() pd.linalg.inv(pd.array { { 1, 2 }, { 2, 4 } }) end, "singular")
   end)
 end)
+
+-- OpenBLAS and LAPACKE are dlopened on first use (lua/blas.h): a process
+-- that lacks them keeps every array operation but linear algebra, which
+-- raises naming the library.  PDLUA_LAPACKE / PDLUA_OPENBLAS point the
+-- loader at a library that does not exist.
+describe("BLAS/LAPACK loaded on first use", function()
+  local H = require "spec.helper"
+  local script = [[
+    local pd = require "pd"
+    local a = pd.array { { 2, 1 }, { 1, 3 } }
+    local b = a + a
+    b:add(a, 2)
+    io.write("sum ", b:sum(), "\n")
+    io.write("available ", tostring(select(2, pd.linalg.available())), "\n")
+    local ok, err = pcall(pd.linalg.det, a)
+    io.write("det ", tostring(ok), " ", tostring(err), "\n")
+    ok, err = pcall(function() return a:matmul(a) end)
+    io.write("matmul ", tostring(ok), " ", tostring(err), "\n")
+  ]]
+  for _, case in ipairs { { "PDLUA_LAPACKE", "liblapacke-missing.so.9" },
+                          { "PDLUA_OPENBLAS", "libopenblas-missing.so.9" } } do
+    it("without " .. case[1]:lower():sub(7) .. ": arrays work, linalg raises naming it", function()
+      local f = H.tmpfile(script, ".lua")
+      local out, err, rc = H.sh(case[1] .. "=" .. case[2] .. " " .. H.q(H.pdlua) .. " " .. H.q(f))
+      os.remove(f)
+      assert.equals(0, rc, err)
+      assert.matches("sum 28", out, 1, true)
+      assert.matches("available cannot load " .. case[2], out, 1, true)
+      assert.matches("det false pd.linalg.det: BLAS/LAPACK not available: cannot load " .. case[2], out, 1, true)
+      assert.matches("pd.linalg.matmul: BLAS/LAPACK not available: cannot load " .. case[2], out, 1, true)
+    end)
+  end
+
+  it("does not load the libraries until linear algebra is called", function()
+    local out, err, rc = H.pdlua_run([[-e 'local pd = require "pd"; local a = pd.array{1, 2} + 1; a:add(a, 3)
+      local f = io.open("/proc/self/maps"); local m = f:read("a"); f:close()
+      print(m:find("openblas", 1, true) and "loaded" or "not loaded")
+      pd.linalg.dot(a, a)
+      f = io.open("/proc/self/maps"); m = f:read("a"); f:close()
+      print(m:find("openblas", 1, true) and "loaded" or "not loaded")']])
+    assert.equals(0, rc, err)
+    assert.equals("not loaded\nloaded\n", out)
+  end)
+end)

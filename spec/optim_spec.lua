@@ -358,6 +358,18 @@ describe("pd.minimize specs", function()
 end)
 
 describe("pd.minimize failures", function()
+  it("pd.iserror is one check for every part's error objects", function()
+    local _, me = pcall(pd.map, function() error("x") end, { 1 })
+    local _, oe = pcall(pd.minimize, function() error("y") end, { dim = 1, bounds = { -1, 1 }, seed = 1, maxiter = 2 })
+    assert.is_true(pd.iserror(me))
+    assert.is_true(pd.iserror(oe))
+    assert.is_true(pd.optim.iserror(oe))
+    assert.is_false(pd.optim.iserror(me))
+    for _, v in ipairs { "error", {}, 1, setmetatable({}, { __pd_error = "yes" }), pd.array { 1 } } do
+      assert.is_false(pd.iserror(v))
+    end
+    assert.is_false(pd.iserror(nil))
+  end)
   it("stops with an error object when the fitness raises", function()
     local ok, e = pcall(pd.minimize, function(x)
       if x[1] > 0 then error("boom") end
@@ -365,6 +377,7 @@ describe("pd.minimize failures", function()
     end, { dim = 1, bounds = { -1, 1 }, seed = 1, maxiter = 50 })
     assert.is_false(ok)
     assert.is_true(pd.optim.iserror(e))
+    assert.is_true(pd.iserror(e))          -- one check for map's and optim's errors
     assert.truthy(tostring(e.message):match("boom"))
     assert.truthy(e.traceback:match("traceback"))
     assert.is_true(e.point[1] > 0)

@@ -6,6 +6,7 @@
 #
 #   bench/map/run.sh [ROUNDS] [N]        defaults: 3 rounds, N = 100000
 #   BENCH_SYSTEMS="pdlua mp" bench/map/run.sh 1    a subset
+#   BENCH_TESTS="lat cold mem" bench/map/run.sh 5  some of the tests
 #
 # Needs build/pdlua (cmake --build build) and scripts/deps.sh --bench.
 # Raw results go to build/bench-map.jsonl; the table to stdout.
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
 N=${2:-100000}
 SYSTEMS=${BENCH_SYSTEMS:-"pdlua mp cf joblib dask"}
+TESTS=${BENCH_TESTS:-"tput lat cpu cold mem"}
 PY=/usr/bin/python3                      # Debian's, with its joblib and dask
 PDLUA=build/pdlua
 OUT=build/bench-map.jsonl
@@ -31,7 +33,7 @@ for r in $(seq "$ROUNDS"); do
   one build/bench-pipe-rtt 20000
   one build/bench-pipe-rtt 20000 socketpair
   one build/bench-nng-rtt 5000
-  for t in tput lat cpu cold mem; do
+  for t in $TESTS; do
     for s in $SYSTEMS; do
       if [ "$s" = pdlua ]; then
         one "$PDLUA" run --cpus 2 --no-progress bench/map/pdlua_bench.lua "$t" "$N"
@@ -40,7 +42,7 @@ for r in $(seq "$ROUNDS"); do
       fi
     done
   done
-  case " $SYSTEMS " in *" pdlua "*)
+  case " $SYSTEMS $TESTS " in *" pdlua "*" mem "*)
     one "$PDLUA" run --cpus 2 --no-progress bench/map/pdlua_bench.lua mem1m
     one "$PDLUA" run --cpus 2 --no-progress bench/map/pdlua_bench.lua lb ;;
   esac

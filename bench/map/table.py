@@ -48,7 +48,7 @@ print("| system | call | us | this / pdlua |")
 print("|---|---|---|---|")
 pl = med("pdlua", "lat", "median_us")
 FLOORS = {"pipe": "1-byte pipe ping-pong (C)",
-          "socketpair": "1-byte unix socketpair ping-pong (C): pd.map's transport",
+          "socketpair": "1-byte unix socketpair ping-pong (C): pd.map's way out (replies come back on a pipe)",
           "nng": "nng 1.5.2 pair0 ipc echo (C)"}
 for s in ["pipe", "socketpair", "nng"]:
     v = med(s, "floor", "median_us")

@@ -47,8 +47,7 @@ function pd.maximize(f, spec) return pd.optim.maximize(f, spec) end
 
 -- pd.map and the session (stdlib/pd/map.lua), loaded on first use.  pd.rng
 -- is map's: inside a task it is the task's pd.random stream.
-for _, name in ipairs { "map", "map_async", "jobs", "job", "init", "shutdown", "nodes",
-                        "iserror", "rng" } do
+for _, name in ipairs { "map", "map_async", "jobs", "job", "init", "shutdown", "nodes", "rng" } do
   pd[name] = function(...) return require("pd.map")[name](...) end
 end
 
@@ -57,6 +56,15 @@ for _, name in ipairs { "tasks", "tasks_async" } do
   pd[name] = function(...) return require("pd.tasks")[name](...) end
 end
 lazy.topology = "pd.topology"
+
+--- pd.iserror(v) -> true when v is one of pdlua's error objects: a failed
+-- task's (pd.map) or an optimiser's (pd.optim), or any whose metatable has
+-- __pd_error = true.  One check for all parts; pd.optim.iserror tells an
+-- optimiser's apart.  Loads nothing.
+function pd.iserror(v)
+  local mt = getmetatable(v)
+  return type(mt) == "table" and rawget(mt, "__pd_error") == true
+end
 
 --- The flags `pdlua run` was started with (cpus, gpus, nodes, seed, ...),
 -- as a fresh table; empty under plain lua5.4.

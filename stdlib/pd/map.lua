@@ -16,6 +16,7 @@ local unpack = table.unpack or unpack  -- luacheck: ignore
 local Error = {}
 Error.__index = Error
 Error.__name = "pd.Error"
+Error.__pd_error = true     -- pd.iserror (stdlib/pd/init.lua) is true for it
 function Error.__tostring(e)
   local tb = e.traceback
   local s = string.format("task %s failed on %s: %s", tostring(e.task), tostring(e.node),
@@ -136,38 +137,9 @@ function M._pack(f, shared)
   return blob
 end
 
-local loaded = {}
---- Worker side of _pack (stdlib/pd/worker.lua): blob -> f, shared.  The
--- same blob (the same function mapped again) is loaded once.
-function M._unpack(blob)
-  local hit = loaded[blob]
-  if hit then return hit.f, hit.shared end
-  local len, rest = blob:match("^(%d+):()")
-  len = tonumber(len)
-  local paths = cmap.decode(blob:sub(rest, rest + len - 1))
-  if os.getenv("PDLUA_REMOTE_WORKER") then
-    -- cluster: a node's worker keeps its own paths (the coordinator's may
-    -- not exist here) and gets the job's modules from the job itself,
-    -- before the function (which may name them) is decoded
-    for name, m in pairs(paths.mods or {}) do
-      if package.loaded[name] == nil then
-        package.preload[name] = function(...)
-          return assert(load(m.src, "@" .. m.path, "t"))(...)
-        end
-      end
-    end
-  else
-    package.path, package.cpath = paths.path or package.path, paths.cpath or package.cpath
-  end
-  local spec = cmap.decode(blob:sub(rest + len))
-  local rec = { f = spec.f, shared = spec.shared }
-  if type(rec.f) ~= "function" then error("pd.map: the job carries no function", 0) end
-  loaded[blob] = rec
-  local n = 0
-  for _ in pairs(loaded) do n = n + 1 end
-  if n > 64 then loaded = { [blob] = rec } end     -- bounded cache
-  return rec.f, rec.shared
-end
+--- Worker side of _pack: blob -> f, shared.  The code is pd.jobload (a
+-- worker loads it, not this file; the C loop caches per blob).
+function M._unpack(blob) return require("pd.jobload")(blob) end
 
 -- ---------------------------------------------------------------------------
 -- The session: pools of local workers, created on first use.

@@ -168,9 +168,16 @@ typedef struct pd_conn {
   size_t in_off;
   pd_buf out;          /* bytes queued and not yet written, from out_off */
   size_t out_off;
+  int wfd;             /* owned: a pipe's write end that frames go to instead
+                          of fd (pd_conn_init2: a local worker's replies), or
+                          0: write to fd (a zeroed pd_conn writes to fd) */
 } pd_conn;
 
 void pd_conn_init(pd_conn *c, int fd);
+/* Read from rfd, write to wfd (a socket one way and a pipe the other, or
+ * two pipes; wfd == rfd is pd_conn_init).  Writing to a pipe whose reader is gone raises SIGPIPE: use
+ * it where that is acceptable (a worker whose coordinator is gone). */
+void pd_conn_init2(pd_conn *c, int rfd, int wfd);
 void pd_conn_close(pd_conn *c);
 /* Queue one frame (type byte, then n payload bytes; p may be NULL when n is 0).
  * pd_conn_begin/pd_conn_end build a frame in place: begin reserves the header
@@ -198,6 +205,13 @@ int pd_conn_next(pd_conn *c, const char **p, size_t *n);
  * environment.  Returns 0, or -errno with nothing left running. */
 int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
              int *fd, int *pid);
+/* pd_spawn, plus a pipe for the child's replies: its write end is the
+ * child's fd 4, its read end (close-on-exec, non-blocking) comes back in
+ * *rfd.  A pipe round trip costs less than a socketpair's (bench/map (b));
+ * the parent still writes to the socket (MSG_NOSIGNAL: no SIGPIPE in the
+ * coordinator when a worker dies). */
+int pd_spawn_rpipe(char *const argv[], char *const env[], unsigned long long as_limit,
+                   int *fd, int *rfd, int *pid);
 /* Kill (SIGKILL) and reap a child; returns its wait status, or -1. */
 int pd_kill_reap(int pid);
 /* pd_spawn_fds is pd_spawn that also hands the child npass more

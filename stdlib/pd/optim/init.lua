@@ -31,6 +31,7 @@ local unpack = table.unpack or unpack   -- luacheck: ignore
 
 local Error = {}
 Error.__index = Error
+Error.__pd_error = true     -- pd.iserror (stdlib/pd/init.lua) is true for it
 Error.__tostring = function(e)
   local s = "pd.optim: " .. tostring(e.message)
   if e.point then
