@@ -165,9 +165,7 @@ describe("Playdoh's own optimisation tests", function()
       { algorithm = "pso", popsize = 1000, maxiter = 3, params = { x_0 = { -5, 5 } }, seed = 3 })
     assert.is_true(math.abs(r.x.x_0) < 0.1)
   end)
-  it("across two loopback nodes", function()
-    pending("needs pdlua serve (issue 5)")
-  end)
+  -- across two loopback nodes: spec/optim_cluster_spec.lua
 end)
 
 describe("pd.minimize specs", function()

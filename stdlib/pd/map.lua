@@ -272,6 +272,13 @@ function M.shutdown()
   return true
 end
 
+--- The session as pd.init left it, without starting anything: cpus (nil
+-- unless pd.init set them) and cluster (true when nodes have joined).
+-- pd.optim reads it to decide whether to spread evaluations.
+function M._session()
+  return { cpus = S.cpus, cluster = S.cluster ~= nil }
+end
+
 --- pd.nodes() -> the local machine, then every node of the session (as last heard).
 function M.nodes()
   local st = settings()

@@ -709,17 +709,34 @@ local function run(f, spec, sign)
     local ok, core = pcall(require, "pd.core")
     popts = ok and core.options and core.options() or {}
   end
+  -- the session pd.init set up (cpus, nodes) counts as --cpus/--nodes do
+  local session = {}
+  do
+    local okm, pmap = pcall(require, "pd.map")
+    if okm and type(pmap) == "table" and pmap._session then session = pmap._session() end
+  end
   ctx.parallel = spec.parallel
   if ctx.parallel == nil then
-    ctx.parallel = (spec.cpus or spec.nodes or spec.gpus or popts.cpus or popts.nodes) and true or false
+    ctx.parallel = (spec.cpus or spec.nodes or spec.gpus or popts.cpus or popts.nodes
+                    or popts.discover or session.cpus or session.cluster) and true or false
   end
-  if ctx.parallel then
-    local n = spec.cpus or popts.cpus
-    if not n then
-      local okm, cmap = pcall(require, "pd.core.map")
-      n = okm and cmap.machine and cmap.machine() or 1
+  if ctx.parallel and ctx.vectorized then
+    -- one block per worker: the local ones and every node's
+    local n = spec.blocks or spec.cpus
+    if not n or n < 1 then
+      n = 0
+      local okp, pdm = pcall(require, "pd")
+      if okp and pdm.nodes then
+        for _, node in ipairs(pdm.nodes()) do
+          if node.alive ~= false then n = n + (node.cpus or 0) end
+        end
+      end
+      if n < 1 then
+        local okm, cmap = pcall(require, "pd.core.map")
+        n = okm and cmap.machine and cmap.machine() or 1
+      end
     end
-    ctx.blocks = spec.blocks or n
+    ctx.blocks = n
   end
   local progress = spec.progress
   local out = type(progress) == "function" and progress or function(line) io.stderr:write(line, "\n") end

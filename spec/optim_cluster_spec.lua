@@ -1,0 +1,121 @@
+-- pd.minimize / pd.maximize across `pdlua serve` nodes on loopback:
+-- Playdoh's own test (maximise exp(-x^2), popsize 1000, 3 iterations,
+-- |x| < 0.1 with each algorithm) with the evaluations on two nodes and
+-- none in the coordinator (--cpus 0 / cpus = 0).  The fitness appends one
+-- line per evaluation to a file named after PDLUA_NODE_NAME (set in a
+-- node's workers only), so the spec counts where every evaluation ran.
+-- Every process started here is killed and checked gone in teardown.
+local H = require "helper"
+local C = require "cluster_helper"
+local q = H.q
+
+-- arg: the log folder, the mode ("session": nodes from --nodes;
+-- "init": pd.init{nodes=, cpus=0}; "spec": the spec's nodes field, with
+-- --cpus 0; a spec's cpus is pd.map's cap on workers per batch, as for
+-- map, not a way to keep the coordinator's CPUs out), then node URLs.  Prints "alg x evaluations iterations stop".
+local JOB = [=[
+local pd = require "pd"
+local dir, mode = arg[1], arg[2]
+local urls = {}
+for i = 3, #arg do urls[#urls + 1] = arg[i] end
+if mode == "init" then pd.init { nodes = urls, cpus = 0 } end
+for _, alg in ipairs { "cmaes", "pso", "ga" } do
+  local spec = { algorithm = alg, popsize = 1000, maxiter = 3, params = { x_0 = { -5, 5 } },
+                 seed = 7 }
+  if mode == "spec" then spec.nodes = urls end
+  local r = pd.maximize(function(p)
+    local f = assert(io.open(dir .. "/" .. (os.getenv("PDLUA_NODE_NAME") or "local") .. "." .. alg, "a"))
+    f:write(tostring(p.x_0), "\n")
+    f:close()
+    return math.exp(-p.x_0 ^ 2)
+  end, spec)
+  print(alg, string.format("%.17g", r.x.x_0), r.evaluations, r.iterations, r.stop)
+end
+]=]
+
+local function lines_in(path)
+  local n = 0
+  local f = io.open(path, "rb")
+  if not f then return 0 end
+  for _ in f:lines() do n = n + 1 end
+  f:close()
+  return n
+end
+
+describe("pd.maximize across two loopback nodes (Playdoh's test)", function()
+  local secret, a, b
+  setup(function()
+    secret = C.secret("optim-secret-" .. math.random(1e9))
+    a = C.node("--cpus 2 --name oa --secret-file " .. q(secret))
+    b = C.node("--cpus 2 --name ob --secret-file " .. q(secret))
+  end)
+  teardown(function()
+    C.cleanup()
+    os.remove(secret)
+  end)
+
+  local function check(mode, words)
+    local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. q(dir))
+    local out, err, rc = C.run(C.script(JOB), q(dir) .. " " .. mode .. " " .. words ..
+                               " --secret-file " .. q(secret), nil, 50)
+    assert.equals(0, rc, err)
+    local seen = 0
+    for line in out:gmatch("[^\n]+") do
+      local alg, x, evals, iters, stop = line:match("^(%a+)\t(%S+)\t(%d+)\t(%d+)\t(%a+)$")
+      assert.truthy(alg, "odd line: " .. line)
+      seen = seen + 1
+      x, evals = tonumber(x), tonumber(evals)
+      assert.is_true(math.abs(x) < 0.1, alg .. ": x_0 = " .. x)
+      assert.equals("3", iters)
+      assert.equals("maxiter", stop)
+      -- every evaluation ran on a node, both nodes took part, none here
+      local na, nb = lines_in(dir .. "/oa." .. alg), lines_in(dir .. "/ob." .. alg)
+      assert.equals(0, lines_in(dir .. "/local." .. alg), alg .. " evaluated in the coordinator")
+      assert.is_true(na > 0 and nb > 0, alg .. ": oa=" .. na .. " ob=" .. nb)
+      assert.equals(evals, na + nb, alg)
+    end
+    assert.equals(3, seen, out .. err)
+    os.execute("rm -rf " .. q(dir))
+  end
+
+  it("with the session's nodes (--nodes, --cpus 0), x_0 named with an underscore", function()
+    check("session", "--cpus 0 --nodes " .. a.url .. "," .. b.url)
+  end)
+
+  it("with pd.init{nodes=, cpus=0}", function()
+    check("init", a.url .. " " .. b.url)
+  end)
+
+  it("with the spec's nodes (as for pd.map) and --cpus 0", function()
+    check("spec", "--cpus 0 " .. a.url .. " " .. b.url)
+  end)
+
+  it("spreads a vectorized fitness in blocks over both nodes", function()
+    local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. q(dir))
+    local script = C.script(([=[
+      local pd = require "pd"
+      local r = pd.minimize(function(X)
+        local rows = X:shape()
+        local f = assert(io.open(%q .. "/" .. (os.getenv("PDLUA_NODE_NAME") or "local"), "a"))
+        local out = {}
+        for i = 1, rows do
+          out[i] = X[i][1] ^ 2 + X[i][2] ^ 2
+          f:write("row\n")
+        end
+        f:close()
+        return out
+      end, { dim = 2, bounds = { -3, 3 }, vectorized = true, popsize = 40, maxiter = 5, seed = 4 })
+      print(r.evaluations)
+    ]=]):format(dir))
+    local out, err, rc = C.run(script, "--cpus 0 --nodes " .. a.url .. "," .. b.url ..
+                               " --secret-file " .. q(secret), nil, 50)
+    assert.equals(0, rc, err)
+    local evals = tonumber(out:match("^(%d+)"))
+    assert.equals(200, evals)
+    local na, nb = lines_in(dir .. "/oa"), lines_in(dir .. "/ob")
+    assert.equals(0, lines_in(dir .. "/local"))
+    assert.is_true(na > 0 and nb > 0, "oa=" .. na .. " ob=" .. nb)
+    assert.equals(evals, na + nb)
+    os.execute("rm -rf " .. q(dir))
+  end)
+end)
