@@ -347,6 +347,67 @@ describe("pd.minimize specs", function()
     spec.migration.every = 1000                  -- no migration: another run
     assert.are_not.equal(r.f, pd.minimize(sphere, spec).f)
   end)
+  it("runs CMA-ES on islands: migrants join the next generation, seeded, a valid best", function()
+    local spec = { dim = 5, bounds = { -5.12, 5.12 }, islands = 4, popsize = 40, seed = 3,
+                   migration = { every = 5, count = 2, topology = "ring" }, budget = 8000 }
+    local r = pd.minimize(rastrigin, spec)
+    -- migrations every 5 iterations, in the history and the result
+    local h = r.history
+    assert.is_true(#h >= 10)
+    for i, e in ipairs(h) do assert.are.equal(math.floor(e.iteration / 5), e.migrations) end
+    assert.are.equal(math.floor(r.iterations / 5), r.migrations)
+    assert.is_true(r.migrations >= 2)
+    -- a valid best: inside the bounds, its value is f's at r.x, the best of the history
+    for i = 1, 5 do assert.is_true(r.x[i] >= -5.12 and r.x[i] <= 5.12) end
+    assert.are.equal(rastrigin(r.x), r.f)
+    local best = math.huge
+    for _, e in ipairs(h) do best = math.min(best, e.best) end
+    assert.are.equal(best, r.f)
+    assert.is_true(r.evaluations <= 8000 + 40)
+    -- the same seed, the same run, also on workers; another seed, another
+    local again = pd.minimize(rastrigin, spec)
+    assert.are.same(r.x, again.x)
+    assert.are.equal(r.f, again.f)
+    spec.parallel, spec.cpus = true, 2
+    assert.are.same(r.x, pd.minimize(rastrigin, spec).x)
+    spec.parallel, spec.cpus = nil, nil
+    spec.seed = 4
+    assert.are_not.equal(r.f, pd.minimize(rastrigin, spec).f)
+    -- no migration (every beyond the run): another run
+    spec.seed, spec.migration.every = 3, 100000
+    local alone = pd.minimize(rastrigin, spec)
+    assert.are.equal(0, alone.migrations)
+    assert.are_not.same(r.x, alone.x)
+  end)
+  it("CMA-ES islands take migrants as samples, evaluated as usual", function()
+    local o = pd.optim.cmaes { dim = 3, bounds = { -2, 2 }, islands = 3, seed = 5,
+                               migration = { every = 2, count = 1 } }
+    local lam = o.members[1].lambda
+    local sent
+    for it = 1, 6 do
+      local X = o:ask()
+      assert.are.equal(3 * lam, #X)
+      if sent then
+        -- ring: island i's best is the last sample of island i % 3 + 1
+        for i = 1, 3 do assert.are.same(sent[i], X[(i % 3 + 1) * lam]) end
+        sent = nil
+      end
+      local F = {}
+      for k = 1, #X do F[k] = sphere(X[k]) end
+      o:tell(X, F)
+      if it % 2 == 0 then
+        sent = {}
+        for i, m in ipairs(o.members) do sent[i] = m:best() end
+      end
+    end
+    assert.are.equal(3, o.migrations)
+    for _, m in ipairs(o.members) do
+      assert.are.equal(2, m.injected)        -- the third waits for the next ask
+      assert.are.equal(1, #m.inject)
+    end
+    local x, f = o:best()
+    assert.are.equal(sphere(x), f)
+  end)
   it("rejects a bad spec with a clear message", function()
     assert.has_error(function() pd.minimize(sphere, { bounds = { -1, 1 } }) end)
     assert.has_error(function() pd.minimize(sphere, { dim = 2 }) end)
@@ -464,11 +525,12 @@ describe("checkpoint and resume", function()
            checkpoint = arg[2] ~= "" and arg[2] or nil, resume = arg[2] ~= "" and arg[2] or nil })
     local digest = 0
     for i, h in ipairs(r.history) do
-      digest = digest + i * (h.best + h.mean + h.scale + h.evaluations + h.iteration)
+      digest = digest + i * (h.best + h.mean + h.scale + h.evaluations + h.iteration + (h.migrations or 0))
     end
     io.write(string.format("%.17g %d %d %d %.17g", r.f, r.evaluations, r.iterations, #r.history, digest))
   ]]
-  for _, case in ipairs { { "cmaes", 1 }, { "pso", 1 }, { "ga", 1 }, { "pso", 3 }, { "ga", 3 } } do
+  for _, case in ipairs { { "cmaes", 1 }, { "pso", 1 }, { "ga", 1 }, { "pso", 3 }, { "ga", 3 },
+                          { "cmaes", 3 } } do
     local alg, k = case[1], case[2]
     it("a killed " .. alg .. " run (" .. k .. " islands) resumes and ends where an uninterrupted run ends", function()
       local file = H.tmpfile(script, ".lua")

@@ -131,6 +131,28 @@ local function transform(self, g)
   return x
 end
 
+-- A genotype g with transform(g) = x for a feasible point x: the identity
+-- in the inner part, the inverse of box's quadratic pieces in the margins.
+local function untransform(self, x)
+  local g = {}
+  local lo, hi = self.lower, self.upper
+  for i = 1, self.n do
+    local v = x[i]
+    if lo then
+      local l, u = lo[i], hi[i]
+      if v < l then v = l elseif v > u then v = u end
+      if l > -huge and u < huge then
+        local al = min((u - l) / 2, (1 + abs(l)) / 20)
+        local au = min((u - l) / 2, (1 + abs(u)) / 20)
+        if v < l + al then v = l - al + 2 * sqrt(al * (v - l))
+        elseif v > u - au then v = u + au - 2 * sqrt(au * (u - v)) end
+      end
+    end
+    g[i] = v
+  end
+  return g
+end
+
 ---------------------------------------------------------------------------
 -- Construction
 ---------------------------------------------------------------------------
@@ -263,6 +285,34 @@ function ES:ask()
     G[k] = g
     X[k] = transform(self, g)
   end
+  -- injected points (immigrate): they take the places of the last samples
+  -- (unranked, so any places would do); X is the point itself, its step
+  -- y = (g - m) / sigma is clipped to a Mahalanobis length of at most
+  -- sqrt(n) + 2n / (n + 2), so that one far migrant cannot tear C apart
+  local inj = self.inject
+  if inj and #inj > 0 then
+    self.inject = nil
+    local m = min(#inj, self.lambda - 1)
+    local cap = sqrt(n) + 2 * n / (n + 2)
+    for j = 1, m do
+      local k = self.lambda - m + j
+      local x = {}
+      for i = 1, n do x[i] = inj[j][i] end
+      local g = untransform(self, x)
+      local y = {}
+      for i = 1, n do y[i] = (g[i] - mean[i]) / sigma end
+      local z = la.rows_times({ y }, self.Cis)[1]
+      local len = 0.0
+      for i = 1, n do len = len + z[i] * z[i] end
+      len = sqrt(len)
+      if len > cap then
+        for i = 1, n do y[i] = y[i] * cap / len end
+      end
+      for i = 1, n do Yarr:set(k, i, y[i]) end
+      Ys[k], G[k], X[k] = y, g, x
+      self.injected = (self.injected or 0) + 1
+    end
+  end
   self.pending, self.pending_x, self.pending_y, self.pending_ys = G, X, Yarr, Ys
   local copy = {}
   for k = 1, #X do
@@ -363,7 +413,7 @@ function ES:tell(X, F)
       error(string.format("cmaes: value %d is %s, not a number", k, tostring(v)), 2)
     end
   end
-  local Yarr, Ys = self.pending_y, self.pending_ys
+  local Yarr, Ys, Xp = self.pending_y, self.pending_ys, self.pending_x
   self.pending, self.pending_x, self.pending_y, self.pending_ys = nil, nil, nil, nil
   self.countiter = self.countiter + 1
   self.countevals = self.countevals + lam
@@ -378,9 +428,19 @@ function ES:tell(X, F)
   for k = 1, lam do fs[k] = F[idx[k]] end
   if fs[1] < self.best_f then
     self.best_f = fs[1]
-    self.best_x = transform(self, G[idx[1]])
+    local bx = {}
+    for i = 1, n do bx[i] = Xp[idx[1]][i] end
+    self.best_x = bx
     self.best_evals = self.countevals
   end
+  -- the generation's mu best, for emigrants()
+  local elite = {}
+  for r = 1, self.mu do
+    local x = {}
+    for i = 1, n do x[i] = Xp[idx[r]][i] end
+    elite[r] = { x = x, f = fs[r] }
+  end
+  self.elite = elite
   -- flat fitness: the best no better than the value at 3/4 of the ranking
   if fs[1] < fs[floor(0.75 * lam) + 1] then self.flatcount = 0
   else self.flatcount = self.flatcount + 1 end
@@ -449,6 +509,39 @@ function ES:tell(X, F)
 
   self.stop = check_stop(self, fs)
   return self.stop
+end
+
+--- Migrants for pd.optim.islands: the best point seen so far, then the
+-- last generation's best, up to `count` points {x=, f=}.
+function ES:emigrants(count)
+  local out = {}
+  if self.best_x and count >= 1 then
+    local x = {}
+    for i = 1, self.n do x[i] = self.best_x[i] end
+    out[1] = { x = x, f = self.best_f }
+  end
+  for _, e in ipairs(self.elite or {}) do
+    if #out >= count then break end
+    if e.f ~= self.best_f then
+      local x = {}
+      for i = 1, self.n do x[i] = e.x[i] end
+      out[#out + 1] = { x = x, f = e.f }
+    end
+  end
+  return out
+end
+
+--- Take migrants {x=, f=}: each replaces one sample of the next
+-- generation (see ask), is evaluated there as usual, and counts in the
+-- update by its rank like any sample.  At most lambda - 1 are taken.
+function ES:immigrate(list)
+  local inj = self.inject or {}
+  for _, m in ipairs(list) do
+    local x = {}
+    for i = 1, self.n do x[i] = m.x[i] end
+    inj[#inj + 1] = x
+  end
+  self.inject = inj
 end
 
 --- The best point seen so far (mapped into the bounds) and its value.

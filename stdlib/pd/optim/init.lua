@@ -195,7 +195,20 @@ end
 local function make(kind, S, spec, rng, budget, target, gi)
   local o = group_options(spec, gi)
   if kind == "cmaes" then
-    return cmaes_new(S, o, rng, spec.popsize, 1, budget, target)
+    local k = spec.islands or 1
+    if k <= 1 then return cmaes_new(S, o, rng, spec.popsize, 1, budget, target) end
+    -- an archipelago of strategies, each with its own stream drawn from
+    -- rng (so its own start in init) and popsize / k samples (CMA-ES's
+    -- default when popsize is not given); migrants join the receiving
+    -- island's next generation as samples (cmaes.lua, ES:immigrate)
+    local members = {}
+    local lam = spec.popsize and max(4, floor(spec.popsize / k)) or nil
+    for i = 1, k do
+      members[i] = cmaes_new(S, o, la.rng(rng:int(2147483647), i), lam, 1, nil, nil)
+    end
+    local mig = spec.migration or {}
+    return islands.new(members, { every = mig.every, count = mig.count or 1,
+                                  topology = mig.topology, budget = budget, target = target })
   end
   local opts = {}
   for k, v in pairs(o) do opts[k] = v end
@@ -228,7 +241,11 @@ local function make(kind, S, spec, rng, budget, target, gi)
 end
 
 local restorers = {
-  cmaes = cmaes.restore, ga = ga.restore,
+  cmaes = function(t)
+    if t.members then return islands.restore(t, cmaes.restore) end
+    return cmaes.restore(t)
+  end,
+  ga = ga.restore,
   pso = function(t)
     if t.members then return islands.restore(t, pso.restore) end
     return pso.restore(t)
@@ -349,7 +366,8 @@ local function evaluate_map(f, points, ctx)
   local out = {}
   if ctx.vectorized then
     local nb = ctx.blocks
-    nb = math.max(1, math.min(nb, #points))
+    if type(nb) == "function" then nb = nb() end
+    nb = math.max(1, math.min(nb or 1, #points))
     local items, ranges = {}, {}
     for b = 1, nb do
       local a = floor((b - 1) * #points / nb) + 1
@@ -514,7 +532,7 @@ end
 -- Start a group's next CMA-ES run after a stop (IPOP or BIPOP), or return
 -- false when no restart is left.
 local function restart(g, S, spec, budget_left, target)
-  if g.kind ~= "cmaes" or g.restarts_left <= 0 then return false end
+  if g.kind ~= "cmaes" or g.restarts_left <= 0 or g.algo.members then return false end
   local rng = g.algo.rng
   local lam0 = g.lambda0
   local popsize, scale, maxiter
@@ -575,11 +593,11 @@ end
 -- ("<group or 0> iteration evaluations best mean scale"), and the state
 -- records how many lines belong to it.  A run killed between the append and
 -- the rename leaves extra lines, which resume drops.
-local HFIELDS = { "iteration", "evaluations", "best", "mean", "scale" }
+local HFIELDS = { "iteration", "evaluations", "best", "mean", "scale", "migrations" }
 
 local function hist_line(gi, h)
   local t = { tostring(gi) }
-  for _, k in ipairs(HFIELDS) do t[#t + 1] = num(h[k]) end
+  for _, k in ipairs(HFIELDS) do t[#t + 1] = h[k] == nil and "-" or num(h[k]) end
   return table.concat(t, " ") .. "\n"
 end
 
@@ -627,7 +645,9 @@ local function load_checkpoint(file)
       local h = {}
       for i, k in ipairs(HFIELDS) do
         local v = w[i + 1]
-        h[k] = v == "(0/0)" and 0 / 0 or v == "(1/0)" and huge or v == "(-1/0)" and -huge or tonumber(v)
+        if v ~= nil and v ~= "-" then
+          h[k] = v == "(0/0)" and 0 / 0 or v == "(1/0)" and huge or v == "(-1/0)" and -huge or tonumber(v)
+        end
       end
       local gi = tonumber(w[1])
       if gi == 0 then state.history[#state.history + 1] = h
@@ -659,9 +679,6 @@ local function run(f, spec, sign)
   local kind = spec.algorithm or "cmaes"
   if not restorers[kind] then
     error("pd.minimize: unknown algorithm '" .. tostring(kind) .. "' (cmaes, pso, ga)", 3)
-  end
-  if spec.islands and spec.islands > 1 and kind == "cmaes" then
-    error("pd.minimize: islands are for algorithm = 'ga' or 'pso'", 3)
   end
   local ngroups = spec.groups or 1
   local budget = spec.budget
@@ -721,9 +738,12 @@ local function run(f, spec, sign)
                     or popts.discover or session.cpus or session.cluster) and true or false
   end
   if ctx.parallel and ctx.vectorized then
-    -- one block per worker: the local ones and every node's
-    local n = spec.blocks or spec.cpus
-    if not n or n < 1 then
+    -- one block per worker: the local ones and every node's, counted at
+    -- each batch (a node tells its CPUs once it has joined; the blocks do
+    -- not change the values, so a seed still gives the same run)
+    ctx.blocks = function()
+      local n = spec.blocks or spec.cpus
+      if n and n >= 1 then return n end
       n = 0
       local okp, pdm = pcall(require, "pd")
       if okp and pdm.nodes then
@@ -735,8 +755,8 @@ local function run(f, spec, sign)
         local okm, cmap = pcall(require, "pd.core.map")
         n = okm and cmap.machine and cmap.machine() or 1
       end
+      return n
     end
-    ctx.blocks = n
   end
   local progress = spec.progress
   local out = type(progress) == "function" and progress or function(line) io.stderr:write(line, "\n") end
@@ -783,7 +803,8 @@ local function run(f, spec, sign)
           g.sum, g.count = 0.0, 0
           local scale = g.algo:spread()
           g.history[#g.history + 1] = { iteration = g.iter, evaluations = g.evals,
-            best = sign * g.best_f, mean = sign * mean, scale = scale }
+            best = sign * g.best_f, mean = sign * mean, scale = scale,
+            migrations = g.algo.migrations }   -- islands: migrations so far
           round_scale = max(round_scale, scale)
           completed = true
         end
@@ -820,12 +841,13 @@ local function run(f, spec, sign)
   local best
   for gi, g in ipairs(state.groups) do
     local gr = { x = decode(S, g.best_x), f = sign * g.best_f, evaluations = g.evals,
-                 iterations = g.iter, stop = g.stop, history = g.history, runs = g.runs }
+                 iterations = g.iter, stop = g.stop, history = g.history, runs = g.runs,
+                 migrations = g.algo.migrations }
     r.groups[gi] = gr
     if not best or g.best_f < state.groups[best].best_f then best = gi end
   end
   local b = r.groups[best]
-  r.x, r.f, r.stop, r.runs = b.x, b.f, b.stop, b.runs
+  r.x, r.f, r.stop, r.runs, r.migrations = b.x, b.f, b.stop, b.runs, b.migrations
   r.iterations = 0
   for _, g in ipairs(r.groups) do r.iterations = max(r.iterations, g.iterations) end
   if ngroups == 1 then r.history = r.groups[1].history end

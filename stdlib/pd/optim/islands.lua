@@ -1,6 +1,6 @@
 --- pd.optim.islands: the island model around any ask-and-tell optimiser
--- that can give and take migrants (PSO here; the GA keeps its islands
--- inside, as its demes share one population object).
+-- that can give and take migrants (PSO and CMA-ES here; the GA keeps its
+-- islands inside, as its demes share one population object).
 --
 -- Follows the generalised island model of D. Izzo, M. Rucinski, F. Biscani,
 -- "The generalized island model", in Parallel Architectures and Bioinspired
@@ -9,8 +9,10 @@
 -- `every` iterations each island sends copies of its best `count` along the
 -- edges of a topology ("ring": i -> i+1, "all", or a list of {from, to}),
 -- and the receiving island takes them in (PSO: as personal bests of its
--- worst particles).  The islands move in lockstep, so the run is the same
--- whatever evaluates the points.
+-- worst particles; CMA-ES: as samples of its next generation).  The
+-- islands move in lockstep, so the run is the same whatever evaluates the
+-- points.  An island whose optimiser stops (CMA-ES's tolerances) sits out
+-- the rest of the run; the archipelago stops when all have.
 local M = {}
 local Arch = {}
 Arch.__index = Arch
@@ -56,9 +58,11 @@ function Arch:ask()
   if self.pending then return self.pending_x end
   local X, slices = {}, {}
   for i, m in ipairs(self.members) do
-    local Xi = m:ask()
-    slices[i] = { #X + 1, #X + #Xi }
-    for k = 1, #Xi do X[#X + 1] = Xi[k] end
+    if not m.stop then
+      local Xi = m:ask()
+      slices[i] = { #X + 1, #X + #Xi }
+      for k = 1, #Xi do X[#X + 1] = Xi[k] end
+    end
   end
   self.pending, self.pending_x = slices, X
   return X
@@ -70,16 +74,21 @@ function Arch:tell(X, F)
   local slices = assert(self.pending, "islands: tell() without a pending ask()")
   if F == nil then F = X end
   self.pending, self.pending_x = nil, nil
-  local before = self.members[1].countiter
+  local progressed, last_stop = false, nil
   for i, m in ipairs(self.members) do
-    local a, b = slices[i][1], slices[i][2]
-    local Fi = {}
-    for k = a, b do Fi[#Fi + 1] = F[k] end
-    m:tell(nil, Fi)
+    if slices[i] then
+      local a, b = slices[i][1], slices[i][2]
+      local Fi = {}
+      for k = a, b do Fi[#Fi + 1] = F[k] end
+      local before = m.countiter
+      m:tell(nil, Fi)
+      if m.countiter > before then progressed = true end
+      if m.stop then last_stop = m.stop end
+    end
   end
   self.countevals = self.countevals + #F
-  self.countiter = self.members[1].countiter
-  if self.countiter > before and #self.members > 1 and self.countiter % self.every == 0 then
+  if progressed then self.countiter = self.countiter + 1 end
+  if progressed and #self.members > 1 and self.countiter % self.every == 0 then
     local out = {}
     for i, m in ipairs(self.members) do out[i] = m:emigrants(self.count) end
     local incoming = {}
@@ -90,7 +99,7 @@ function Arch:tell(X, F)
     end
     for i, m in ipairs(self.members) do
       local t = incoming[i]
-      if t then
+      if t and not m.stop then
         table.sort(t, function(p, q) return p.f < q.f end)
         local keep = {}
         for k = 1, math.min(self.count, #t) do keep[k] = t[k] end
@@ -99,10 +108,13 @@ function Arch:tell(X, F)
     end
     self.migrations = self.migrations + 1
   end
+  local live = false
+  for _, m in ipairs(self.members) do if not m.stop then live = true end end
   local _, bf = self:best()
   if self.target and bf <= self.target then self.stop = "target"
   elseif self.countevals >= self.budget then self.stop = "budget"
-  elseif self.countiter >= self.maxiter then self.stop = "maxiter" end
+  elseif self.countiter >= self.maxiter then self.stop = "maxiter"
+  elseif not live then self.stop = last_stop or self.members[#self.members].stop end
   return self.stop
 end
 
