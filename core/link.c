@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <nng/nng.h>
 #include <nng/supplemental/tls/tls.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,6 +34,118 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+
+/* ---- nng, opened on first use ------------------------------------------------
+ * Only this file calls nng.  It is dlopen'ed the first time a link is dialled
+ * or a listener opened, not linked: nng and the TLS libraries it pulls in
+ * (mbedtls, mbedx509) cost every pdlua process, above all every worker,
+ * about a millisecond of start-up (bench/map (d)), and local work never
+ * needs them.  The table is filled once; a missing library is an ordinary
+ * error ("cannot load libnng.so.1: ...") from pd_link_dial/pd_listener_open. */
+#define PD_NNG_FUNCS(X) \
+  X(strerror) \
+  X(tls_config_free) \
+  X(stream_dialer_free) \
+  X(aio_free) \
+  X(aio_wait) \
+  X(aio_result) \
+  X(aio_alloc) \
+  X(stream_listener_free) \
+  X(tls_config_auth_mode) \
+  X(stream_set_bool) \
+  X(stream_free) \
+  X(aio_set_timeout) \
+  X(aio_set_iov) \
+  X(aio_get_output) \
+  X(aio_count) \
+  X(tls_config_server_name) \
+  X(tls_config_own_cert) \
+  X(tls_config_ca_file) \
+  X(tls_config_alloc) \
+  X(stream_send) \
+  X(stream_recv) \
+  X(stream_listener_set_ptr) \
+  X(stream_listener_listen) \
+  X(stream_listener_get_int) \
+  X(stream_listener_close) \
+  X(stream_listener_alloc) \
+  X(stream_listener_accept) \
+  X(stream_get_addr) \
+  X(stream_dialer_set_ptr) \
+  X(stream_dialer_dial) \
+  X(stream_dialer_alloc) \
+  X(stream_close)
+
+static struct {
+#define X(f) __typeof__(&nng_##f) f;
+  PD_NNG_FUNCS(X)
+#undef X
+} N;
+static pthread_once_t nng_once = PTHREAD_ONCE_INIT;
+static int nng_loaded;
+static char nng_why[300];
+
+static void nng_open(void) {
+  const char *name = getenv("PDLUA_NNG");
+  if (!name || !*name) name = "libnng.so.1";
+  void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    snprintf(nng_why, sizeof nng_why, "cannot load %s: %s", name, dlerror());
+    return;
+  }
+#define X(f)                                                                  \
+  *(void **)&N.f = dlsym(h, "nng_" #f);                                       \
+  if (!N.f) {                                                                 \
+    snprintf(nng_why, sizeof nng_why, "%s lacks nng_%s", name, #f);          \
+    return;                                                                   \
+  }
+  PD_NNG_FUNCS(X)
+#undef X
+  nng_loaded = 1;
+}
+
+/* 0 when nng is usable; else -ENOSYS with the reason in err[n]. */
+static int nng_ready(char *err, size_t n) {
+  pthread_once(&nng_once, nng_open);
+  if (nng_loaded) return 0;
+  snprintf(err, n, "networking not available: %s", nng_why);
+  return -ENOSYS;
+}
+
+#define X(f) /* nng_f(...) below means N.f(...) */
+#define nng_strerror N.strerror
+#define nng_tls_config_free N.tls_config_free
+#define nng_stream_dialer_free N.stream_dialer_free
+#define nng_aio_free N.aio_free
+#define nng_aio_wait N.aio_wait
+#define nng_aio_result N.aio_result
+#define nng_aio_alloc N.aio_alloc
+#define nng_stream_listener_free N.stream_listener_free
+#define nng_tls_config_auth_mode N.tls_config_auth_mode
+#define nng_stream_set_bool N.stream_set_bool
+#define nng_stream_free N.stream_free
+#define nng_aio_set_timeout N.aio_set_timeout
+#define nng_aio_set_iov N.aio_set_iov
+#define nng_aio_get_output N.aio_get_output
+#define nng_aio_count N.aio_count
+#define nng_tls_config_server_name N.tls_config_server_name
+#define nng_tls_config_own_cert N.tls_config_own_cert
+#define nng_tls_config_ca_file N.tls_config_ca_file
+#define nng_tls_config_alloc N.tls_config_alloc
+#define nng_stream_send N.stream_send
+#define nng_stream_recv N.stream_recv
+#define nng_stream_listener_set_ptr N.stream_listener_set_ptr
+#define nng_stream_listener_listen N.stream_listener_listen
+#define nng_stream_listener_get_int N.stream_listener_get_int
+#define nng_stream_listener_close N.stream_listener_close
+#define nng_stream_listener_alloc N.stream_listener_alloc
+#define nng_stream_listener_accept N.stream_listener_accept
+#define nng_stream_get_addr N.stream_get_addr
+#define nng_stream_dialer_set_ptr N.stream_dialer_set_ptr
+#define nng_stream_dialer_dial N.stream_dialer_dial
+#define nng_stream_dialer_alloc N.stream_dialer_alloc
+#define nng_stream_close N.stream_close
+#undef X
 
 #define LINK_BUF 65536
 #define LINK_SEND_TIMEOUT_MS 5000
@@ -267,7 +380,9 @@ int pd_link_dial(const char *url, const pd_tls *tls, double timeout, pd_link **o
                  char *err, size_t n) {
   nng_stream_dialer *d;
   nng_tls_config *cfg;
-  int rv = nng_stream_dialer_alloc(&d, url);
+  int rv = nng_ready(err, n);
+  if (rv) return rv;
+  rv = nng_stream_dialer_alloc(&d, url);
   if (rv) {
     snprintf(err, n, "bad node URL '%s': %s", url, nng_strerror(rv));
     return -EINVAL;
@@ -341,9 +456,11 @@ static void *acceptor(void *arg) {
 
 int pd_listener_open(const char *url, const pd_tls *tls, int notify_fd, pd_listener **out,
                      char *err, size_t n) {
+  int rv = nng_ready(err, n);
+  if (rv) return rv;
   pd_listener *ls = calloc(1, sizeof *ls);
   if (!ls) return -ENOMEM;
-  int rv = nng_stream_listener_alloc(&ls->l, url);
+  rv = nng_stream_listener_alloc(&ls->l, url);
   if (rv) {
     snprintf(err, n, "bad listen URL '%s': %s", url, nng_strerror(rv));
     free(ls);

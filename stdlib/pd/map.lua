@@ -122,17 +122,24 @@ local function encode_job(f, shared)
   return s
 end
 
+local S   -- the session (below); _pack looks at its cluster
+
 function M._pack(f, shared)
   local key = shared == nil and upvalues_key(f)
   local hit = key and blob_cache[f]
-  if hit and same(hit.key, key) and hit.path == package.path and hit.cpath == package.cpath then
+  -- cluster: the script's modules travel only when nodes may run the job
+  -- (reading and hashing them costs a local-only job's cold start)
+  local remote = S.cluster ~= nil
+  if hit and same(hit.key, key) and hit.path == package.path and hit.cpath == package.cpath
+     and hit.remote == remote then
     return hit.blob
   end
   local paths = cmap.encode { path = package.path, cpath = package.cpath,
-                              mods = local_modules() }    -- cluster: code transport
+                              mods = remote and local_modules() or nil }
   local blob = #paths .. ":" .. paths .. encode_job(f, shared)
   if key then
-    blob_cache[f] = { key = key, blob = blob, path = package.path, cpath = package.cpath }
+    blob_cache[f] = { key = key, blob = blob, path = package.path, cpath = package.cpath,
+                      remote = remote }
   end
   return blob
 end
@@ -144,7 +151,7 @@ function M._unpack(blob) return require("pd.jobload")(blob) end
 -- ---------------------------------------------------------------------------
 -- The session: pools of local workers, created on first use.
 
-local S = {
+S = {
   pools = {},        -- memory limit (bytes) -> pool
   jobs = setmetatable({}, { __mode = "v" }),  -- id -> job
   njobs = 0,
@@ -179,6 +186,9 @@ local function start_cluster(opts)
   local nodes = opts.nodes or o.nodes
   local discover = opts.discover
   if discover == nil then discover = o.discover end
+  if not discover and (nodes == nil or nodes == "" or (type(nodes) == "table" and next(nodes) == nil)) then
+    return nil                                 -- local only: pd.cluster not even loaded
+  end
   local cl_nodes = require("pd.cluster").url_list(nodes)
   if #cl_nodes == 0 and not discover then return nil end
   return require("pd.cluster").start {
