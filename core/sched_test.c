@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static char self[4096];
@@ -193,6 +194,25 @@ static void test_conn_split(void) {
   pd_conn_close(&z);
 }
 
+/* The coordinator's side of a local worker reads a pipe and writes a
+ * socket: a worker that died must give -EPIPE on the next flush, never
+ * SIGPIPE (which would kill the coordinator).  SIGPIPE is at its default
+ * here, so a regression kills this test. */
+static void test_conn_split_socket_no_sigpipe(void) {
+  int sv[2], r[2];
+  PD_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0 && pipe(r) == 0);
+  pd_conn c;
+  pd_conn_init2(&c, r[0], sv[0]);
+  PD_CHECK(c.wsock == 1);
+  close(sv[1]);                                    /* the worker is gone */
+  void (*old)(int) = signal(SIGPIPE, SIG_DFL);
+  PD_CHECK(pd_conn_put(&c, 7, "hi", 2) == 0);
+  PD_CHECK(pd_conn_flush(&c) == -EPIPE);
+  signal(SIGPIPE, old);
+  close(r[1]);
+  pd_conn_close(&c);
+}
+
 int tests_main(void);
 #define main tests_main
 PD_TESTS = {
@@ -202,6 +222,7 @@ PD_TESTS = {
   {"cancel kills the worker of a running task", test_cancel_stops_running},
   {"a malformed frame is refused", test_frames_malformed},
   {"a connection reads one pipe and writes another", test_conn_split},
+  {"writing to a dead worker's socket is -EPIPE, not SIGPIPE", test_conn_split_socket_no_sigpipe},
   {NULL, NULL},
 };
 #undef main

@@ -1,6 +1,8 @@
 /* wire.c: length-prefixed frames over a byte stream (see pd.h). */
 #include "pd/pd.h"
 
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -21,6 +23,8 @@ void pd_conn_init(pd_conn *c, int fd) { pd_conn_init2(c, fd, fd); }
 void pd_conn_init2(pd_conn *c, int rfd, int wfd) {
   c->fd = rfd;
   c->wfd = wfd == rfd ? 0 : wfd;
+  struct stat st;
+  c->wsock = c->wfd > 0 && fstat(c->wfd, &st) == 0 && S_ISSOCK(st.st_mode);
   pd_buf_init(&c->in);
   pd_buf_init(&c->out);
   c->in_off = c->out_off = 0;
@@ -59,10 +63,13 @@ int pd_conn_put(pd_conn *c, int type, const void *p, size_t n) {
 int pd_conn_flush(pd_conn *c) {
   while (c->out_off < c->out.len) {
     /* a socket: send with MSG_NOSIGNAL, a dead peer is -EPIPE here, never
-     * SIGPIPE; a pipe (pd_conn_init2): write, and SIGPIPE is the caller's */
+     * SIGPIPE (also when wfd is a socket); a pipe: write, and SIGPIPE is
+     * the caller's */
     const char *d = c->out.data + c->out_off;
     size_t len = c->out.len - c->out_off;
-    ssize_t w = c->wfd <= 0 ? send(c->fd, d, len, MSG_NOSIGNAL) : write(c->wfd, d, len);
+    ssize_t w = c->wfd <= 0 ? send(c->fd, d, len, MSG_NOSIGNAL)
+                : c->wsock  ? send(c->wfd, d, len, MSG_NOSIGNAL)
+                            : write(c->wfd, d, len);
     if (w < 0) {
       if (errno == EINTR) continue;
       return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;

@@ -171,6 +171,9 @@ typedef struct pd_conn {
   int wfd;             /* owned: a pipe's write end that frames go to instead
                           of fd (pd_conn_init2: a local worker's replies), or
                           0: write to fd (a zeroed pd_conn writes to fd) */
+  int wsock;           /* wfd is a socket: written with MSG_NOSIGNAL, so a
+                          dead peer is -EPIPE, never SIGPIPE (the
+                          coordinator's side of a local worker) */
 } pd_conn;
 
 void pd_conn_init(pd_conn *c, int fd);
