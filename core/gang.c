@@ -20,7 +20,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-extern char **environ;
 
 #define GANG_MAX_PASS 4096
 
@@ -32,26 +31,13 @@ int pd_spawn_fds(char *const argv[], char *const env[], unsigned long long as_li
   /* Everything the child needs is built before fork (only async-signal-safe
    * calls between fork and exec): the environment (ours win over inherited
    * ones, as in pd_spawn) and a scratch table for the descriptor shuffle. */
-  size_t ne = 0, na = 0;
-  while (environ[ne]) ne++;
-  while (env && env[na]) na++;
-  char **envp = malloc((ne + na + 1) * sizeof *envp);
+  char **envp = pd_env_merge(env);
   int *tmp = malloc(((size_t)npass + 1) * sizeof *tmp);
   if (!envp || !tmp) {
     free(envp); free(tmp);
     close(sv[0]); close(sv[1]);
     return -ENOMEM;
   }
-  size_t k = 0;
-  for (size_t i = 0; i < na; i++) envp[k++] = env[i];
-  for (size_t i = 0; i < ne; i++) {
-    const char *eq = strchr(environ[i], '=');
-    size_t l = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
-    int dup = 0;
-    for (size_t j = 0; j < na && !dup; j++) dup = !strncmp(env[j], environ[i], l);
-    if (!dup) envp[k++] = environ[i];
-  }
-  envp[k] = NULL;
   /* The coordinator may poke a node (SIGUSR1) as soon as it exists; until
    * the child ignores the signal it must not arrive: block it across fork. */
   sigset_t usr1, oldmask;

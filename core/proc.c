@@ -15,6 +15,25 @@
 
 extern char **environ;
 
+char **pd_env_merge(char *const env[]) {
+  size_t ne = 0, na = 0;
+  while (environ[ne]) ne++;
+  while (env && env[na]) na++;
+  char **envp = malloc((ne + na + 1) * sizeof *envp);
+  if (!envp) return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < na; i++) envp[k++] = env[i];
+  for (size_t i = 0; i < ne; i++) {           /* ours win over inherited ones */
+    const char *eq = strchr(environ[i], '=');
+    size_t l = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
+    int dup = 0;
+    for (size_t j = 0; j < na && !dup; j++) dup = !strncmp(env[j], environ[i], l);
+    if (!dup) envp[k++] = environ[i];
+  }
+  envp[k] = NULL;
+  return envp;
+}
+
 int pd_spawn(char *const argv[], char *const env[], unsigned long long as_limit,
              int *fd, int *pid) {
   return pd_spawn_rpipe(argv, env, as_limit, fd, NULL, pid);
@@ -40,25 +59,12 @@ int pd_spawn_rpipe(char *const argv[], char *const env[], unsigned long long as_
   }
   /* Build the child's environment before fork: only async-signal-safe calls
    * are allowed between fork and exec in a process that may have threads. */
-  size_t ne = 0, na = 0;
-  while (environ[ne]) ne++;
-  while (env && env[na]) na++;
-  char **envp = malloc((ne + na + 1) * sizeof *envp);
+  char **envp = pd_env_merge(env);
   if (!envp) {
     close(sv[0]); close(sv[1]);
     if (rfd) { close(rp[0]); close(rp[1]); }
     return -ENOMEM;
   }
-  size_t k = 0;
-  for (size_t i = 0; i < na; i++) envp[k++] = env[i];
-  for (size_t i = 0; i < ne; i++) {           /* ours win over inherited ones */
-    const char *eq = strchr(environ[i], '=');
-    size_t l = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
-    int dup = 0;
-    for (size_t j = 0; j < na && !dup; j++) dup = !strncmp(env[j], environ[i], l);
-    if (!dup) envp[k++] = environ[i];
-  }
-  envp[k] = NULL;
   pid_t parent = getpid();
   pid_t c = fork();
   if (c < 0) {

@@ -51,4 +51,25 @@ function H.wait_until(fn, seconds)
   return nil, "timeout"
 end
 
+--- Approximate comparison for numeric specs: returns close(a, b [, tol])
+-- (relative, at least absolute near 0) and same(t, a [, tol]) (asserts a
+-- nested list, or a pd.array through totable, equals t within tol), both
+-- with `default_tol` when no tol is given.
+function H.approx(default_tol)
+  local function close(a, b, tol)
+    return math.abs(a - b) <= (tol or default_tol) * math.max(1, math.abs(a), math.abs(b))
+  end
+  local function same(t, a, tol)
+    local pd = require "pd"
+    local assert = require "luassert"     -- busted's assert, not the global
+    local u = pd.isarray(a) and a:totable() or a
+    assert.equals(#t, #u)
+    for i = 1, #t do
+      if type(t[i]) == "table" then same(t[i], u[i], tol)
+      else assert.is_true(close(t[i], u[i], tol), ("[%d]: %s vs %s"):format(i, tostring(t[i]), tostring(u[i]))) end
+    end
+  end
+  return close, same
+end
+
 return H

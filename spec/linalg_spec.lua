@@ -2,18 +2,7 @@
 -- checked against known results, eigh against matrices of known spectra.
 local pd = require "pd"
 
-local function close(a, b, tol)
-  return math.abs(a - b) <= (tol or 1e-10) * math.max(1, math.abs(a), math.abs(b))
-end
-
-local function same(t, a, tol)
-  local u = pd.isarray(a) and a:totable() or a
-  assert.equals(#t, #u)
-  for i = 1, #t do
-    if type(t[i]) == "table" then same(t[i], u[i], tol)
-    else assert.is_true(close(t[i], u[i], tol), ("[%d]: %s vs %s"):format(i, tostring(t[i]), tostring(u[i]))) end
-  end
-end
+local close, same = require("helper").approx(1e-10)
 
 -- largest |a - b| over all elements
 local function maxdiff(a, b) return pd.math.abs(a - b):max() end

@@ -217,6 +217,14 @@ int pd_spawn_rpipe(char *const argv[], char *const env[], unsigned long long as_
                    int *fd, int *rfd, int *pid);
 /* Kill (SIGKILL) and reap a child; returns its wait status, or -1. */
 int pd_kill_reap(int pid);
+/* The environment a child is started with: the entries of env (NULL-
+ * terminated, may be NULL) followed by this process's own, an inherited
+ * NAME=... left out when env sets NAME (ours win).  Returns a malloc'ed
+ * NULL-terminated array whose strings are borrowed from env and environ
+ * (free the array only), or NULL when out of memory.  Built before fork:
+ * nothing after fork may allocate. */
+char **pd_env_merge(char *const env[]);
+
 /* pd_spawn_fds is pd_spawn that also hands the child npass more
  * descriptors: pass[i] becomes the child's fd 4 + i (pass[i] stays open in
  * the parent; the caller closes it).  Task sets use it to give each node its

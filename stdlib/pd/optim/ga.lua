@@ -77,11 +77,7 @@ function M.restore(t)
   return setmetatable(t, GA)
 end
 
-local function copy(x)
-  local y = {}
-  for i = 1, #x do y[i] = x[i] end
-  return y
-end
+local copy = la.copy
 
 local function clip(self, x)
   for i = 1, self.n do

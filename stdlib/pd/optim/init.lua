@@ -523,11 +523,7 @@ end
 -- The driver
 ---------------------------------------------------------------------------
 
-local function copy(x)
-  local y = {}
-  for i = 1, #x do y[i] = x[i] end
-  return y
-end
+local copy = la.copy
 
 -- Start a group's next CMA-ES run after a stop (IPOP or BIPOP), or return
 -- false when no restart is left.

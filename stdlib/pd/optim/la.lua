@@ -27,6 +27,13 @@ M.Rng = Rng
 
 --- A new generator for seed `seed`, stream `stream` (default 0): integers
 -- (a float seed is truncated; a negative one is taken as its absolute value).
+--- A new list with the elements of list x (a point's coordinates).
+function M.copy(x)
+  local y = {}
+  for i = 1, #x do y[i] = x[i] end
+  return y
+end
+
 function M.rng(seed, stream)
   seed = floor(abs(tonumber(seed) or 0))
   stream = floor(abs(tonumber(stream) or 0))

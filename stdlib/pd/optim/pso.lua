@@ -82,11 +82,7 @@ function M.restore(t)
   return setmetatable(t, PSO)
 end
 
-local function copy(x)
-  local y = {}
-  for i = 1, #x do y[i] = x[i] end
-  return y
-end
+local copy = la.copy
 
 local function new_links(self)
   local S, rng = self.S, self.rng
