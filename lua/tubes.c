@@ -345,6 +345,7 @@ static int g_recv(lua_State *L) {
   }
 }
 
+/* gang:pid(k) -> node k's process id, or nil once it is gone.  Stack: +1 */
 static int g_pid(lua_State *L) {
   gang *g = check_gang(L);
   int k = gang_index(L, g, 2);
@@ -353,6 +354,7 @@ static int g_pid(lua_State *L) {
   return 1;
 }
 
+/* gang:alive(k) -> whether node k's connection is still open.  Stack: +1 */
 static int g_alive(lua_State *L) {
   gang *g = check_gang(L);
   int k = gang_index(L, g, 2);
@@ -934,6 +936,8 @@ static int n_pending(lua_State *L) {
   return 1;
 }
 
+/* node:set_bound(bytes): unsent bytes a tube may hold before push waits
+ * (back-pressure).  Stack: +0 */
 static int n_set_bound(lua_State *L) {
   tnode *N = check_node(L);
   lua_Integer b = luaL_checkinteger(L, 2);
@@ -942,6 +946,8 @@ static int n_set_bound(lua_State *L) {
   return 0;
 }
 
+/* node:aborted() -> true once the coordinator told this node to stop.
+ * Stack: +1 */
 static int n_aborted(lua_State *L) {
   tnode *N = check_node(L);
   lua_pushboolean(L, N->aborted);
@@ -961,6 +967,8 @@ static int n_close(lua_State *L) {
   return 0;
 }
 
+/* __gc of a node: closes its tube ends and control connection, frees its
+ * poll table; a closed node may be collected again safely.  Stack: +0 */
 static int n_gc(lua_State *L) {
   tnode *N = (tnode *)luaL_checkudata(L, 1, NODE_MT);
   n_close(L);
@@ -997,6 +1005,7 @@ static tlink *check_link(lua_State *L, int idx) {
   return k;
 }
 
+/* link:close(): closes the link (idempotent).  Stack: +0 */
 static int k_close(lua_State *L) {
   tlink *k = (tlink *)luaL_checkudata(L, 1, LINK_MT);
   pd_link_close(k->l);
@@ -1011,6 +1020,8 @@ static tlink *new_link(lua_State *L) {
   return k;
 }
 
+/* link:fd() -> a new descriptor (>= 3, close-on-exec) dup'ed from the
+ * link's; the caller owns it (close with close_fd).  Stack: +1 */
 static int k_fd(lua_State *L) {
   tlink *k = check_link(L, 1);
   int fd = fcntl(pd_link_fd(k->l), F_DUPFD_CLOEXEC, 3);
@@ -1019,11 +1030,14 @@ static int k_fd(lua_State *L) {
   return 1;
 }
 
+/* link:peer() -> the peer's address as text.  Stack: +1 */
 static int k_peer(lua_State *L) {
   lua_pushstring(L, pd_link_peer(check_link(L, 1)->l));
   return 1;
 }
 
+/* core.tubes.dial(url [, seconds=10]) -> link | nil, reason.  The link
+ * userdata owns the connection (closed by close or __gc).  Stack: +1 or +2 */
 static int t_dial(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   double secs = luaL_optnumber(L, 2, 10);
@@ -1039,6 +1053,8 @@ static int t_dial(lua_State *L) {
   return 1;
 }
 
+/* listener:close(): stops listening and closes links accepted but never
+ * taken (idempotent).  Stack: +0 */
 static int l_close(lua_State *L) {
   tlisten *t = (tlisten *)luaL_checkudata(L, 1, LISTEN_MT);
   if (t->ls) pd_listener_close(t->ls);
@@ -1053,6 +1069,8 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
+/* core.tubes.listen(url) -> listener | nil, reason.  The listener userdata
+ * owns the nng listener and its notification pipe.  Stack: +1 or +2 */
 static int t_listen(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   tlisten *t = (tlisten *)lua_newuserdatauv(L, sizeof *t, 0);
@@ -1071,12 +1089,16 @@ static int t_listen(lua_State *L) {
   return 1;
 }
 
+/* listener:port() -> the port it listens on (0 when closed).  Stack: +1 */
 static int l_port(lua_State *L) {
   tlisten *t = (tlisten *)luaL_checkudata(L, 1, LISTEN_MT);
   lua_pushinteger(L, t->ls ? pd_listener_port(t->ls) : 0);
   return 1;
 }
 
+/* listener:accept([seconds]) -> link, or nil when none arrived in time
+ * (wait forever without seconds).  The new link owns its connection.
+ * Stack: +1 */
 static int l_accept(lua_State *L) {
   tlisten *t = (tlisten *)luaL_checkudata(L, 1, LISTEN_MT);
   double secs = luaL_optnumber(L, 2, -1);
@@ -1173,6 +1195,8 @@ static void tcp_tune(int fd) {
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
+/* core.tubes.tcp_listen() -> fd, port | nil, reason: a listening TCP socket
+ * on every address, an ephemeral port; the caller owns fd.  Stack: +2 */
 static int t_tcp_listen(lua_State *L) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return luaL_error(L, "socket: %s", strerror(errno));
@@ -1194,6 +1218,8 @@ static int t_tcp_listen(lua_State *L) {
   return 2;
 }
 
+/* core.tubes.tcp_accept(lfd [, seconds=10]) -> fd | nil: one accepted
+ * connection, owned by the caller.  Stack: +1 */
 static int t_tcp_accept(lua_State *L) {
   int lfd = (int)luaL_checkinteger(L, 1);
   double secs = luaL_optnumber(L, 2, 10);
@@ -1206,6 +1232,8 @@ static int t_tcp_accept(lua_State *L) {
   return 1;
 }
 
+/* core.tubes.tcp_dial(host, port [, seconds=10]) -> fd | nil, reason: an
+ * IPv4 connection, owned by the caller.  Stack: +1 or +2 */
 static int t_tcp_dial(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   int port = (int)luaL_checkinteger(L, 2);
@@ -1243,6 +1271,8 @@ static int t_tcp_dial(lua_State *L) {
   return 1;
 }
 
+/* core.tubes.close_fd(fd): closes a descriptor these calls handed out.
+ * Stack: +0 */
 static int t_close_fd(lua_State *L) {
   close((int)luaL_checkinteger(L, 1));
   return 0;
@@ -1382,6 +1412,8 @@ static int t_handshake(lua_State *L) {
   return 1;
 }
 
+/* core.tubes.random(n) -> n bytes (1..1024) from the kernel CSPRNG.
+ * Stack: +1 */
 static int t_random(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   luaL_argcheck(L, n > 0 && n <= 1024, 1, "1 to 1024 bytes");
