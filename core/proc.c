@@ -13,6 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#define PD_SPAWN_BUFFER (1 << 20)   /* bytes of socket and pipe buffer per worker */
+
 extern char **environ;
 
 char **pd_env_merge(char *const env[]) {
@@ -57,6 +59,13 @@ int pd_spawn_rpipe(char *const argv[], char *const env[], unsigned long long as_
     close(rp[1]);
     rp[1] = hi;
   }
+  /* Room for a whole batch in flight each way, so that a big TASKS frame or
+   * RESULTS frame crosses in a few writes instead of a wake-up per 64 KiB
+   * (best effort: the kernel caps these at wmem_max and pipe-max-size). */
+  int sb = PD_SPAWN_BUFFER;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb);
+  setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb);
+  if (rfd) fcntl(rp[1], F_SETPIPE_SZ, PD_SPAWN_BUFFER);
   /* Build the child's environment before fork: only async-signal-safe calls
    * are allowed between fork and exec in a process that may have threads. */
   char **envp = pd_env_merge(env);

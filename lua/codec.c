@@ -296,11 +296,37 @@ static void names_push(lua_State *L, int force) {
 /* Append the message for the scalar at idx; 1 if done, 0 if not a scalar.
  * Stack: unchanged. */
 static int enc_scalar(lua_State *L, int idx, pd_buf *b) {
+  int ty = lua_type(L, idx);
+  if (ty == LUA_TNUMBER && b->cap - b->len >= 12) {   /* numbers, in place */
+    unsigned char *q = (unsigned char *)b->data + b->len;
+    q[0] = PDI_CODEC_VERSION;
+    size_t k = 2;
+    if (pdc_isinteger(L, idx)) {
+      uint64_t v = (uint64_t)lua_tointeger(L, idx);
+      uint64_t z = (v << 1) ^ (uint64_t)-(int64_t)(v >> 63);    /* zigzag */
+      q[1] = T_INT;
+      while (z > 127) { q[k++] = (unsigned char)(z | 128); z >>= 7; }
+      q[k++] = (unsigned char)z;
+    } else {
+      double d = (double)lua_tonumber(L, idx);
+      q[1] = T_FLOAT;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      memcpy(q + 2, &d, 8);
+#else
+      uint64_t u;
+      memcpy(&u, &d, 8);
+      for (int i = 0; i < 8; i++) q[2 + i] = (unsigned char)(u >> (8 * i));
+#endif
+      k = 10;
+    }
+    b->len += k;
+    return 1;
+  }
   unsigned char t[2 + 10 + 8];
   size_t n = 2;
   t[0] = PDI_CODEC_VERSION;
   uint64_t u;
-  switch (lua_type(L, idx)) {
+  switch (ty) {
   case LUA_TNIL: t[1] = T_NIL; break;
   case LUA_TBOOLEAN: t[1] = lua_toboolean(L, idx) ? T_TRUE : T_FALSE; break;
   case LUA_TNUMBER:
@@ -327,7 +353,10 @@ static int enc_scalar(lua_State *L, int idx, pd_buf *b) {
   }
   default: return 0;
   }
-  if (pd_buf_append(b, t, n)) codec_error(L, "pd.codec: out of memory");
+  if (b->cap - b->len >= sizeof t) {               /* the common case: room */
+    memcpy(b->data + b->len, t, n);
+    b->len += n;
+  } else if (pd_buf_append(b, t, n)) codec_error(L, "pd.codec: out of memory");
   return 1;
 }
 
@@ -344,6 +373,11 @@ static int dec_scalar(lua_State *L, const char *p, size_t n) {
   case T_NIL: if (n != 2) return 0; lua_pushnil(L); return 1;
   case T_FALSE: case T_TRUE: if (n != 2) return 0; lua_pushboolean(L, tag == T_TRUE); return 1;
   case T_INT: {
+    if (n == 3 && q[0] < 128) {                    /* small integers: one byte */
+      u = q[0];
+      lua_pushinteger(L, (lua_Integer)(int64_t)((u >> 1) ^ (uint64_t)-(int64_t)(u & 1)));
+      return 1;
+    }
     const char *c = (const char *)q;
     if (pdi_codec_get_uvarint(&c, (const char *)e, &u) || c != (const char *)e) return 0;
     lua_pushinteger(L, (lua_Integer)(int64_t)((u >> 1) ^ (uint64_t)-(int64_t)(u & 1)));
@@ -351,10 +385,14 @@ static int dec_scalar(lua_State *L, const char *p, size_t n) {
   }
   case T_FLOAT: {
     if (n != 10) return 0;
+    double d;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&d, q, 8);
+#else
     u = 0;
     for (int i = 0; i < 8; i++) u |= (uint64_t)q[i] << (8 * i);
-    double d;
     memcpy(&d, &u, 8);
+#endif
     lua_pushnumber(L, (lua_Number)d);
     return 1;
   }
@@ -367,6 +405,9 @@ static int dec_scalar(lua_State *L, const char *p, size_t n) {
   default: return 0;
   }
 }
+
+int pdi_codec_encode_scalar(lua_State *L, int idx, pd_buf *b) { return enc_scalar(L, idx, b); }
+int pdi_codec_decode_scalar(lua_State *L, const char *p, size_t n) { return dec_scalar(L, p, n); }
 
 /* ---- encoder -------------------------------------------------------------------- */
 

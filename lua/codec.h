@@ -83,6 +83,17 @@ int pdi_codec_encode(lua_State *L, int idx, pd_buf *out, const pdi_codec_opts *o
  * Stack: [] -> [v] (on error: nothing pushed, Lua unwinds). */
 int pdi_codec_decode(lua_State *L, const char *p, size_t n, const pdi_codec_opts *o);
 
+/* The scalar fast path alone, for callers with many one-scalar messages (a
+ * map of numbers): pdi_codec_encode_scalar appends the message for the nil,
+ * boolean, number or string at idx and returns 1, or returns 0 with out
+ * untouched for any other value; pdi_codec_decode_scalar pushes the value
+ * of a message that is exactly one such scalar and returns 1, or returns 0
+ * with nothing pushed (leave the message to pdi_codec_decode).  The bytes
+ * are the general coder's.  Raise only when out of memory.
+ * Stack: unchanged / [] -> [v] or unchanged. */
+int pdi_codec_encode_scalar(lua_State *L, int idx, pd_buf *out);
+int pdi_codec_decode_scalar(lua_State *L, const char *p, size_t n);
+
 /* ---- VM fingerprint ---------------------------------------------------------
  * 8 bytes naming this VM's bytecode format (VM name and version, dump header
  * sans strip flag, sizes), as 16 hex digits + NUL in hex[17].  Two peers may

@@ -42,6 +42,7 @@
  * lone-scalar path (lua/codec.c, "scalar fast path"): the general coder's
  * set-up costs about 1 us per message. */
 static void enc_value(lua_State *L, int idx, pd_buf *b) {
+  if (pdi_codec_encode_scalar(L, idx, b)) return;
   pdi_codec_opts o;
   pdi_codec_opts_default(&o);
   pdi_codec_encode(L, idx, b, &o);
@@ -49,6 +50,7 @@ static void enc_value(lua_State *L, int idx, pd_buf *b) {
 
 /* Decode n bytes at p onto the stack, or raise.  [] -> [v] */
 static void decode_or_raise(lua_State *L, const char *p, size_t n) {
+  if (n <= PDI_CODEC_MAX_SIZE && pdi_codec_decode_scalar(L, p, n)) return;
   pdi_codec_opts o;
   pdi_codec_opts_default(&o);
   pdi_codec_decode(L, p, n, &o);
@@ -368,6 +370,33 @@ static int p_task(lua_State *L) {
   lua_pushinteger(L, st);
   lua_pushinteger(L, pid);
   return 3;
+}
+
+/* pool:collect(id, t, k) -> k': decode into t[i] the results of the tasks
+ * that finished (done, not failed) k+1 .. k' in completion order, k' being
+ * all finished so far.  The synchronous pd.map collects as the results come
+ * in, while the workers run the next batches.  Stack: [...] -> [..., k'] */
+static int p_collect(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_job *j = check_job(L, lp, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  uint32_t k = (uint32_t)luaL_checkinteger(L, 4), i;
+  for (; (i = pd_job_completed(j, k)) != UINT32_MAX; k++) {
+    const char *p = NULL;
+    size_t n = 0;
+    if (pd_job_task(j, i, &p, &n, NULL) != PD_T_DONE) continue;
+    decode_or_raise(L, p, n);
+    lua_rawseti(L, 3, (lua_Integer)i + 1);
+  }
+  lua_pushinteger(L, k);
+  return 1;
+}
+
+/* core.map.table(narr) -> a new table with room for narr array items. */
+static int m_table(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  lua_createtable(L, n > 0 && n < (1 << 30) ? (int)n : 0, 1);
+  return 1;
 }
 
 /* pool:completed(id, k) -> i, v for the k-th task to finish, or nothing. */
@@ -921,7 +950,7 @@ static int m_set_pd(lua_State *L) {
 static const luaL_Reg pool_methods[] = {
   {"submit", p_submit}, {"pump", p_pump}, {"status", p_status},
   {"progress", p_progress}, {"results", p_results}, {"task", p_task},
-  {"completed", p_completed}, {"first_failure", p_first_failure},
+  {"completed", p_completed}, {"collect", p_collect}, {"first_failure", p_first_failure},
   {"cancel", p_cancel}, {"release", p_release}, {"resize", p_resize},
   {"pids", p_pids}, {"busy", p_busy}, {"stats", p_stats}, {"close", p_gc}, {"closed", p_closed},
   {NULL, NULL},
@@ -929,7 +958,7 @@ static const luaL_Reg pool_methods[] = {
 
 static const luaL_Reg map_funcs[] = {
   {"pool", m_pool}, {"worker", m_worker}, {"encode", m_encode},
-  {"decode", m_decode}, {"task", m_task},
+  {"decode", m_decode}, {"task", m_task}, {"table", m_table},
   {"isatty", m_isatty}, {"getpid", m_getpid}, {"machine", m_machine},
   {"rss", m_rss}, {"alive", m_alive}, {"set_error_mt", m_set_error_mt},
   {"set_pd", m_set_pd}, {"codec_encode", m_codec_encode}, {"autopump", m_autopump},

@@ -600,13 +600,17 @@ function M.map_async(f, list, opts)
   return job
 end
 
--- Pump until job id is over; returns its status.
-local function run_out(pool, id)
+-- Pump until job id is over, decoding results into acc as they come (the
+-- workers run the next batches meanwhile); returns its status.
+local function run_out(pool, id, acc)
   local st = pool:status(id)
+  local k = 0
   while st == "queued" or st == "running" do
     pool:pump(-1)
+    k = pool:collect(id, acc, k)
     st = pool:status(id)
   end
+  pool:collect(id, acc, k)
   return st
 end
 
@@ -626,16 +630,19 @@ function M.map(f, list, opts)
     return r
   end
   -- the plain path, for the many small maps of a loop: no job object
-  local ok, st = pcall(run_out, pool, id)
+  local acc = cmap.table(n)
+  local ok, st = pcall(run_out, pool, id, acc)
   if not ok then pool:release(id); error(st, 0) end   -- interrupted: the job goes
   if st == "failed" and not collect then
     local _, e = pool:first_failure(id)
     pool:release(id)
     error(e, 0)
   end
-  local r = pool:results(id)
+  local _, _, failed = pool:progress(id)
+  if failed > 0 then acc = pool:results(id) end      -- error objects in their slots
+  acc.n = n
   pool:release(id)
-  return r
+  return acc
 end
 
 --- pd.jobs() -> the jobs still held (not released), by id.
