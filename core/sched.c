@@ -161,7 +161,10 @@ static void finish(pd_job *j, uint32_t i, int state, const void *b, size_t n, in
   if (j->st[i] >= PD_T_DONE) return;                /* late or duplicate */
   if (j->st[i] == PD_T_INFLIGHT && j->inflight) j->inflight--;
   j->roff[i] = j->res.len;
-  if (pd_buf_append(&j->res, b, n)) {
+  if (n <= j->res.cap - j->res.len) {               /* room reserved: the usual case */
+    memcpy(j->res.data + j->res.len, b, n);
+    j->res.len += n;
+  } else if (pd_buf_append(&j->res, b, n)) {
     n = 0;
     state = PD_T_FAILED;                            /* could not keep it */
   }
@@ -613,7 +616,8 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
       i = j->next++;
     }
     uint64_t a = j->aoff[i], b = j->aoff[i + 1];
-    if (pd_buf_reserve(&c->out, 8 + (size_t)(b - a))) break;
+    if (c->out.cap - c->out.len < 8 + (size_t)(b - a) &&
+        pd_buf_reserve(&c->out, 8 + (size_t)(b - a))) break;
     char *o = c->out.data + c->out.len;
     uint32_t len = (uint32_t)(b - a);
     memcpy(o, &i, 4);                   /* little-endian hosts (as the rest) */
@@ -697,6 +701,7 @@ static int on_frame(pd_pool *p, worker *w, const char *f, size_t n) {
   }
   size_t off = 17;
   int final = 0;
+  if (j) pd_buf_reserve(&j->res, n);                 /* finish appends at most that */
   for (uint32_t e = 0; e < count; e++) {
     if (n - off < 9 || w->qhead >= w->qlen) return -1;
     uint32_t i = get32(f + off);

@@ -296,12 +296,13 @@ static void names_push(lua_State *L, int force) {
 /* Append the message for the scalar at idx; 1 if done, 0 if not a scalar.
  * Stack: unchanged. */
 static int enc_scalar(lua_State *L, int idx, pd_buf *b) {
-  int ty = lua_type(L, idx);
+  int isint = pdc_isinteger(L, idx);
+  int ty = isint ? LUA_TNUMBER : lua_type(L, idx);
   if (ty == LUA_TNUMBER && b->cap - b->len >= 12) {   /* numbers, in place */
     unsigned char *q = (unsigned char *)b->data + b->len;
     q[0] = PDI_CODEC_VERSION;
     size_t k = 2;
-    if (pdc_isinteger(L, idx)) {
+    if (isint) {
       uint64_t v = (uint64_t)lua_tointeger(L, idx);
       uint64_t z = (v << 1) ^ (uint64_t)-(int64_t)(v >> 63);    /* zigzag */
       q[1] = T_INT;
@@ -373,13 +374,15 @@ static int dec_scalar(lua_State *L, const char *p, size_t n) {
   case T_NIL: if (n != 2) return 0; lua_pushnil(L); return 1;
   case T_FALSE: case T_TRUE: if (n != 2) return 0; lua_pushboolean(L, tag == T_TRUE); return 1;
   case T_INT: {
-    if (n == 3 && q[0] < 128) {                    /* small integers: one byte */
-      u = q[0];
-      lua_pushinteger(L, (lua_Integer)(int64_t)((u >> 1) ^ (uint64_t)-(int64_t)(u & 1)));
-      return 1;
+    /* integers under 2^20 in magnitude (one to three varint bytes), inline */
+    if (n == 3 && q[0] < 128) u = q[0];
+    else if (n == 4 && (q[0] & 128) && q[1] < 128) u = (q[0] & 127u) | (uint64_t)q[1] << 7;
+    else if (n == 5 && (q[0] & 128) && (q[1] & 128) && q[2] < 128)
+      u = (q[0] & 127u) | (uint64_t)(q[1] & 127u) << 7 | (uint64_t)q[2] << 14;
+    else {
+      const char *c = (const char *)q;
+      if (pdi_codec_get_uvarint(&c, (const char *)e, &u) || c != (const char *)e) return 0;
     }
-    const char *c = (const char *)q;
-    if (pdi_codec_get_uvarint(&c, (const char *)e, &u) || c != (const char *)e) return 0;
     lua_pushinteger(L, (lua_Integer)(int64_t)((u >> 1) ^ (uint64_t)-(int64_t)(u & 1)));
     return 1;
   }
