@@ -29,6 +29,25 @@ local function step(X, m, k, T)
   C:add(T)
 end
 
+-- The same step in two halves, so that a strip computes its inner rows
+-- while its halo rows travel: stencil(X, a, b, k, T) writes into T the
+-- change of rows a..b of X (2 <= a <= b <= m+1), and update(X, m, T) adds
+-- it.  The arithmetic is step's, element for element.
+local function stencil(X, a, b, k, T)
+  local C = X:slice(a, b):T():slice(2, n - 1):T()
+  local L = X:slice(a, b):T():slice(1, n - 2):T()
+  local R = X:slice(a, b):T():slice(3, n):T()
+  local U = X:slice(a - 1, b - 1):T():slice(2, n - 1):T()
+  local D = X:slice(a + 1, b + 1):T():slice(2, n - 1):T()
+  local Tt = T:slice(a - 1, b - 1)
+  Tt:assign(U):add(D):add(L):add(R)
+  Tt:sub(C):sub(C):sub(C):sub(C):scale(k)
+end
+
+local function update(X, m, T)
+  X:slice(2, m + 1):T():slice(2, n - 1):T():add(T)
+end
+
 -- The initial condition: a hot square in the middle.
 local function initial(row)
   local r = pd.zeros(n)
@@ -55,14 +74,18 @@ function Heat:init(first, last)
 end
 
 function Heat:run()
-  local X, m = self.X, self.m
+  local X, m, k, T = self.X, self.m, self.k, self.T
   local up, down = self.index > 1, self.index < self.count
+  local stencil, update = self.stencil, self.update
   for _ = 1, self.steps do
     if up then self:push("left", X:row(2)) end
     if down then self:push("right", X:row(m + 1)) end
+    if m >= 3 then stencil(X, 3, m, k, T) end                -- while the halos travel
     if up then X:row(1):assign(self:pop("right")) end        -- from the strip above
     if down then X:row(m + 2):assign(self:pop("left")) end   -- from the strip below
-    self.step(X, m, self.k, self.T)
+    stencil(X, 2, 2, k, T)
+    if m >= 2 then stencil(X, m + 1, m + 1, k, T) end
+    update(X, m, T)
   end
   return X:slice(2, m + 1):copy()
 end
@@ -77,7 +100,8 @@ local function solve(count)
     each[i] = { first, first + m - 1 }
     first = first + m
   end
-  Heat.n, Heat.steps, Heat.k, Heat.step, Heat.initial = n, steps, k, step, initial
+  Heat.n, Heat.steps, Heat.k, Heat.initial = n, steps, k, initial
+  Heat.stencil, Heat.update = stencil, update
   local t0 = now()
   local strips = pd.tasks(Heat, { count = count, each = each, tubes = pd.topology.line(count) })
   return strips, each, now() - t0
