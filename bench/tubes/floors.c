@@ -2,6 +2,9 @@
  * floors.c: what tubes are measured against (bench/tubes/run.lua).
  *
  *   floors pipe-rtt N            round trip of 1 byte over two pipes
+ *   floors pipe-spin-rtt N       the same, each reader polling without sleeping
+ *                                for up to 50 us before it sleeps (as a blocked
+ *                                tube pop does: lua/tubes.c, TUBE_SPIN_SECONDS)
  *   floors pipe-bw SIZE REPS     SIZE bytes there and back over two pipes
  *                                (1 MiB pipe buffers, as tubes ask for)
  *   floors nng-rtt URL N         round trip of 8 bytes, nng pair0 over URL
@@ -14,6 +17,7 @@
 #include <fcntl.h>
 #include <nng/nng.h>
 #include <nng/protocol/pair0/pair.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +49,20 @@ static void rd(int fd, char *p, size_t n) {
   }
 }
 
+static int spin;                      /* pipe-spin-rtt: readers spin first */
+
+static void rd_spin(int fd, char *p, size_t n) {
+  double until = now() + 50e-6;
+  while (n) {
+    struct pollfd q = {fd, POLLIN, 0};
+    if (poll(&q, 1, now() < until ? 0 : -1) <= 0) continue;
+    ssize_t r = read(fd, p, n);
+    if (r <= 0) _exit(3);
+    p += r;
+    n -= (size_t)r;
+  }
+}
+
 static double pipe_pingpong(size_t size, int reps) {
   int a[2], b[2];
   if (pipe(a) || pipe(b)) exit(2);
@@ -55,12 +73,18 @@ static double pipe_pingpong(size_t size, int reps) {
   memset(buf, 1, size);
   pid_t c = fork();
   if (c == 0) {
-    for (int i = 0; i < reps + 10; i++) { rd(a[0], buf, size); wr(b[1], buf, size); }
+    for (int i = 0; i < reps + 10; i++) {
+      if (spin) rd_spin(a[0], buf, size); else rd(a[0], buf, size);
+      wr(b[1], buf, size);
+    }
     _exit(0);
   }
   for (int i = 0; i < 10; i++) { wr(a[1], buf, size); rd(b[0], buf, size); }
   double t = now();
-  for (int i = 0; i < reps; i++) { wr(a[1], buf, size); rd(b[0], buf, size); }
+  for (int i = 0; i < reps; i++) {
+    wr(a[1], buf, size);
+    if (spin) rd_spin(b[0], buf, size); else rd(b[0], buf, size);
+  }
   t = (now() - t) / reps;
   waitpid(c, NULL, 0);
   free(buf);
@@ -96,6 +120,9 @@ static double nng_pingpong(const char *url, int reps) {
 
 int main(int argc, char **argv) {
   if (argc >= 3 && !strcmp(argv[1], "pipe-rtt")) {
+    printf("%.9f\n", pipe_pingpong(1, atoi(argv[2])));
+  } else if (argc >= 3 && !strcmp(argv[1], "pipe-spin-rtt")) {
+    spin = 1;
     printf("%.9f\n", pipe_pingpong(1, atoi(argv[2])));
   } else if (argc >= 4 && !strcmp(argv[1], "pipe-bw")) {
     printf("%.9f\n", pipe_pingpong((size_t)atoll(argv[2]), atoi(argv[3])));
