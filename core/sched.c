@@ -528,6 +528,16 @@ int pd_job_task(const pd_job *j, uint32_t i, const char **p, size_t *n, int *pid
   return j->st[i];
 }
 
+void pd_job_view_get(const pd_job *j, pd_job_view *v) {
+  v->st = j->st;
+  v->roff = j->roff;
+  v->rlen = j->rlen;
+  v->order = j->order;
+  v->res = j->res.data;
+  v->n = j->n;
+  v->ndone = j->ndone;
+}
+
 uint32_t pd_job_completed(const pd_job *j, uint32_t k) {
   return k < j->ndone ? j->order[k] : UINT32_MAX;
 }

@@ -210,12 +210,13 @@ static int encode_args(lua_State *L) {
   encjob *ej = (encjob *)lua_touserdata(L, 1);
   lua_Integer n = lua_tointeger(L, 3);
   pd_buf *b = pd_job_argbuf(ej->j);
+  if (pd_buf_reserve(b, (size_t)n * 10 + 16)) return luaL_error(L, "not enough memory");
   for (lua_Integer i = 1; i <= n; i++) {
     ej->at = i;
     lua_rawgeti(L, 2, i);
-    enc_value(L, -1, b);
+    if (!pdi_codec_encode_scalar(L, -1, b)) enc_value(L, -1, b);
     pd_job_argend(ej->j);
-    lua_pop(L, 1);
+    lua_settop(L, 3);
   }
   return 0;
 }
@@ -380,12 +381,14 @@ static int p_collect(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_job *j = check_job(L, lp, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
-  uint32_t k = (uint32_t)luaL_checkinteger(L, 4), i;
-  for (; (i = pd_job_completed(j, k)) != UINT32_MAX; k++) {
-    const char *p = NULL;
-    size_t n = 0;
-    if (pd_job_task(j, i, &p, &n, NULL) != PD_T_DONE) continue;
-    decode_or_raise(L, p, n);
+  uint32_t k = (uint32_t)luaL_checkinteger(L, 4);
+  pd_job_view v;
+  pd_job_view_get(j, &v);                          /* nothing below changes the job */
+  for (; k < v.ndone; k++) {
+    uint32_t i = v.order[k];
+    if (v.st[i] != PD_T_DONE) continue;
+    const char *p = v.res + v.roff[i];
+    if (!pdi_codec_decode_scalar(L, p, v.rlen[i])) decode_or_raise(L, p, v.rlen[i]);
     lua_rawseti(L, 3, (lua_Integer)i + 1);
   }
   lua_pushinteger(L, k);

@@ -283,6 +283,19 @@ pd_job *pd_job_new(pd_pool *p, const void *fn, size_t fnlen, uint32_t n,
  * buffer to append to, pd_job_argend closes one task's bytes. */
 pd_buf *pd_job_argbuf(pd_job *j);
 int pd_job_argend(pd_job *j);
+/* A read-only look at a job's per-task arrays, for callers that walk many
+ * tasks (decoding a map's results): st[i] (PD_T_*), and for a final task
+ * its bytes res + roff[i], rlen[i] long; order[0 .. ndone) the tasks in the
+ * order they finished.  Valid until the next pump, submit or release. */
+typedef struct pd_job_view {
+  const uint8_t *st;
+  const uint64_t *roff;
+  const uint32_t *rlen;
+  const uint32_t *order;
+  const char *res;
+  uint32_t n, ndone;
+} pd_job_view;
+void pd_job_view_get(const pd_job *j, pd_job_view *v);
 /* Hand the job to the scheduler (status becomes queued/running). */
 void pd_pool_submit(pd_pool *p, pd_job *j);
 pd_job *pd_pool_job(pd_pool *p, uint32_t id);
