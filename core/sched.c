@@ -37,6 +37,9 @@
 
 #define PD_BATCH_SECONDS 0.002   /* a batch's target duration */
 #define PD_MIN_BATCH_SECONDS 0.0002 /* and its least, when there is work enough */
+#ifndef PD_SHARE
+#define PD_SHARE 4.0   /* a batch takes at most 1/(PD_SHARE * workers) of what is left */
+#endif
 #define PD_MAX_CHUNK 65536
 #define PD_SPARE_MAX (16u << 20) /* bytes: a released job's block kept for reuse */
 #define PD_EXIT_REPORTED 75      /* a worker's exit status after it reported
@@ -571,7 +574,7 @@ static uint32_t chunk_for(const pd_pool *p, const pd_job *j) {
   double c = PD_BATCH_SECONDS / j->t_est;
   int all = p->nw > p->o.workers ? p->nw : p->o.workers;   /* remote slots too */
   int nw = j->o.cpus && j->o.cpus < all ? j->o.cpus : all;
-  double share = (double)q / (2.0 * (nw > 0 ? nw : 1));
+  double share = (double)q / (PD_SHARE * (nw > 0 ? nw : 1));
   if (c > share) c = share;
   /* ... but a batch shorter than a few wake-ups is all overhead: the tail
    * of a map of tiny tasks goes in batches of at least PD_MIN_BATCH_SECONDS
