@@ -191,6 +191,15 @@ API CUresult cuGetErrorName(CUresult rc, const char **s) {
   return INVALID_VALUE;
 }
 
+/* NVRTC looks for the driver already in the process (cuInit, then
+ * cuGetExportTable) and, finding one that initialised, asks it for private
+ * tables; without this entry point it crashes.  None here. */
+API CUresult cuGetExportTable(const void **table, const void *id) {
+  (void)id;
+  *table = NULL;
+  return 801;                                         /* CUDA_ERROR_NOT_SUPPORTED */
+}
+
 /* ---- contexts --------------------------------------------------------------------- */
 
 API CUresult cuDevicePrimaryCtxRetain(void **ctx, int d) {
