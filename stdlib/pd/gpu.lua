@@ -132,10 +132,20 @@ function Module:kernel(name, signature)
   local ok, why = native.available()
   if not ok then return nil, why end
   local dev = device
+  local skey = type(signature) == "table" and table.concat(signature, ",") or signature
+  local kkey = dev .. "\0" .. name .. "\0" .. skey
+  if self.kernels[kkey] then return self.kernels[kkey] end
   local h = self.loaded[dev]
   if not h then
     local err
     h, err = native.load(dev, self.image)
+    if not h and self.fallback then
+      local ptx = self.fallback()
+      if ptx then
+        local h2, err2 = native.load(dev, ptx.image)
+        if h2 then h = h2 else err = err .. "; and the PTX fallback: " .. tostring(err2) end
+      end
+    end
     if not h then
       return nil, string.format("loading the %s for %s on device %d: %s", self.kind, self.arch,
                                 dev, err)
@@ -144,16 +154,24 @@ function Module:kernel(name, signature)
   end
   local ok2, k, err = pcall(native.kernel, h, name, signature)
   if not ok2 then error(k, 2) end      -- a bad signature: the caller's line
+  self.kernels[kkey] = k
   return k, err
 end
 
+-- Modules compiled in this Lua state, by cache key: compiling the same
+-- source again (a fitness function called every generation in a worker)
+-- gives the same module, with its images loaded and kernels made.
+local compiled = {}
+
+-- The device in use decides (a node's GPUs need not be alike).
 local function default_arch()
   local devs, why = native.devices()
   if not devs or #devs == 0 then
     return nil, "pd.gpu.compile: no device to compile for (" .. tostring(why) ..
                 "); give arch = 'compute_XY' to compile PTX without one"
   end
-  return "sm_" .. devs[1].arch, "compute_" .. devs[1].arch
+  local d = devs[device + 1] or devs[1]
+  return "sm_" .. d.arch, "compute_" .. d.arch
 end
 
 --- Compile CUDA C++ source with NVRTC.  opts: arch ("sm_90" gives a CUBIN,
@@ -181,6 +199,7 @@ function M.compile(source, opts)
   local function build(a)
     local key = core.sha256(table.concat({ "pdlua-gpu-1", version, a,
                                            table.concat(options, "\0"), source }, "\0"))
+    if compiled[key] then return compiled[key] end
     local dir = cache_dir()
     local kind = a:match("^sm_") and "cubin" or "ptx"
     local name = key .. "." .. kind
@@ -192,11 +211,17 @@ function M.compile(source, opts)
       if not image then return nil, log end
       if dir then write_cache(dir, name, image) end
     end
-    return setmetatable({ arch = a, kind = kind, image = image, cached = cached,
-                          hash = key, log = log, loaded = {} }, Module)
+    local mod = setmetatable({ arch = a, kind = kind, image = image, cached = cached,
+                               hash = key, log = log, loaded = {}, kernels = {} }, Module)
+    compiled[key] = mod
+    return mod
   end
   local mod, err = build(arch)
-  if not mod and fallback then mod, err = build(fallback) end
+  if not mod and fallback then return build(fallback) end
+  -- a CUBIN the driver refuses (NVRTC newer than the driver knows, a
+  -- device of another architecture) is retried as PTX when a kernel is
+  -- first taken: Module:kernel
+  if mod and fallback then mod.fallback = function() return build(fallback) end end
   return mod, err
 end
 
@@ -210,7 +235,7 @@ function M.load(image)
   local kind = image:sub(1, 4) == "\127ELF" and "cubin" or "ptx"
   local arch = kind == "ptx" and (image:match("%.target%s+([%w_]+)") or "ptx") or "cubin"
   return setmetatable({ arch = arch, kind = kind, image = image, cached = false,
-                        hash = core.sha256(image), loaded = {} }, Module)
+                        hash = core.sha256(image), loaded = {}, kernels = {} }, Module)
 end
 
 -- ---- device arrays ----------------------------------------------------------
