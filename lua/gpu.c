@@ -240,30 +240,35 @@ static const argtype argtypes[] = {
   {"void*", 0, 8, -1},
 };
 
-/* Normalise one declared type: drop "const" words and a parameter name,
- * squeeze blanks, glue the '*' ("const double * x" -> "double*").  Returns
+/* Normalise one declared type: drop "const"/"__restrict" words and a
+ * parameter name, glue the '*' ("const double * x" -> "double*").  Returns
  * the table entry, or NULL. */
 static const argtype *parse_type(const char *s, size_t len) {
   char words[8][32];
-  int nw = 0, star = 0;
+  int nw = 0, star = 0, after = 0;       /* words after the '*': a name at most */
   size_t i = 0;
   while (i < len) {
     while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n')) i++;
-    if (i < len && s[i] == '*') { star++; i++; continue; }
+    if (i < len && s[i] == '*') {
+      if (++star > 1 || after) return NULL;
+      i++;
+      continue;
+    }
     size_t b = i;
     while (i < len && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '*') i++;
     if (i == b) continue;
     if (i - b >= 32 || nw == 8) return NULL;
     if (i - b == 5 && !memcmp(s + b, "const", 5)) continue;
     if (i - b == 10 && !memcmp(s + b, "__restrict", 10)) continue;
-    if (star) return NULL;                 /* "double * x y" */
+    if (star && ++after > 1) return NULL;
+    if (star) continue;                    /* the parameter's name */
     memcpy(words[nw], s + b, i - b);
     words[nw++][i - b] = '\0';
   }
-  if (star > 1 || nw == 0) return NULL;
-  /* a trailing parameter name: try with and without the last word */
-  for (int drop = 0; drop <= 1 && nw - drop > 0; drop++) {
-    char t[128] = "";
+  if (nw == 0) return NULL;
+  /* without a '*', a last word may be the name: try with and without it */
+  for (int drop = 0; drop <= (star ? 0 : 1) && nw - drop > 0; drop++) {
+    char t[300] = "";
     for (int w = 0; w < nw - drop; w++) {
       if (w) strcat(t, " ");
       strcat(t, words[w]);
@@ -603,9 +608,12 @@ static int64_t int_arg(lua_State *L, int idx, int i, const kernel *k, double lo,
     return (int64_t)v;
   }
   double v = lua_tonumber(L, idx);
-  if (v != floor(v) || v < lo || v > hi)
-    luaL_error(L, "kernel '%s': argument %d (%s) must be an integer in range, got %f", k->name, i,
+  if (v != floor(v))
+    luaL_error(L, "kernel '%s': argument %d (%s) must be an integer, got %f", k->name, i,
                k->t[i - 1]->spell, v);
+  if (v < lo || v > hi)        /* hi: 2^63 for the 64-bit kinds, exclusive below */
+    luaL_error(L, "kernel '%s': argument %d (%s) out of range", k->name, i, k->t[i - 1]->spell);
+  if (v >= 9223372036854775808.0) return (int64_t)(uint64_t)v;
   return (int64_t)v;
 }
 

@@ -221,7 +221,17 @@ function M.compile(source, opts)
   -- a CUBIN the driver refuses (NVRTC newer than the driver knows, a
   -- device of another architecture) is retried as PTX when a kernel is
   -- first taken: Module:kernel
-  if mod and fallback then mod.fallback = function() return build(fallback) end end
+  if mod and fallback then
+    -- its own object: the same source compiled for an explicit arch is not retried
+    local key = mod.hash .. "\0auto"
+    if not compiled[key] then
+      local auto = setmetatable({ loaded = {}, kernels = {} }, Module)
+      for _, f in ipairs { "arch", "kind", "image", "cached", "hash", "log" } do auto[f] = mod[f] end
+      auto.fallback = function() return build(fallback) end
+      compiled[key] = auto
+    end
+    return compiled[key], err
+  end
   return mod, err
 end
 
