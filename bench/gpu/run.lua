@@ -101,7 +101,7 @@ do
   row("  %8s %10s %10s %10s %10s", "MB", "H2D GB/s", "ratio", "D2H GB/s", "ratio")
   local sizes = quick and { 1, 16 } or { 1, 4, 16, 64, 256 }
   for _, mb in ipairs(sizes) do
-    local n = mb * 1048576 // 8
+    local n = mb * 131072
     local a = pd.zeros(n) + 1
     local d = assert(gpu.array(a))
     local reps = mb >= 64 and 5 or 20
@@ -141,7 +141,7 @@ local function gpu_block(X)                        -- the GPU version, in a GPU 
   local pop, dim = X:shape()
   local dX = assert(g.array(X))
   local dF = assert(g.zeros(pop))
-  assert(k:launch((pop + 255) // 256, 256, dX, dF, pop, dim))
+  assert(k:launch(math.floor((pop + 255) / 256), 256, dX, dF, pop, dim))
   local F = assert(dF:tohost())
   dX:free(); dF:free()
   return F
@@ -151,7 +151,7 @@ local function split(X, nb)                        -- nb blocks of rows (copies)
   local pop = X:shape()
   local blocks = {}
   for b = 1, nb do
-    local a, e = (b - 1) * pop // nb + 1, b * pop // nb
+    local a, e = math.floor((b - 1) * pop / nb) + 1, math.floor(b * pop / nb)
     blocks[b] = X:slice(a, e):copy()
   end
   return blocks
@@ -179,7 +179,7 @@ do
       local dX, dF = assert(gpu.array(X)), assert(gpu.zeros(pop))
       assert(gpu.sync())
       t0 = now()
-      assert(k:launch((pop + 255) // 256, 256, dX, dF, pop, dim))
+      assert(k:launch(math.floor((pop + 255) / 256), 256, dX, dF, pop, dim))
       assert(gpu.sync())
       local t_kernel = now() - t0
       dX:free(); dF:free()
