@@ -26,6 +26,7 @@
 #include "pd/pd.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -66,6 +67,7 @@ typedef struct worker {
    * never reaped: closing the fd releases it).  retiring: take no new
    * batches, close once idle (its node lends less now). */
   int ext, retiring;
+  int gpu;                      /* the device it is bound to (gpus pools), else -1 */
 } worker;
 
 enum { KILL_NONE = 0, KILL_CRASH, KILL_TIMEOUT, KILL_CANCEL };
@@ -298,6 +300,7 @@ int pd_pool_attach(pd_pool *p, int fd, int ext) {
   memset(w, 0, sizeof *w);
   w->pid = -ext;
   w->ext = ext;
+  w->gpu = -1;
   pd_conn_init(&w->c, fd);
   return 0;
 }
@@ -343,11 +346,27 @@ static int spawn_one(pd_pool *p) {
   snprintf(mem, sizeof mem, "PDLUA_WORKER_MEMORY=%llu", p->o.memory);
   /* fd 3: the socketpair (frames to the worker); fd 4: a pipe for its
    * replies (a pipe round trip is cheaper than a socket's: bench/map (b)) */
+  /* a gpus pool binds each worker to the device with the fewest local
+   * workers now (a replacement takes the place of the one it replaces) */
+  int gpu = -1;
+  char gpuenv[48];
+  if (p->o.gpus > 0) {
+    int best = 0, bestn = INT_MAX;
+    for (int g = 0; g < p->o.gpus; g++) {
+      int c = 0;
+      for (int k = 0; k < p->nw; k++) c += !p->w[k].ext && p->w[k].gpu == g;
+      if (c < bestn) { best = g; bestn = c; }
+    }
+    gpu = best;
+  }
+  snprintf(gpuenv, sizeof gpuenv, "PDLUA_GPU_DEVICE=%d", gpu);
   char *env[] = {"PDLUA_WORKER_FD=3", "PDLUA_WORKER_WFD=4", mem, "OPENBLAS_NUM_THREADS=1",
-                 "OMP_NUM_THREADS=1", NULL};
+                 "OMP_NUM_THREADS=1", gpu >= 0 ? gpuenv : NULL, NULL};
   /* RLIMIT_AS is the backstop behind the worker's own allocator cap: room
-   * for the program, its libraries and C-side buffers above the Lua heap. */
-  unsigned long long as = p->o.memory ? p->o.memory + (1ull << 30) : 0;
+   * for the program, its libraries and C-side buffers above the Lua heap.
+   * Not for GPU workers: the CUDA driver reserves address space the size of
+   * all device and host memory, and cuInit fails under such a limit. */
+  unsigned long long as = p->o.memory && gpu < 0 ? p->o.memory + (1ull << 30) : 0;
 #ifdef PDLUA_SANITIZE
   as = 0;                        /* ASan reserves terabytes of shadow memory */
 #endif
@@ -357,6 +376,7 @@ static int spawn_one(pd_pool *p) {
   worker *w = &p->w[p->nw++];
   memset(w, 0, sizeof *w);
   w->pid = pid;
+  w->gpu = gpu;
   pd_conn_init2(&w->c, rfd, fd);                   /* read the pipe, write the socket */
   p->stats.spawned++;
   return 0;

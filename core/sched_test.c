@@ -58,7 +58,7 @@ static int worker_main(void) {
 
 static pd_pool *new_pool(int workers) {
   char *argv[] = {self, "worker", NULL};
-  pd_pool_opts o = {workers, 0, argv};
+  pd_pool_opts o = {workers, 0, argv, 0};
   return pd_pool_new(&o);
 }
 

@@ -151,7 +151,8 @@ static lpool *check_pool(lua_State *L) {
   return lp;
 }
 
-/* core.map.pool{workers=, memory= (bytes), argv={...}} -> pool.
+/* core.map.pool{workers=, memory= (bytes), argv={...}, gpus=} -> pool.
+ * gpus > 0: each worker bound to one of devices 0..gpus-1 (pd_pool_opts).
  * Userdata first (closed), pool second.  Stack: [opts] -> [pool] */
 static int m_pool(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -174,10 +175,14 @@ static int m_pool(lua_State *L) {
   }
   argv[n] = NULL;
   /* workers may be 0 when a cluster lends every slot (pdlua run --cpus 0) */
-  pd_pool_opts o = {workers >= 0 ? workers : 1, (unsigned long long)(mem > 0 ? mem : 0), argv};
+  lua_getfield(L, 1, "gpus");
+  int gpus = (int)luaL_optinteger(L, -1, 0);
+  luaL_argcheck(L, gpus >= 0 && gpus <= 64, 1, "gpus: 0 to 64");
+  pd_pool_opts o = {workers >= 0 ? workers : 1, (unsigned long long)(mem > 0 ? mem : 0), argv,
+                    gpus};
   lp->p = pd_pool_new(&o);
   if (!lp->p) return luaL_error(L, "not enough memory");
-  lua_pop(L, 3);                                   /* [opts, pool] */
+  lua_pop(L, 4);                                   /* [opts, pool] */
   return 1;
 }
 

@@ -152,7 +152,7 @@ function M._unpack(blob) return require("pd.jobload")(blob) end
 -- The session: pools of local workers, created on first use.
 
 S = {
-  pools = {},        -- memory limit (bytes) -> pool
+  pools = {},        -- memory limit (MiB) or "default" -> pool; "gpus:N:MiB" -> GPU pool
   jobs = setmetatable({}, { __mode = "v" }),  -- id -> job
   njobs = 0,
 }
@@ -225,11 +225,19 @@ function M.init(opts)
     S.cluster_started = true
     S.cluster = start_cluster(opts)
   end
+  if opts.gpus ~= nil then
+    if type(opts.gpus) ~= "number" or opts.gpus < 0 or opts.gpus % 1 ~= 0 then
+      error("pd.init: gpus must be a whole number >= 0", 2)
+    end
+    S.gpus = opts.gpus
+  end
   if opts.seed ~= nil then S.seed = opts.seed end
   if opts.memory ~= nil then S.memory = opts.memory end
   if opts.progress ~= nil then S.progress = opts.progress end
   cached = nil
-  for _, p in pairs(S.pools) do p:resize(S.cpus or settings().cpus) end
+  for k, p in pairs(S.pools) do
+    if not (type(k) == "string" and k:sub(1, 5) == "gpus:") then p:resize(S.cpus or settings().cpus) end
+  end
   return true
 end
 
@@ -271,12 +279,31 @@ local function get_pool(memory_mib, cpus)
   return p
 end
 
+-- The pool of GPU workers for pd.map{gpus = n}: n workers, worker k bound
+-- to device k-1 (PDLUA_GPU_DEVICE; a replacement takes the place of the
+-- worker it replaces).  Local devices only: nodes advertise their GPUs
+-- (pd.nodes()) but remote GPU slots are not scheduled yet.  No memory cap
+-- unless asked for (the CUDA driver needs address space beyond any sane
+-- RLIMIT_AS, so a GPU worker never gets one; `memory` caps its Lua heap).
+local function get_gpu_pool(n, memory_mib)
+  local why = require("pd.gpu")._unusable(n)
+  if why then error("pd.map: gpus = " .. n .. ": " .. why, 4) end
+  local key = "gpus:" .. n .. ":" .. tostring(memory_mib or "")
+  local p = S.pools[key]
+  if p and not p:closed() then return p end
+  p = cmap.pool { workers = n, memory = memory_mib and math.floor(memory_mib * 1048576) or 0,
+                  argv = worker_argv(), gpus = n }
+  S.pools[key] = p
+  return p
+end
+
 --- pd.shutdown(): stop every worker; jobs in flight are cancelled.
 function M.shutdown()
   for k, p in pairs(S.pools) do
     p:close()
     S.pools[k] = nil
   end
+
   if S.cluster then S.cluster:close() end     -- cluster: after its pools
   S.cluster, S.cluster_started = nil, false
   return true
@@ -299,7 +326,13 @@ function M.nodes()
       busy = busy + p:busy()
     end
   end
-  local t = { { url = "local", name = "local", cpus = st.cpus, gpus = 0, busy = busy, alive = true,
+  -- the GPUs here: --gpus / pd.init{gpus=} when given, else the devices seen
+  local gpus = S.gpus or options.gpus
+  if gpus == nil then
+    local devs = require("pd.gpu").devices()
+    gpus = devs and #devs or 0
+  end
+  local t = { { url = "local", name = "local", cpus = st.cpus, gpus = gpus, busy = busy, alive = true,
                 workers = pids } }
   local cl = ensure_cluster()                  -- cluster: every node, as last heard
   if cl then
@@ -503,7 +536,7 @@ local known = { _gang = 1,     -- pd.tasks (stdlib/pd/tasks.lua) across nodes
                 cpus = 1, gpus = 1, nodes = 1, chunk = 1, timeout = 1, memory = 1, retries = 1,
                 seed = 1, progress = 1, errors = 1, shared = 1, unpack = 1 }
 
-local INTEGER_OPTS = { "chunk", "cpus", "retries" }
+local INTEGER_OPTS = { "chunk", "cpus", "gpus", "retries" }
 
 -- Misuse of pd.map's options raises, pointing at the caller of pd.map.
 local function check_opts(opts)
@@ -513,7 +546,6 @@ local function check_opts(opts)
   if opts.errors ~= nil and opts.errors ~= "raise" and opts.errors ~= "collect" then
     error("pd.map: errors must be \"raise\" or \"collect\"", 4)
   end
-  if opts.gpus and opts.gpus > 0 then error("pd.map: gpus are not available in this build yet", 4) end
   for _, k in ipairs(INTEGER_OPTS) do
     local v = opts[k]
     if v ~= nil and (type(v) ~= "number" or v < 0 or v % 1 ~= 0) then
@@ -564,7 +596,9 @@ local function start(f, list, opts)
   end
   seed = math.floor(tonumber(seed) or error("pd.map: seed must be a number", 3))
   local n = list.n or #list
-  local pool = get_pool(opts.memory, opts.cpus)
+  local pool
+  if opts.gpus and opts.gpus > 0 then pool = get_gpu_pool(opts.gpus, opts.memory)
+  else pool = get_pool(opts.memory, opts.cpus) end
   local blob = M._pack(f, opts.shared)
   local id = pool:submit(blob, list, {
     n = n, chunk = opts.chunk, cpus = opts.cpus, retries = opts.retries,

@@ -267,6 +267,10 @@ typedef struct pd_pool_opts {
   int workers;                   /* most workers at once */
   unsigned long long memory;     /* bytes one worker may hold; 0: no cap */
   char *const *argv;             /* how to start a worker (argv[0] a path) */
+  int gpus;                      /* > 0: each worker is bound to one of devices
+                                    0..gpus-1 (PDLUA_GPU_DEVICE in its
+                                    environment), spread evenly, and gets no
+                                    RLIMIT_AS; 0: CPU workers */
 } pd_pool_opts;
 
 pd_pool *pd_pool_new(const pd_pool_opts *o);   /* NULL on out-of-memory */

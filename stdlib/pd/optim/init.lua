@@ -738,7 +738,8 @@ local function run(f, spec, sign)
     -- each batch (a node tells its CPUs once it has joined; the blocks do
     -- not change the values, so a seed still gives the same run)
     ctx.blocks = function()
-      local n = spec.blocks or spec.cpus
+      -- gpus: one block per GPU worker (pd.map{gpus=} starts one per device)
+      local n = spec.blocks or (spec.gpus and spec.gpus > 0 and spec.gpus) or spec.cpus
       if n and n >= 1 then return n end
       n = 0
       local okp, pdm = pcall(require, "pd")
