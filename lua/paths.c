@@ -93,3 +93,64 @@ const char *pdi_lua_cpath(void) {
   pthread_once(&once, find_self);
   return lcpath;
 }
+
+/* ---- compiled stdlib ---------------------------------------------------------
+ * The build compiles every stdlib module to bytecode (scripts/stdlib_bc.lua:
+ * D/bc/pd/map.luac for D/stdlib/pd/map.lua, chunk names those of the sources,
+ * so tracebacks read the same).  Parsing pd.map alone took 1.2 ms of a cold
+ * pd.map's 4; loading its bytecode takes a tenth of that.  This searcher,
+ * placed before Lua's own, loads the bytecode of a pd module when it is at
+ * least as new as its source, and leaves everything else (an edited source
+ * not yet rebuilt, another module, plain lua5.4) to the usual searchers. */
+#include <sys/stat.h>
+
+static int newer_or_same(const char *bc, const char *src) {
+  struct stat a, b;
+  if (stat(bc, &a) != 0 || stat(src, &b) != 0) return 0;
+  if (a.st_mtim.tv_sec != b.st_mtim.tv_sec) return a.st_mtim.tv_sec > b.st_mtim.tv_sec;
+  return a.st_mtim.tv_nsec >= b.st_mtim.tv_nsec;
+}
+
+/* package.searchers entry: [name] -> [loader, path] | [message] | [] */
+static int bc_searcher(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  if (strcmp(name, "pd") != 0 && strncmp(name, "pd.", 3) != 0) return 0;
+  pthread_once(&once, find_self);
+  if (!exe_dir[0] || strlen(name) > 200) return 0;
+  char rel[256], src[PATH_MAX + 300], bc[PATH_MAX + 300];
+  snprintf(rel, sizeof rel, "%s", name);
+  for (char *p = rel; *p; p++)
+    if (*p == '.') *p = '/';
+  for (int k = 0; k < 2; k++) {
+    const char *tail = k ? "/init" : "";           /* pd/x.lua, then pd/x/init.lua */
+    snprintf(src, sizeof src, "%s/stdlib/%s%s.lua", exe_dir, rel, tail);
+    snprintf(bc, sizeof bc, "%s/bc/%s%s.luac", exe_dir, rel, tail);
+    if (!newer_or_same(bc, src)) continue;
+    if (luaL_loadfilex(L, bc, "b") != LUA_OK) {    /* stale format, damaged: use the source */
+      lua_pop(L, 1);
+      return 0;
+    }
+    lua_pushstring(L, src);
+    return 2;
+  }
+  return 0;
+}
+
+void pdi_add_bc_searcher(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "searchers");                /* [package, searchers] */
+  if (!lua_istable(L, -1)) {                       /* LuaJIT: package.loaders */
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "loaders");
+  }
+  if (lua_istable(L, -1)) {
+    int n = (int)lua_rawlen(L, -1);
+    for (int i = n; i >= 2; i--) {                 /* make room at 2, after preload */
+      lua_rawgeti(L, -1, i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushcfunction(L, bc_searcher);
+    lua_rawseti(L, -2, 2);
+  }
+  lua_pop(L, 2);
+}

@@ -180,6 +180,7 @@ static void open_state(lua_State *L) {
   lua_pop(L, 2);
   prepend_path(L, "path", pdi_lua_path());
   prepend_path(L, "cpath", pdi_lua_cpath());
+  pdi_add_bc_searcher(L);
 }
 
 /* arg = { [-n..-1] = the words before SCRIPT, [0] = SCRIPT,

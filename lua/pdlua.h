@@ -31,6 +31,7 @@ const char *pdi_exe_path(void);
  * LUA_CPATH strings (static storage). */
 const char *pdi_lua_path(void);
 const char *pdi_lua_cpath(void);
+void pdi_add_bc_searcher(lua_State *L);   /* compiled stdlib first (paths.c) */
 
 /* Message handler for lua_pcall: turns any error object into a string with
  * a traceback (tostring through __tostring; "(error object is a X value)"
