@@ -30,6 +30,7 @@
 -- The object is plain data (numbers and lists) with a metatable, so it can
 -- be written to a checkpoint and read back (cmaes.restore).
 local la = require "pd.optim.la"
+local K = la.kernels          -- the native steps of a generation (lua/optim.c)
 
 local M = {}
 local ES = {}
@@ -197,8 +198,12 @@ function M.new(opts)
     self.pc[i], self.ps[i] = 0.0, 0.0
   end
   self.C = la.diag_matrix(n, var)        -- covariance (pd.array)
-  self.B = la.diag_matrix(n, ones)       -- its eigenvectors, as columns
-  self.BDt, self.Cis = la.transforms(self.B, self.D, n)
+  self.Bt = la.diag_matrix(n, ones)      -- its eigenvectors, as rows
+  local inv = {}
+  for i = 1, n do inv[i] = 1 / self.D[i] end
+  self.BDt = la.diag_matrix(n, self.D)   -- (B D)': the sampling transform
+  self.Cis = la.diag_matrix(n, inv)      -- C^(-1/2)
+  self.dC = var                          -- diag(C), kept by cma_tell
   self.stds0 = {}
   for i = 1, n do self.stds0[i] = self.D[i] end
   if opts.lower or opts.upper then
@@ -255,35 +260,26 @@ end
 ---------------------------------------------------------------------------
 
 local function update_eigen(self)
-  local n = self.n
-  local e, B = la.eigh(self.C)
-  local D = {}
-  for i = 1, n do
-    if e[i] <= 0 then e[i] = 1e-300 end
-    D[i] = sqrt(e[i])
-  end
-  self.B, self.D = B, D
-  self.BDt, self.Cis = la.transforms(B, D, n)
+  K.cma_eigen(self.C, self.Bt, self.BDt, self.Cis, self.D)
   self.eigen_iter = self.countiter
 end
 
 --- Sample lambda new points.  Returns a list of points (lists), already
 -- mapped into the bounds; tell() expects their values in the same order.
 function ES:ask()
-  if self.pending then return self.pending_x end
+  if self.pending then return self.pending_x:totable() end
   if self.countiter > 0 and self.countiter - self.eigen_iter >= self.lazy_gap then
     update_eigen(self)
   end
-  local n, rng, mean, sigma = self.n, self.rng, self.mean, self.sigma
-  local G, X = {}, {}
-  local Z = rng:normals(self.lambda, n)
-  local Yarr, Ys = la.cma_sample(Z, self.BDt)   -- y_k = B D z_k, one gemm
-  for k = 1, self.lambda do
-    local y = Ys[k]
-    local g = {}
-    for i = 1, n do g[i] = mean[i] + sigma * y[i] end
-    G[k] = g
-    X[k] = transform(self, g)
+  local n, lam, mean, sigma = self.n, self.lambda, self.mean, self.sigma
+  local Z = self.rng:normals(lam, n)
+  local Yarr, Xarr = la.matrix(lam, n), la.matrix(lam, n)
+  local X
+  if self.lower then
+    X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma, self.lower, self.upper,
+                  self.inner_lo, self.inner_hi)
+  else
+    X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma)
   end
   -- injected points (immigrate): they take the places of the last samples
   -- (unranked, so any places would do); X is the point itself, its step
@@ -308,19 +304,13 @@ function ES:ask()
       if len > cap then
         for i = 1, n do y[i] = y[i] * cap / len end
       end
-      for i = 1, n do Yarr:set(k, i, y[i]) end
-      Ys[k], G[k], X[k] = y, g, x
+      for i = 1, n do Yarr:set(k, i, y[i]); Xarr:set(k, i, x[i]) end
+      X[k] = la.copy(x)
       self.injected = (self.injected or 0) + 1
     end
   end
-  self.pending, self.pending_x, self.pending_y, self.pending_ys = G, X, Yarr, Ys
-  local copy = {}
-  for k = 1, #X do
-    local x = {}
-    for i = 1, n do x[i] = X[k][i] end
-    copy[k] = x
-  end
-  return copy
+  self.pending, self.pending_x, self.pending_y = true, Xarr, Yarr
+  return X
 end
 
 ---------------------------------------------------------------------------
@@ -347,7 +337,7 @@ local function check_stop(self, fs)
   for i = 1, #h do hmax = max(hmax, h[i]); hmin = min(hmin, h[i]) end
   if fs[#fs] - fs[1] < self.tolfun and hmax - hmin < self.tolfun then return "tolfun" end
   if #h > 9 and hmax - hmin < self.tolfunhist then return "tolfunhist" end
-  local dC = la.diag(self.C, n)
+  local dC = self.dC
   local tolx = true
   for i = 1, n do
     local dc = sqrt(dC[i])
@@ -362,9 +352,10 @@ local function check_stop(self, fs)
   -- no effect along a principal axis, or in a coordinate
   local i = self.countiter % n + 1
   local same = 0
+  local bi = self.Bt:row(i):totable()      -- eigenvector i
   for k = 1, n do
     local m = self.mean[k]
-    if m == m + 0.1 * self.sigma * self.D[i] * la.get(self.B, k, i) then same = same + 1 end
+    if m == m + 0.1 * self.sigma * self.D[i] * bi[k] then same = same + 1 end
   end
   if same == n then return "noeffectaxis" end
   for k = 1, n do
@@ -413,34 +404,19 @@ function ES:tell(X, F)
       error(string.format("cmaes: value %d is %s, not a number", k, tostring(v)), 2)
     end
   end
-  local Yarr, Ys, Xp = self.pending_y, self.pending_ys, self.pending_x
-  self.pending, self.pending_x, self.pending_y, self.pending_ys = nil, nil, nil, nil
+  local Yarr, Xp = self.pending_y, self.pending_x
+  self.pending, self.pending_x, self.pending_y = nil, nil, nil
   self.countiter = self.countiter + 1
   self.countevals = self.countevals + lam
-  -- rank
-  local idx = {}
-  for k = 1, lam do idx[k] = k end
-  table.sort(idx, function(a, b)
-    if F[a] ~= F[b] then return F[a] < F[b] end
-    return a < b
-  end)
-  local fs = {}
-  for k = 1, lam do fs[k] = F[idx[k]] end
+  -- rank (ties in sample order)
+  local idx, fs = K.cma_rank(F)
   if fs[1] < self.best_f then
     self.best_f = fs[1]
-    local bx = {}
-    for i = 1, n do bx[i] = Xp[idx[1]][i] end
-    self.best_x = bx
+    self.best_x = Xp:row(idx[1]):totable()
     self.best_evals = self.countevals
   end
-  -- the generation's mu best, for emigrants()
-  local elite = {}
-  for r = 1, self.mu do
-    local x = {}
-    for i = 1, n do x[i] = Xp[idx[r]][i] end
-    elite[r] = { x = x, f = fs[r] }
-  end
-  self.elite = elite
+  -- the generation's points and ranking, for emigrants()
+  self.last_x, self.last_order, self.last_f = Xp, idx, fs
   -- flat fitness: the best no better than the value at 3/4 of the ranking
   if fs[1] < fs[floor(0.75 * lam) + 1] then self.flatcount = 0
   else self.flatcount = self.flatcount + 1 end
@@ -452,46 +428,13 @@ function ES:tell(X, F)
     table.insert(self.histmedian, 1, median(fs, 1, lam))
     if #self.histbest > 2e4 then table.remove(self.histbest); table.remove(self.histmedian) end
   end
-
-  local w, mu, sigma = self.weights, self.mu, self.sigma
-  local mold = self.mean
-  -- y_k = (g_k - m)/sigma, in rank order
-  local Y = {}
-  for r = 1, lam do Y[r] = Ys[idx[r]] end
-  -- mean
-  local yw = {}
-  for i = 1, n do yw[i] = 0.0 end
-  for r = 1, mu do
-    local y, wr = Y[r], w[r]
-    for i = 1, n do yw[i] = yw[i] + wr * y[i] end
-  end
-  local mean = {}
-  for i = 1, n do mean[i] = mold[i] + sigma * yw[i] end
-  self.mean = mean
-  -- step-size path and stall flag
-  local cs, cc, mueff = self.cs, self.cc, self.mueff
-  local zw = la.rows_times({ yw }, self.Cis)[1]   -- C^(-1/2) y_w
-  local a = sqrt(cs * (2 - cs) * mueff)
-  local ps = self.ps
-  local ps2 = 0.0
-  for i = 1, n do
-    ps[i] = (1 - cs) * ps[i] + a * zw[i]
-    ps2 = ps2 + ps[i] * ps[i]
-  end
-  local hsig = (ps2 / (1 - (1 - cs) ^ (2 * self.countiter)) / n - 1 < 1 + 4 / (n + 1)) and 1 or 0
-  -- covariance path
-  local b = hsig * sqrt(cc * (2 - cc) * mueff)
-  local pc = self.pc
-  for i = 1, n do pc[i] = (1 - cc) * pc[i] + b * yw[i] end
-  -- covariance: rank one, rank mu, active (negative weights rescaled by
-  -- n / |C^-1/2 y|^2 so that C stays positive definite)
-  local c1, cmu = self.c1, self.cmu
-  local c1a = c1 * (1 - (1 - hsig * hsig) * cc * (2 - cc))
-  local wsum = 0.0
-  for r = 1, lam do wsum = wsum + w[r] end
-  -- rank one with c1 and the decay with c1a, as pycma does (they differ
-  -- only when h_sigma stalls the path)
-  la.cma_covariance(self.C, n, 1 - c1a - cmu * wsum, Yarr, idx, w, cmu, self.Cis, pc, c1)
+  -- mean, paths and covariance in one native step (lua/optim.c cma_tell:
+  -- rank one, rank mu, active negative weights rescaled by
+  -- n / |C^-1/2 y|^2 so that C stays positive definite); self carries cs,
+  -- cc, mueff, c1, cmu and countiter
+  local ps2 = K.cma_tell(self.C, Yarr, idx, self.weights, self.mu, self.sigma, self.mean,
+                         self.ps, self.pc, self.Cis, self, self.dC)
+  local mean = self.mean
   -- step size (CSA), log-step clipped to +-1 as pycma does
   local s = (self.cs / self.damps) * (sqrt(ps2) / self.chiN - 1)
   if s > 1 then s = 1 elseif s < -1 then s = -1 end
@@ -520,13 +463,10 @@ function ES:emigrants(count)
     for i = 1, self.n do x[i] = self.best_x[i] end
     out[1] = { x = x, f = self.best_f }
   end
-  for _, e in ipairs(self.elite or {}) do
+  local X, order, fs = self.last_x, self.last_order, self.last_f
+  for r = 1, X and self.mu or 0 do
     if #out >= count then break end
-    if e.f ~= self.best_f then
-      local x = {}
-      for i = 1, self.n do x[i] = e.x[i] end
-      out[#out + 1] = { x = x, f = e.f }
-    end
+    if fs[r] ~= self.best_f then out[#out + 1] = { x = X:row(order[r]):totable(), f = fs[r] } end
   end
   return out
 end
@@ -551,7 +491,7 @@ function ES:best() return self.best_x, self.best_f end
 -- the largest standard deviation along a coordinate.
 function ES:spread()
   local n, m = self.n, 0.0
-  local dC = la.diag(self.C, n)
+  local dC = self.dC
   for i = 1, n do m = max(m, dC[i]) end
   return self.sigma * sqrt(m)
 end

@@ -1,0 +1,344 @@
+/*
+ * optim.c: the native kernels of pd.optim (stdlib/pd/optim/), reached from
+ * Lua as pd.core.array.optim.  Internal: the Lua modules are the contract.
+ *
+ * Why these exist.  An optimiser's own cost per evaluation is the goal of
+ * bench/optim (under 10 us at 10 and 40 dimensions, where pycma spends about
+ * 80).  Written as array method calls, a CMA-ES generation made some twenty
+ * arrays and a few hundred small tables and crossed into C once per row; a
+ * point's coordinates went through four Lua lists.  Here each step of a
+ * generation is one call on preallocated f64 arrays:
+ *   cma_eigen   C = B D^2 B^T (LAPACK dsyevd) and the two transforms
+ *   cma_ask     Y = Z (B D)^T (one gemm), X = box(m + sigma Y), the points
+ *   cma_rank    the ranking of the values (stable: ties by sample index)
+ *   cma_tell    mean, both paths and the covariance (gemm for rank mu with
+ *               the active weights, ger for rank one)
+ * The formulas are those of cmaes.lua's header (pycma 4.4.0); Lua keeps the
+ * step size, the histories and the termination criteria.
+ *
+ * Vectors (mean, paths, bounds, weights) stay Lua lists: they are read into
+ * scratch memory and written back, O(n) per call, which keeps the
+ * strategy's state plain data for checkpoints.  Scratch memory is a Lua
+ * userdata, so an error raised half-way leaks nothing.
+ */
+#include "array.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas.h"
+
+/* ======================================================================
+ * helpers
+ * ====================================================================== */
+
+/* The elements of the contiguous f64 array at idx, which must be r x c
+ * (c == 0: any shape with r elements).  Stack: unchanged. */
+static double *f64at(lua_State *L, int idx, int64_t r, int64_t c) {
+  pdi_array *a = pdi_array_check(L, idx);
+  if (a->dtype != PDI_F64 || !pdi_array_contiguous(a))
+    luaL_argerror(L, idx, "needs a contiguous f64 array");
+  if (c > 0 ? (a->ndim != 2 || a->dims[0] != r || a->dims[1] != c) : a->n != r)
+    luaL_argerror(L, idx, lua_pushfstring(L, "needs %d x %d elements", (int)r, (int)(c > 0 ? c : 1)));
+  return (double *)a->data;
+}
+
+/* Read the first n numbers of the list at idx into v.  Stack: unchanged. */
+static void getlist(lua_State *L, int idx, int n, double *v) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, idx, i + 1);                       /* [.., v_i] */
+    int ok;
+    v[i] = lua_tonumberx(L, -1, &ok);
+    if (!ok) luaL_argerror(L, idx, lua_pushfstring(L, "element %d is not a number", i + 1));
+    lua_pop(L, 1);                                    /* [..] */
+  }
+}
+
+/* Write v[0..n-1] as elements 1..n of the list at idx.  Stack: unchanged. */
+static void setlist(lua_State *L, int idx, int n, const double *v) {
+  for (int i = 0; i < n; i++) {
+    lua_pushnumber(L, v[i]);                          /* [.., v_i] */
+    lua_rawseti(L, idx, i + 1);                       /* [..] */
+  }
+}
+
+/* Scratch memory for k doubles, owned by a userdata pushed on the stack
+ * (collected with it).  Stack: [] -> [u] */
+static double *scratch(lua_State *L, size_t k) {
+  return (double *)lua_newuserdatauv(L, (k ? k : 1) * sizeof(double), 0);
+}
+
+/* ======================================================================
+ * CMA-ES
+ * ====================================================================== */
+
+/* optim.cma_eigen(C, Bt, BDt, Cis, D): the eigendecomposition behind the
+ * sampling, into preallocated n x n f64 arrays.  C (covariance) is first
+ * made exactly symmetric (its mean with its transpose, as pycma does before
+ * decomposing).  Bt gets the eigenvectors as rows, eigenvalues ascending;
+ * the list D their square roots (a non-positive eigenvalue is taken as
+ * 1e-300); BDt = (B diag(D))^T, row k = D_k times eigenvector k; Cis =
+ * B diag(1/D) B^T = C^(-1/2).  Raises when LAPACK does not converge.
+ * Stack: [C, Bt, BDt, Cis, D] -> [] */
+static int cma_eigen(lua_State *L) {
+  pdi_array *ca = pdi_array_check(L, 1);
+  int64_t n = ca->dims[0];
+  double *C = f64at(L, 1, n, n), *Bt = f64at(L, 2, n, n), *BDt = f64at(L, 3, n, n);
+  double *Cis = f64at(L, 4, n, n);
+  luaL_checktype(L, 5, LUA_TTABLE);
+  const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_eigen");
+  double *w = scratch(L, (size_t)(n + n * n));        /* [.., u] */
+  double *tmp = w + n;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = i + 1; j < n; j++) {
+      double s = (C[i * n + j] + C[j * n + i]) / 2;
+      C[i * n + j] = C[j * n + i] = s;
+    }
+  memcpy(Bt, C, (size_t)(n * n) * sizeof(double));
+  /* Row-major C read column-major is the same symmetric matrix; column k
+   * of the column-major result (eigenvector k) is row k of Bt. */
+  lapack_int info = b->LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)n, Bt, (lapack_int)n, w);
+  if (info != 0) return luaL_error(L, "cma_eigen: LAPACK dsyevd failed (info %d)", (int)info);
+  for (int64_t k = 0; k < n; k++) {
+    double d = sqrt(w[k] > 0 ? w[k] : 1e-300);
+    w[k] = d;
+    for (int64_t i = 0; i < n; i++) {
+      BDt[k * n + i] = d * Bt[k * n + i];
+      tmp[k * n + i] = Bt[k * n + i] / d;
+    }
+  }
+  b->cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0, Bt, (int)n,
+                 tmp, (int)n, 0.0, Cis, (int)n);
+  setlist(L, 5, (int)n, w);
+  return 0;
+}
+
+/* pycma's BoundTransform for one coordinate with both bounds finite: the
+ * identity on [lb + al, ub - au], quadratic in the margins, reflected and
+ * periodic outside (cmaes.lua's box, which the specs test). */
+static double box1(double x, double lb, double ub) {
+  double al = fmin((ub - lb) / 2, (1 + fabs(lb)) / 20);
+  double au = fmin((ub - lb) / 2, (1 + fabs(ub)) / 20);
+  if (x < lb - 2 * al - (ub - lb) / 2 || x > ub + 2 * au + (ub - lb) / 2) {
+    double r = 2 * (ub - lb + al + au);
+    double s = lb - 2 * al - (ub - lb) / 2;
+    x = x - r * floor((x - s) / r);
+  }
+  if (x > ub + au) x = x - 2 * (x - ub - au);
+  if (x < lb - al) x = x + 2 * (lb - al - x);
+  if (x < lb + al) {
+    double t = x - (lb - al);
+    x = lb + t * t / 4 / al;
+  } else if (x > ub - au) {
+    double t = x - (ub + au);
+    x = ub - t * t / 4 / au;
+  }
+  return x;
+}
+
+/* optim.cma_ask(Z, BDt, Y, X, mean, sigma [, lo, hi, ilo, ihi]) -> points:
+ * one generation's samples.  Z (lambda x n standard normals), BDt (n x n),
+ * Y and X (lambda x n, overwritten): Y = Z BDt, so row k is y_k = B D z_k
+ * (one gemm); X row k is the genotype mean + sigma y_k mapped into the box
+ * [lo, hi] (lists; -inf/inf for none) by pycma's transformation, which is
+ * the identity on [ilo, ihi].  Without lo the box is all of R^n.  Returns
+ * the rows of X as a new list of lists (the caller's to keep).
+ * Stack: [Z, BDt, Y, X, mean, sigma, lo?, hi?, ilo?, ihi?] -> [points] */
+static int cma_ask(lua_State *L) {
+  pdi_array *za = pdi_array_check(L, 1);
+  int64_t lam = za->dims[0], n = za->dims[1];
+  double *Z = f64at(L, 1, lam, n), *BDt = f64at(L, 2, n, n), *Y = f64at(L, 3, lam, n);
+  double *X = f64at(L, 4, lam, n);
+  double sigma = luaL_checknumber(L, 6);
+  int bounded = !lua_isnoneornil(L, 7);
+  const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_ask");
+  lua_settop(L, 10);
+  double *m = scratch(L, (size_t)(5 * n));            /* [.., u] */
+  double *lo = m + n, *hi = m + 2 * n, *il = m + 3 * n, *iu = m + 4 * n;
+  getlist(L, 5, (int)n, m);
+  if (bounded) {
+    getlist(L, 7, (int)n, lo);
+    getlist(L, 8, (int)n, hi);
+    getlist(L, 9, (int)n, il);
+    getlist(L, 10, (int)n, iu);
+  }
+  if (lam > 0)
+    b->cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)lam, (int)n, (int)n, 1.0, Z, (int)n,
+                   BDt, (int)n, 0.0, Y, (int)n);
+  for (int64_t k = 0; k < lam; k++) {
+    const double *y = Y + k * n;
+    double *x = X + k * n;
+    for (int64_t i = 0; i < n; i++) {
+      double g = m[i] + sigma * y[i];
+      if (!bounded || (g >= il[i] && g <= iu[i])) x[i] = g;       /* the identity part */
+      else if (lo[i] > -HUGE_VAL && hi[i] < HUGE_VAL) x[i] = box1(g, lo[i], hi[i]);
+      else if (lo[i] > -HUGE_VAL && g < lo[i]) x[i] = lo[i] + (lo[i] - g);   /* a lone bound */
+      else if (hi[i] < HUGE_VAL && g > hi[i]) x[i] = hi[i] - (g - hi[i]);
+      else x[i] = g;
+    }
+  }
+  lua_createtable(L, (int)lam, 0);                    /* [.., u, points] */
+  for (int64_t k = 0; k < lam; k++) {
+    lua_createtable(L, (int)n, 0);                    /* [.., u, points, x] */
+    setlist(L, lua_gettop(L), (int)n, X + k * n);
+    lua_rawseti(L, -2, (int)k + 1);                   /* [.., u, points] */
+  }
+  return 1;
+}
+
+typedef struct { double v; int k; } ranked;
+
+static int cmp_ranked(const void *pa, const void *pb) {
+  const ranked *a = (const ranked *)pa, *b = (const ranked *)pb;
+  if (a->v != b->v) return a->v < b->v ? -1 : 1;
+  return (a->k > b->k) - (a->k < b->k);
+}
+
+/* optim.cma_rank(F) -> order, sorted: the indices 1..#F of the values F (a
+ * list of numbers, no NaN) from best (smallest) to worst, ties in sample
+ * order, and the values in that order.  Stack: [F] -> [order, sorted] */
+static int cma_rank(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int lam = (int)lua_rawlen(L, 1);
+  ranked *r = (ranked *)lua_newuserdatauv(L, (size_t)(lam ? lam : 1) * sizeof(ranked), 0); /* [F, u] */
+  for (int k = 0; k < lam; k++) {
+    lua_rawgeti(L, 1, k + 1);                         /* [F, u, v] */
+    r[k].v = luaL_checknumber(L, -1);
+    r[k].k = k + 1;
+    lua_pop(L, 1);                                    /* [F, u] */
+  }
+  qsort(r, (size_t)lam, sizeof *r, cmp_ranked);
+  lua_createtable(L, lam, 0);                         /* [F, u, order] */
+  lua_createtable(L, lam, 0);                         /* [F, u, order, sorted] */
+  for (int k = 0; k < lam; k++) {
+    lua_pushinteger(L, r[k].k);
+    lua_rawseti(L, -3, k + 1);
+    lua_pushnumber(L, r[k].v);
+    lua_rawseti(L, -2, k + 1);
+  }
+  return 2;
+}
+
+/* optim.cma_tell(C, Y, order, w, mu, sigma, mean, ps, pc, Cis, p, dC)
+ *   -> ps2, hsig
+ * The CMA-ES update of one generation, pycma's (mu_W, lambda)-aCMA rule.
+ * Y: the lambda x n steps y_k = (g_k - m) / sigma in sample order; order:
+ * the sample index of each rank (cma_rank); w: the lambda recombination
+ * weights by rank; mu: the number of positive ones; mean, ps, pc: lists
+ * updated in place; C (n x n) updated in place, Cis = C^(-1/2) of the last
+ * decomposition; p: a table with cs, cc, mueff, c1, cmu and countiter (the
+ * generation, counting this one); dC: a list that receives diag(C).
+ *   m   <- m + sigma y_w,            y_w = sum_{r <= mu} w_r y_r:lambda
+ *   ps  <- (1 - cs) ps + sqrt(cs (2 - cs) mueff) C^(-1/2) y_w
+ *   pc  <- (1 - cc) pc + hsig sqrt(cc (2 - cc) mueff) y_w
+ *   C   <- (1 - c1a - cmu sum w) C + c1 pc pc^T + cmu sum_r w_r' y_r y_r^T
+ * with w_r' = w_r n / (|C^(-1/2) y_r| + 1e-9)^2 for the negative weights
+ * (pycma's sampler.update), and c1a = c1 (1 - (1 - hsig) cc (2 - cc)).
+ * Returns |ps|^2 and the stall flag hsig (0 or 1).
+ * Stack: [C, Y, order, w, mu, sigma, mean, ps, pc, Cis, p, dC] -> [ps2, hsig] */
+static int cma_tell(lua_State *L) {
+  pdi_array *ya = pdi_array_check(L, 2);
+  int64_t lam = ya->dims[0], n = ya->dims[1];
+  double *C = f64at(L, 1, n, n), *Y = f64at(L, 2, lam, n), *Cis = f64at(L, 10, n, n);
+  int mu = (int)luaL_checkinteger(L, 5);
+  double sigma = luaL_checknumber(L, 6);
+  luaL_checktype(L, 11, LUA_TTABLE);
+  luaL_checktype(L, 12, LUA_TTABLE);
+  luaL_argcheck(L, mu >= 1 && mu <= lam, 5, "mu out of range");
+  double par[6];
+  static const char *const names[6] = {"cs", "cc", "mueff", "c1", "cmu", "countiter"};
+  for (int k = 0; k < 6; k++) {
+    lua_getfield(L, 11, names[k]);                    /* [.., v] */
+    int ok;
+    par[k] = lua_tonumberx(L, -1, &ok);
+    if (!ok) luaL_argerror(L, 11, lua_pushfstring(L, "field %s is not a number", names[k]));
+    lua_pop(L, 1);                                    /* [..] */
+  }
+  double cs = par[0], cc = par[1], mueff = par[2], c1 = par[3], cmu = par[4], iter = par[5];
+  const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_tell");
+  lua_settop(L, 12);
+  size_t ln = (size_t)(lam * n);
+  double *w = scratch(L, (size_t)lam + 6 * (size_t)n + 2 * ln);   /* [.., u] */
+  double *m = w + lam, *ps = m + n, *pc = ps + n, *yw = pc + n, *zw = yw + n, *z = zw + n;
+  double *Ys = z + n, *W = Ys + ln;
+  getlist(L, 4, (int)lam, w);
+  getlist(L, 7, (int)n, m);
+  getlist(L, 8, (int)n, ps);
+  getlist(L, 9, (int)n, pc);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  for (int64_t r = 0; r < lam; r++) {                 /* the steps in rank order */
+    lua_rawgeti(L, 3, (int)r + 1);                    /* [.., k] */
+    lua_Integer k = lua_tointeger(L, -1);
+    lua_pop(L, 1);                                    /* [..] */
+    if (k < 1 || k > lam) return luaL_argerror(L, 3, "sample index out of range");
+    memcpy(Ys + r * n, Y + (k - 1) * n, (size_t)n * sizeof(double));
+  }
+  /* mean */
+  for (int64_t i = 0; i < n; i++) yw[i] = 0.0;
+  for (int r = 0; r < mu; r++)
+    for (int64_t i = 0; i < n; i++) yw[i] += w[r] * Ys[r * n + i];
+  for (int64_t i = 0; i < n; i++) m[i] += sigma * yw[i];
+  /* step-size path and stall flag; Cis is symmetric, so row or column
+   * products are the same */
+  double a = sqrt(cs * (2 - cs) * mueff), ps2 = 0.0;
+  for (int64_t j = 0; j < n; j++) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += Cis[j * n + i] * yw[i];
+    zw[j] = s;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    ps[i] = (1 - cs) * ps[i] + a * zw[i];
+    ps2 += ps[i] * ps[i];
+  }
+  int hsig = ps2 / (1 - pow(1 - cs, 2 * iter)) / (double)n - 1 < 1 + 4.0 / ((double)n + 1);
+  /* covariance path */
+  double bc = hsig * sqrt(cc * (2 - cc) * mueff);
+  for (int64_t i = 0; i < n; i++) pc[i] = (1 - cc) * pc[i] + bc * yw[i];
+  /* covariance: decay, rank mu with the active weights, rank one */
+  double c1a = c1 * (1 - (1 - hsig) * cc * (2 - cc)), wsum = 0.0;
+  for (int64_t r = 0; r < lam; r++) wsum += w[r];
+  for (int64_t r = 0; r < lam; r++) {
+    double wr = w[r];
+    const double *y = Ys + r * n;
+    if (wr < 0) {
+      double s2 = 0.0;
+      for (int64_t j = 0; j < n; j++) {
+        double s = 0.0;
+        for (int64_t i = 0; i < n; i++) s += Cis[j * n + i] * y[i];
+        s2 += s * s;
+      }
+      double nz = sqrt(s2) + 1e-9;
+      wr *= (double)n / (nz * nz);
+    }
+    for (int64_t i = 0; i < n; i++) W[r * n + i] = cmu * wr * y[i];
+  }
+  b->cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)lam, 1.0, Ys, (int)n, W,
+                 (int)n, 1 - c1a - cmu * wsum, C, (int)n);
+  if (c1 != 0) b->cblas_dger(CblasRowMajor, (int)n, (int)n, c1, pc, 1, pc, 1, C, (int)n);
+  for (int64_t i = 0; i < n; i++) z[i] = C[i * n + i];
+  setlist(L, 7, (int)n, m);
+  setlist(L, 8, (int)n, ps);
+  setlist(L, 9, (int)n, pc);
+  setlist(L, 12, (int)n, z);
+  lua_pushnumber(L, ps2);
+  lua_pushinteger(L, hsig);
+  return 2;
+}
+
+/* ======================================================================
+ * opening
+ * ====================================================================== */
+
+static const luaL_Reg optim_funcs[] = {
+  {"cma_eigen", cma_eigen}, {"cma_ask", cma_ask}, {"cma_rank", cma_rank}, {"cma_tell", cma_tell},
+  {NULL, NULL},
+};
+
+/* Add the kernels as field "optim" of the table on top.
+ * Stack: [t] -> [t] */
+void pdi_open_optim(lua_State *L) {
+  luaL_newlib(L, optim_funcs);                        /* [t, optim] */
+  lua_setfield(L, -2, "optim");                       /* [t] */
+}
