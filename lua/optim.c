@@ -138,31 +138,34 @@ static double box1(double x, double lb, double ub) {
   return x;
 }
 
-/* optim.cma_ask(Z, BDt, Y, X, mean, sigma [, lo, hi, ilo, ihi]) -> points:
- * one generation's samples.  Z (lambda x n standard normals), BDt (n x n),
+/* optim.cma_ask(Z, BDt, Y, X, mean, sigma, sv [, lo, hi, ilo, ihi])
+ *   -> points
+ * One generation's samples.  Z (lambda x n standard normals), BDt (n x n),
  * Y and X (lambda x n, overwritten): Y = Z BDt, so row k is y_k = B D z_k
- * (one gemm); X row k is the genotype mean + sigma y_k mapped into the box
- * [lo, hi] (lists; -inf/inf for none) by pycma's transformation, which is
- * the identity on [ilo, ihi].  Without lo the box is all of R^n.  Returns
- * the rows of X as a new list of lists (the caller's to keep).
- * Stack: [Z, BDt, Y, X, mean, sigma, lo?, hi?, ilo?, ihi?] -> [points] */
+ * (one gemm); X row k is the genotype mean + sigma sv .* y_k (sv: pycma's
+ * coordinate-wise scaling sigma_vec, a list) mapped into the box [lo, hi]
+ * (lists; -inf/inf for none) by pycma's transformation, which is the
+ * identity on [ilo, ihi].  Without lo the box is all of R^n.  Returns the
+ * rows of X as a new list of lists (the caller's to keep).
+ * Stack: [Z, BDt, Y, X, mean, sigma, sv, lo?, hi?, ilo?, ihi?] -> [points] */
 static int cma_ask(lua_State *L) {
   pdi_array *za = pdi_array_check(L, 1);
   int64_t lam = za->dims[0], n = za->dims[1];
   double *Z = f64at(L, 1, lam, n), *BDt = f64at(L, 2, n, n), *Y = f64at(L, 3, lam, n);
   double *X = f64at(L, 4, lam, n);
   double sigma = luaL_checknumber(L, 6);
-  int bounded = !lua_isnoneornil(L, 7);
+  int bounded = !lua_isnoneornil(L, 8);
   const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_ask");
-  lua_settop(L, 10);
-  double *m = scratch(L, (size_t)(5 * n));            /* [.., u] */
-  double *lo = m + n, *hi = m + 2 * n, *il = m + 3 * n, *iu = m + 4 * n;
+  lua_settop(L, 11);
+  double *m = scratch(L, (size_t)(6 * n));            /* [.., u] */
+  double *sv = m + n, *lo = m + 2 * n, *hi = m + 3 * n, *il = m + 4 * n, *iu = m + 5 * n;
   getlist(L, 5, (int)n, m);
+  getlist(L, 7, (int)n, sv);
   if (bounded) {
-    getlist(L, 7, (int)n, lo);
-    getlist(L, 8, (int)n, hi);
-    getlist(L, 9, (int)n, il);
-    getlist(L, 10, (int)n, iu);
+    getlist(L, 8, (int)n, lo);
+    getlist(L, 9, (int)n, hi);
+    getlist(L, 10, (int)n, il);
+    getlist(L, 11, (int)n, iu);
   }
   if (lam > 0)
     b->cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)lam, (int)n, (int)n, 1.0, Z, (int)n,
@@ -171,7 +174,7 @@ static int cma_ask(lua_State *L) {
     const double *y = Y + k * n;
     double *x = X + k * n;
     for (int64_t i = 0; i < n; i++) {
-      double g = m[i] + sigma * y[i];
+      double g = m[i] + sigma * sv[i] * y[i];
       if (!bounded || (g >= il[i] && g <= iu[i])) x[i] = g;       /* the identity part */
       else if (lo[i] > -HUGE_VAL && hi[i] < HUGE_VAL) x[i] = box1(g, lo[i], hi[i]);
       else if (lo[i] > -HUGE_VAL && g < lo[i]) x[i] = lo[i] + (lo[i] - g);   /* a lone bound */
@@ -221,52 +224,55 @@ static int cma_rank(lua_State *L) {
   return 2;
 }
 
-/* optim.cma_tell(C, Y, order, w, mu, sigma, mean, ps, pc, Cis, p, dC)
+/* optim.cma_tell(C, Y, order, w, mu, sigma, sv, mean, ps, pc, Cis, p, dC)
  *   -> ps2, hsig
  * The CMA-ES update of one generation, pycma's (mu_W, lambda)-aCMA rule.
- * Y: the lambda x n steps y_k = (g_k - m) / sigma in sample order; order:
+ * Y: the lambda x n steps y_k = (g_k - m) / (sigma sv) in sample order
+ * (sv: the coordinate-wise scaling of cma_ask); order:
  * the sample index of each rank (cma_rank); w: the lambda recombination
  * weights by rank; mu: the number of positive ones; mean, ps, pc: lists
  * updated in place; C (n x n) updated in place, Cis = C^(-1/2) of the last
  * decomposition; p: a table with cs, cc, mueff, c1, cmu and countiter (the
  * generation, counting this one); dC: a list that receives diag(C).
- *   m   <- m + sigma y_w,            y_w = sum_{r <= mu} w_r y_r:lambda
+ *   m   <- m + sigma sv .* y_w,      y_w = sum_{r <= mu} w_r y_r:lambda
  *   ps  <- (1 - cs) ps + sqrt(cs (2 - cs) mueff) C^(-1/2) y_w
  *   pc  <- (1 - cc) pc + hsig sqrt(cc (2 - cc) mueff) y_w
  *   C   <- (1 - c1a - cmu sum w) C + c1 pc pc^T + cmu sum_r w_r' y_r y_r^T
  * with w_r' = w_r n / (|C^(-1/2) y_r| + 1e-9)^2 for the negative weights
  * (pycma's sampler.update), and c1a = c1 (1 - (1 - hsig) cc (2 - cc)).
  * Returns |ps|^2 and the stall flag hsig (0 or 1).
- * Stack: [C, Y, order, w, mu, sigma, mean, ps, pc, Cis, p, dC] -> [ps2, hsig] */
+ * Stack: [C, Y, order, w, mu, sigma, sv, mean, ps, pc, Cis, p, dC]
+ *     -> [ps2, hsig] */
 static int cma_tell(lua_State *L) {
   pdi_array *ya = pdi_array_check(L, 2);
   int64_t lam = ya->dims[0], n = ya->dims[1];
-  double *C = f64at(L, 1, n, n), *Y = f64at(L, 2, lam, n), *Cis = f64at(L, 10, n, n);
+  double *C = f64at(L, 1, n, n), *Y = f64at(L, 2, lam, n), *Cis = f64at(L, 11, n, n);
   int mu = (int)luaL_checkinteger(L, 5);
   double sigma = luaL_checknumber(L, 6);
-  luaL_checktype(L, 11, LUA_TTABLE);
   luaL_checktype(L, 12, LUA_TTABLE);
+  luaL_checktype(L, 13, LUA_TTABLE);
   luaL_argcheck(L, mu >= 1 && mu <= lam, 5, "mu out of range");
   double par[6];
   static const char *const names[6] = {"cs", "cc", "mueff", "c1", "cmu", "countiter"};
   for (int k = 0; k < 6; k++) {
-    lua_getfield(L, 11, names[k]);                    /* [.., v] */
+    lua_getfield(L, 12, names[k]);                    /* [.., v] */
     int ok;
     par[k] = lua_tonumberx(L, -1, &ok);
-    if (!ok) luaL_argerror(L, 11, lua_pushfstring(L, "field %s is not a number", names[k]));
+    if (!ok) luaL_argerror(L, 12, lua_pushfstring(L, "field %s is not a number", names[k]));
     lua_pop(L, 1);                                    /* [..] */
   }
   double cs = par[0], cc = par[1], mueff = par[2], c1 = par[3], cmu = par[4], iter = par[5];
   const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_tell");
-  lua_settop(L, 12);
+  lua_settop(L, 13);
   size_t ln = (size_t)(lam * n);
-  double *w = scratch(L, (size_t)lam + 6 * (size_t)n + 2 * ln);   /* [.., u] */
+  double *w = scratch(L, (size_t)lam + 7 * (size_t)n + 2 * ln);   /* [.., u] */
   double *m = w + lam, *ps = m + n, *pc = ps + n, *yw = pc + n, *zw = yw + n, *z = zw + n;
-  double *Ys = z + n, *W = Ys + ln;
+  double *sv = z + n, *Ys = sv + n, *W = Ys + ln;
   getlist(L, 4, (int)lam, w);
-  getlist(L, 7, (int)n, m);
-  getlist(L, 8, (int)n, ps);
-  getlist(L, 9, (int)n, pc);
+  getlist(L, 7, (int)n, sv);
+  getlist(L, 8, (int)n, m);
+  getlist(L, 9, (int)n, ps);
+  getlist(L, 10, (int)n, pc);
   luaL_checktype(L, 3, LUA_TTABLE);
   for (int64_t r = 0; r < lam; r++) {                 /* the steps in rank order */
     lua_rawgeti(L, 3, (int)r + 1);                    /* [.., k] */
@@ -279,7 +285,7 @@ static int cma_tell(lua_State *L) {
   for (int64_t i = 0; i < n; i++) yw[i] = 0.0;
   for (int r = 0; r < mu; r++)
     for (int64_t i = 0; i < n; i++) yw[i] += w[r] * Ys[r * n + i];
-  for (int64_t i = 0; i < n; i++) m[i] += sigma * yw[i];
+  for (int64_t i = 0; i < n; i++) m[i] += sigma * sv[i] * yw[i];
   /* step-size path and stall flag; Cis is symmetric, so row or column
    * products are the same */
   double a = sqrt(cs * (2 - cs) * mueff), ps2 = 0.0;
@@ -318,10 +324,10 @@ static int cma_tell(lua_State *L) {
                  (int)n, 1 - c1a - cmu * wsum, C, (int)n);
   if (c1 != 0) b->cblas_dger(CblasRowMajor, (int)n, (int)n, c1, pc, 1, pc, 1, C, (int)n);
   for (int64_t i = 0; i < n; i++) z[i] = C[i * n + i];
-  setlist(L, 7, (int)n, m);
-  setlist(L, 8, (int)n, ps);
-  setlist(L, 9, (int)n, pc);
-  setlist(L, 12, (int)n, z);
+  setlist(L, 8, (int)n, m);
+  setlist(L, 9, (int)n, ps);
+  setlist(L, 10, (int)n, pc);
+  setlist(L, 13, (int)n, z);
   lua_pushnumber(L, ps2);
   lua_pushinteger(L, hsig);
   return 2;

@@ -213,7 +213,15 @@ function M.new(opts)
       self.upper[i] = opts.upper and opts.upper[i] or huge
     end
   end
+  self.sv = ones                          -- pycma's sigma_vec: all 1 unless maxstd binds
   if self.lower then
+    -- pycma's maxstd with bounds: (ub - lb) / 3 (option maxstd_boundrange)
+    self.maxstd = {}
+    for i = 1, n do self.maxstd[i] = (self.upper[i] - self.lower[i]) / 3 end
+    -- x0 is a point of the box; the strategy's mean is its genotype
+    -- (pycma: gp.geno(x0, from_bounds=BoundTransform.inverse))
+    local g = untransform(self, self.mean)
+    for i = 1, n do self.mean[i] = g[i] end
     -- where the bound transformation is the identity: [lb + al, ub - au]
     self.inner_lo, self.inner_hi = {}, {}
     for i = 1, n do
@@ -228,9 +236,21 @@ function M.new(opts)
   end
   self.rng = opts.rng or la.rng(opts.seed or 0)
   self.countiter, self.countevals = 0, 0
-  -- pycma decomposes C again after 1/(c1 + cmu)/n/10 iterations (its
-  -- GaussFullSampler's lazy_update_gap), in practice every iteration
-  self.lazy_gap = 1 / (self.c1 + self.cmu) / n / 10
+  -- The eigendecomposition (O(n^3), the one cost that grows faster than
+  -- n^2 per evaluation) is redone once more than lazy_gap iterations have
+  -- passed since the last one.  The default is purecma's (Hansen's
+  -- reference code, cma/purecma.py: 0.5 lambda / (c1 + cmu) / n
+  -- evaluations): every 2nd iteration at n = 10, every 3rd at n = 40.
+  -- pycma's CMAEvolutionStrategy waits 1/(c1 + cmu)/n/10 iterations, less
+  -- than one for n > 3 with the default lambda, so it decomposes every
+  -- iteration; option updatecovwait (iterations, pycma's name) asks for
+  -- that (updatecovwait = 0).  Between decompositions C is updated as usual
+  -- and only the sampling transform lags.
+  if opts.updatecovwait then
+    self.lazy_gap = opts.updatecovwait - 1e-9       -- pycma: wait >= updatecovwait
+  else
+    self.lazy_gap = 0.5 / (self.c1 + self.cmu) / n
+  end
   self.eigen_iter = 0
   -- tolxstagnation: [1e-9, 20, 0.1], the mean moved less than 1e-9 over
   -- 20 + 0.1 * iterations iterations
@@ -268,7 +288,7 @@ end
 -- mapped into the bounds; tell() expects their values in the same order.
 function ES:ask()
   if self.pending then return self.pending_x:totable() end
-  if self.countiter > 0 and self.countiter - self.eigen_iter >= self.lazy_gap then
+  if self.countiter > 0 and self.countiter - self.eigen_iter > self.lazy_gap then
     update_eigen(self)
   end
   local n, lam, mean, sigma = self.n, self.lambda, self.mean, self.sigma
@@ -276,10 +296,10 @@ function ES:ask()
   local Yarr, Xarr = la.matrix(lam, n), la.matrix(lam, n)
   local X
   if self.lower then
-    X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma, self.lower, self.upper,
+    X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma, self.sv, self.lower, self.upper,
                   self.inner_lo, self.inner_hi)
   else
-    X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma)
+    X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma, self.sv)
   end
   -- injected points (immigrate): they take the places of the last samples
   -- (unranked, so any places would do); X is the point itself, its step
@@ -296,7 +316,7 @@ function ES:ask()
       for i = 1, n do x[i] = inj[j][i] end
       local g = untransform(self, x)
       local y = {}
-      for i = 1, n do y[i] = (g[i] - mean[i]) / sigma end
+      for i = 1, n do y[i] = (g[i] - mean[i]) / (sigma * self.sv[i]) end
       local z = la.rows_times({ y }, self.Cis)[1]
       local len = 0.0
       for i = 1, n do len = len + z[i] * z[i] end
@@ -334,43 +354,51 @@ local function check_stop(self, fs)
   if self.countiter >= self.maxiter then return "maxiter" end
   local h = self.hist
   local hmax, hmin = -huge, huge
-  for i = 1, #h do hmax = max(hmax, h[i]); hmin = min(hmin, h[i]) end
+  for i = 1, #h do
+    local v = h[i]
+    if v > hmax then hmax = v end
+    if v < hmin then hmin = v end
+  end
   if fs[#fs] - fs[1] < self.tolfun and hmax - hmin < self.tolfun then return "tolfun" end
   if #h > 9 and hmax - hmin < self.tolfunhist then return "tolfunhist" end
-  local dC = self.dC
-  local tolx = true
-  for i = 1, n do
-    local dc = sqrt(dC[i])
-    if self.sigma * dc >= self.tolx or self.sigma * abs(self.pc[i]) >= self.tolx then
-      tolx = false; break
-    end
+  -- the coordinate-wise tests, on the standard deviations
+  -- s_k = sigma sv_k sqrt(C_kk) (pycma: sigma * sigma_vec * sqrt(dC))
+  local sigma, sv, dC, pc, mean = self.sigma, self.sv, self.dC, self.pc, self.mean
+  local tolx, tolfacupx, noeffectcoord = true, false, false
+  local tx, up, s0, stds0 = self.tolx, self.tolfacupx, self.sigma0, self.stds0
+  for k = 1, n do
+    local sk = sigma * sv[k]
+    local sd = sk * sqrt(dC[k])
+    if sd >= tx or abs(sk * pc[k]) >= tx then tolx = false end
+    if sd > s0 * stds0[k] * up then tolfacupx = true end
+    local m = mean[k]
+    if m == m + 0.2 * sd then noeffectcoord = true end
   end
   if tolx then return "tolx" end
+  local D = self.D
   local dmax, dmin = -huge, huge
-  for i = 1, n do dmax = max(dmax, self.D[i]); dmin = min(dmin, self.D[i]) end
+  for i = 1, n do
+    local d = D[i]
+    if d > dmax then dmax = d end
+    if d < dmin then dmin = d end
+  end
   if dmax * dmax > self.tolconditioncov * dmin * dmin then return "conditioncov" end
-  -- no effect along a principal axis, or in a coordinate
+  -- no effect along a principal axis (one axis an iteration, in turn)
   local i = self.countiter % n + 1
   local same = 0
   local bi = self.Bt:row(i):totable()      -- eigenvector i
+  local a = 0.1 * sigma * D[i]
   for k = 1, n do
-    local m = self.mean[k]
-    if m == m + 0.1 * self.sigma * self.D[i] * bi[k] then same = same + 1 end
+    local m = mean[k]
+    if m == m + a * sv[k] * bi[k] then same = same + 1 end
   end
   if same == n then return "noeffectaxis" end
-  for k = 1, n do
-    local m = self.mean[k]
-    if m == m + 0.2 * self.sigma * sqrt(dC[k]) then return "noeffectcoord" end
-  end
+  if noeffectcoord then return "noeffectcoord" end
   if self.flatcount > self.tolflatfitness then return "tolflatfitness" end
   local xs = self.xstag
   if xs.count - xs.count_x > 20 + 0.1 * xs.count then return "tolxstagnation" end
-  if self.sigma / dmax > self.sigma0 * self.tolupsigma then return "tolupsigma" end
-  for k = 1, n do
-    if self.sigma * sqrt(dC[k]) > self.sigma0 * self.stds0[k] * self.tolfacupx then
-      return "tolfacupx"
-    end
-  end
+  if sigma / dmax > self.sigma0 * self.tolupsigma then return "tolupsigma" end
+  if tolfacupx then return "tolfacupx" end
   -- stagnation: the best was found in the first half of the stagnation
   -- period, and the recent medians of best and median f (recorded every 5
   -- iterations) are no better than the older ones
@@ -432,13 +460,29 @@ function ES:tell(X, F)
   -- rank one, rank mu, active negative weights rescaled by
   -- n / |C^-1/2 y|^2 so that C stays positive definite); self carries cs,
   -- cc, mueff, c1, cmu and countiter
-  local ps2 = K.cma_tell(self.C, Yarr, idx, self.weights, self.mu, self.sigma, self.mean,
-                         self.ps, self.pc, self.Cis, self, self.dC)
+  local ps2 = K.cma_tell(self.C, Yarr, idx, self.weights, self.mu, self.sigma, self.sv,
+                         self.mean, self.ps, self.pc, self.Cis, self, self.dC)
   local mean = self.mean
   -- step size (CSA), log-step clipped to +-1 as pycma does
   local s = (self.cs / self.damps) * (sqrt(ps2) / self.chiN - 1)
   if s > 1 then s = 1 elseif s < -1 then s = -1 end
-  self.sigma = self.sigma * exp(s)
+  local sigma = self.sigma * exp(s)
+  self.sigma = sigma
+  -- coordinate-wise standard deviations sigma sv_k sqrt(C_kk), kept at
+  -- most maxstd_k = (ub - lb) / 3 through sv (pycma's _stds_into_limits
+  -- with maxstd_boundrange 1/3; a slack of exp(1e-4) in the first two
+  -- iterations), and the largest of them for spread()
+  local sv, dC, maxstd, top = self.sv, self.dC, self.maxstd, 0.0
+  local slack = self.countiter <= 2 and exp(1e-4) or 1
+  for k = 1, n do
+    local sd = sigma * sv[k] * sqrt(dC[k])
+    if maxstd and sd > maxstd[k] * slack then
+      sv[k] = sv[k] * maxstd[k] / sd
+      sd = maxstd[k]
+    end
+    if sd > top then top = sd end
+  end
+  self.top_std = top
   -- the mean's movement, for tolxstagnation
   local xs = self.xstag
   xs.count = xs.count + 1
@@ -490,9 +534,10 @@ function ES:best() return self.best_x, self.best_f end
 --- The algorithm's own scale, for progress lines and history: sigma times
 -- the largest standard deviation along a coordinate.
 function ES:spread()
+  if self.top_std then return self.top_std end
   local n, m = self.n, 0.0
-  local dC = self.dC
-  for i = 1, n do m = max(m, dC[i]) end
+  local dC, sv = self.dC, self.sv
+  for i = 1, n do m = max(m, sv[i] * sv[i] * dC[i]) end
   return self.sigma * sqrt(m)
 end
 

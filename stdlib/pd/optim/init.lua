@@ -305,10 +305,40 @@ local function block_of(S, points, a, b)
 end
 M.block_of = block_of
 
+-- The common case of serial evaluation: f(x) for plain points, no extra
+-- arguments, no groups.  One protected call for the whole batch (a
+-- protected call per point cost more than the optimiser's own work); the
+-- point being evaluated is remembered, so an error names it as the general
+-- path does.
+local function evaluate_plain(f, points, ctx)
+  local out, k = {}, 0
+  local bad
+  local function batch()
+    for i = 1, #points do
+      k = i
+      local v = f(points[i])
+      if type(v) ~= "number" or v ~= v then bad = v; return end
+      out[i] = v
+    end
+    k = nil
+  end
+  local ok, e = xpcall(batch, handler)
+  if not ok then
+    e.message = "the fitness raised: " .. tostring(e.message)
+    e.point, e.names, e.index = points[k], nil, k
+    raise(e)
+  end
+  if k then check_value(bad, ctx.S, points[k], k) end
+  return out
+end
+
 -- Serial evaluation in the coordinator.
 local function evaluate_here(f, points, ctx)
   local S, args = ctx.S, ctx.args or {}
   local nargs = args.n or #args
+  if not ctx.vectorized and not ctx.groups and not S.names and nargs == 0 then
+    return evaluate_plain(f, points, ctx)
+  end
   local out = {}
   if ctx.vectorized then
     local block = block_of(S, points, 1, #points)
