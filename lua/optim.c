@@ -74,23 +74,22 @@ static double *scratch(lua_State *L, size_t k) {
  * CMA-ES
  * ====================================================================== */
 
-/* optim.cma_eigen(C, Bt, BDt, Cis, D): the eigendecomposition behind the
+/* optim.cma_eigen(C, Bt, BDt, D): the eigendecomposition behind the
  * sampling, into preallocated n x n f64 arrays.  C (covariance) is first
  * made exactly symmetric (its mean with its transpose, as pycma does before
  * decomposing).  Bt gets the eigenvectors as rows, eigenvalues ascending;
  * the list D their square roots (a non-positive eigenvalue is taken as
- * 1e-300); BDt = (B diag(D))^T, row k = D_k times eigenvector k; Cis =
- * B diag(1/D) B^T = C^(-1/2).  Raises when LAPACK does not converge.
- * Stack: [C, Bt, BDt, Cis, D] -> [] */
+ * 1e-300); BDt = (B diag(D))^T, row k = D_k times eigenvector k.
+ * C^(-1/2) = B diag(1/D) B^T is never formed: cma_tell applies it as
+ * Bt^T (D^-1 (Bt y)).  Raises when LAPACK does not converge.
+ * Stack: [C, Bt, BDt, D] -> [] */
 static int cma_eigen(lua_State *L) {
   pdi_array *ca = pdi_array_check(L, 1);
   int64_t n = ca->dims[0];
   double *C = f64at(L, 1, n, n), *Bt = f64at(L, 2, n, n), *BDt = f64at(L, 3, n, n);
-  double *Cis = f64at(L, 4, n, n);
-  luaL_checktype(L, 5, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
   const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_eigen");
-  double *w = scratch(L, (size_t)(n + n * n));        /* [.., u] */
-  double *tmp = w + n;
+  double *w = scratch(L, (size_t)n);                  /* [.., u] */
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = i + 1; j < n; j++) {
       double s = (C[i * n + j] + C[j * n + i]) / 2;
@@ -104,14 +103,9 @@ static int cma_eigen(lua_State *L) {
   for (int64_t k = 0; k < n; k++) {
     double d = sqrt(w[k] > 0 ? w[k] : 1e-300);
     w[k] = d;
-    for (int64_t i = 0; i < n; i++) {
-      BDt[k * n + i] = d * Bt[k * n + i];
-      tmp[k * n + i] = Bt[k * n + i] / d;
-    }
+    for (int64_t i = 0; i < n; i++) BDt[k * n + i] = d * Bt[k * n + i];
   }
-  b->cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0, Bt, (int)n,
-                 tmp, (int)n, 0.0, Cis, (int)n);
-  setlist(L, 5, (int)n, w);
+  setlist(L, 4, (int)n, w);
   return 0;
 }
 
@@ -224,56 +218,109 @@ static int cma_rank(lua_State *L) {
   return 2;
 }
 
-/* optim.cma_tell(C, Y, order, w, mu, sigma, sv, mean, ps, pc, Cis, p, dC)
- *   -> ps2, hsig
- * The CMA-ES update of one generation, pycma's (mu_W, lambda)-aCMA rule.
- * Y: the lambda x n steps y_k = (g_k - m) / (sigma sv) in sample order
- * (sv: the coordinate-wise scaling of cma_ask); order:
- * the sample index of each rank (cma_rank); w: the lambda recombination
- * weights by rank; mu: the number of positive ones; mean, ps, pc: lists
- * updated in place; C (n x n) updated in place, Cis = C^(-1/2) of the last
- * decomposition; p: a table with cs, cc, mueff, c1, cmu and countiter (the
- * generation, counting this one); dC: a list that receives diag(C).
- *   m   <- m + sigma sv .* y_w,      y_w = sum_{r <= mu} w_r y_r:lambda
- *   ps  <- (1 - cs) ps + sqrt(cs (2 - cs) mueff) C^(-1/2) y_w
- *   pc  <- (1 - cc) pc + hsig sqrt(cc (2 - cc) mueff) y_w
- *   C   <- (1 - c1a - cmu sum w) C + c1 pc pc^T + cmu sum_r w_r' y_r y_r^T
- * with w_r' = w_r n / (|C^(-1/2) y_r| + 1e-9)^2 for the negative weights
- * (pycma's sampler.update), and c1a = c1 (1 - (1 - hsig) cc (2 - cc)).
- * Returns |ps|^2 and the stall flag hsig (0 or 1).
- * Stack: [C, Y, order, w, mu, sigma, sv, mean, ps, pc, Cis, p, dC]
- *     -> [ps2, hsig] */
-static int cma_tell(lua_State *L) {
-  pdi_array *ya = pdi_array_check(L, 2);
-  int64_t lam = ya->dims[0], n = ya->dims[1];
-  double *C = f64at(L, 1, n, n), *Y = f64at(L, 2, lam, n), *Cis = f64at(L, 11, n, n);
-  int mu = (int)luaL_checkinteger(L, 5);
-  double sigma = luaL_checknumber(L, 6);
-  luaL_checktype(L, 12, LUA_TTABLE);
-  luaL_checktype(L, 13, LUA_TTABLE);
-  luaL_argcheck(L, mu >= 1 && mu <= lam, 5, "mu out of range");
-  double par[6];
-  static const char *const names[6] = {"cs", "cc", "mueff", "c1", "cmu", "countiter"};
-  for (int k = 0; k < 6; k++) {
-    lua_getfield(L, 12, names[k]);                    /* [.., v] */
-    int ok;
-    par[k] = lua_tonumberx(L, -1, &ok);
-    if (!ok) luaL_argerror(L, 12, lua_pushfstring(L, "field %s is not a number", names[k]));
-    lua_pop(L, 1);                                    /* [..] */
+/* A number field of the table at idx, or raise.  Stack: unchanged. */
+static double numfield(lua_State *L, int idx, const char *k) {
+  lua_getfield(L, idx, k);                            /* [.., v] */
+  int ok;
+  double v = lua_tonumberx(L, -1, &ok);
+  if (!ok) luaL_error(L, "cma_tell: field %s is not a number", k);
+  lua_pop(L, 1);                                      /* [..] */
+  return v;
+}
+
+/* Read the list field k of the table at idx (n numbers) into v, and leave
+ * the list on the stack for setlist.  Stack: [..] -> [.., list] */
+static int listfield(lua_State *L, int idx, const char *k, int n, double *v) {
+  lua_getfield(L, idx, k);                            /* [.., list] */
+  if (!lua_istable(L, -1)) luaL_error(L, "cma_tell: field %s is not a list", k);
+  getlist(L, lua_gettop(L), n, v);
+  return lua_gettop(L);
+}
+
+/* The array field k of the table at idx, r x c.  Stack: unchanged. */
+static double *arrfield(lua_State *L, int idx, const char *k, int64_t r, int64_t c) {
+  lua_getfield(L, idx, k);                            /* [.., a] */
+  double *p = f64at(L, lua_gettop(L), r, c);
+  lua_pop(L, 1);                                      /* [..]: es still holds a */
+  return p;
+}
+
+/* z = D^-1 Bt y for an n-vector y: C^(-1/2) y expressed in the eigenbasis
+ * (|z| = |C^(-1/2) y|, and Bt^T z = C^(-1/2) y). */
+static void whiten(const double *Bt, const double *D, int64_t n, const double *y, double *z) {
+  for (int64_t k = 0; k < n; k++) {
+    double s = 0.0;
+    const double *row = Bt + k * n;
+    for (int64_t i = 0; i < n; i++) s += row[i] * y[i];
+    z[k] = s / D[k];
   }
-  double cs = par[0], cc = par[1], mueff = par[2], c1 = par[3], cmu = par[4], iter = par[5];
-  const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_tell");
-  lua_settop(L, 13);
-  size_t ln = (size_t)(lam * n);
-  double *w = scratch(L, (size_t)lam + 7 * (size_t)n + 2 * ln);   /* [.., u] */
-  double *m = w + lam, *ps = m + n, *pc = ps + n, *yw = pc + n, *zw = yw + n, *z = zw + n;
-  double *sv = z + n, *Ys = sv + n, *W = Ys + ln;
-  getlist(L, 4, (int)lam, w);
-  getlist(L, 7, (int)n, sv);
-  getlist(L, 8, (int)n, m);
-  getlist(L, 9, (int)n, ps);
-  getlist(L, 10, (int)n, pc);
+}
+
+/* optim.cma_tell(es, Y, order) -> ps2, moved, tolx, tolfacupx, noeffectcoord
+ * The O(n^2) and O(n) part of a CMA-ES update (pycma's (mu_W, lambda)-aCMA
+ * rule), on the fields of the strategy table es (stdlib/pd/optim/cmaes.lua):
+ * arrays C (n x n, updated), Bt (eigenvectors as rows); lists weights
+ * (lambda, by rank), D, sv (pycma's sigma_vec), mean, ps, pc, dC (receives
+ * diag(C)), maxstd (or nil), stds0, xstag.x; numbers mu, sigma, sigma0,
+ * cs, cc, mueff, c1, cmu, damps, chiN, countiter (counting this one),
+ * tolx, tolfacupx, xstag_delta.  Y: the lambda x n steps
+ * y_k = (g_k - m) / (sigma sv) in sample order; order: the sample index of
+ * each rank (cma_rank).
+ *   m     <- m + sigma sv .* y_w,      y_w = sum_{r <= mu} w_r y_r:lambda
+ *   ps    <- (1 - cs) ps + sqrt(cs (2 - cs) mueff) C^(-1/2) y_w
+ *   pc    <- (1 - cc) pc + hsig sqrt(cc (2 - cc) mueff) y_w
+ *   C     <- (1 - c1a - cmu sum w) C + c1 pc pc^T + cmu sum_r w_r' y_r y_r^T
+ *   sigma <- sigma exp(clip((cs / damps) (|ps| / chiN - 1), -1, 1))
+ * with w_r' = w_r n / (|C^(-1/2) y_r| + 1e-9)^2 for the negative weights
+ * (pycma's sampler.update), c1a = c1 (1 - (1 - hsig) cc (2 - cc)), and hsig
+ * the stall flag |ps|^2 / (1 - (1 - cs)^(2 g)) / n - 1 < 1 + 4 / (n + 1).
+ * Then the coordinate-wise standard deviations s_k = sigma sv_k sqrt(C_kk)
+ * are held at most maxstd_k by scaling sv_k (pycma's _stds_into_limits, a
+ * slack of exp(1e-4) in the first two iterations), and es.sigma and
+ * es.top_std (the largest s_k) are set.  xstag.x is replaced by the mean
+ * when they are further apart than xstag_delta (moved: true).  The flags
+ * are pycma's coordinate-wise termination tests: all s_k and
+ * |sigma sv_k pc_k| below tolx; some s_k above sigma0 stds0_k tolfacupx;
+ * some m_k + 0.2 s_k == m_k.
+ * Stack: [es, Y, order] -> [ps2, moved, tolx, tolfacupx, noeffectcoord] */
+static int cma_tell(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  pdi_array *ya = pdi_array_check(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  int64_t lam = ya->dims[0], n = ya->dims[1];
+  double *Y = f64at(L, 2, lam, n);
+  double *C = arrfield(L, 1, "C", n, n), *Bt = arrfield(L, 1, "Bt", n, n);
+  int mu = (int)numfield(L, 1, "mu");
+  if (mu < 1 || mu > lam) return luaL_error(L, "cma_tell: mu out of range");
+  double sigma = numfield(L, 1, "sigma"), sigma0 = numfield(L, 1, "sigma0");
+  double cs = numfield(L, 1, "cs"), cc = numfield(L, 1, "cc"), mueff = numfield(L, 1, "mueff");
+  double c1 = numfield(L, 1, "c1"), cmu = numfield(L, 1, "cmu"), damps = numfield(L, 1, "damps");
+  double chiN = numfield(L, 1, "chiN"), iter = numfield(L, 1, "countiter");
+  double tolx = numfield(L, 1, "tolx"), tolfacupx = numfield(L, 1, "tolfacupx");
+  double xdelta = numfield(L, 1, "xstag_delta");
+  const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_tell");
+  size_t ln = (size_t)(lam * n);
+  double *w = scratch(L, (size_t)lam + 13 * (size_t)n + 2 * ln);   /* [es, Y, order, u] */
+  double *D = w + lam, *sv = D + n, *m = sv + n, *ps = m + n, *pc = ps + n, *dC = pc + n;
+  double *mx = dC + n, *s0 = mx + n, *xr = s0 + n, *yw = xr + n, *zw = yw + n, *z = zw + n;
+  double *t = z + n, *Ys = t + n, *W = Ys + ln;
+  listfield(L, 1, "weights", (int)lam, w);            /* [.., weights] */
+  listfield(L, 1, "D", (int)n, D);                    /* [.., weights, D] */
+  int i_sv = listfield(L, 1, "sv", (int)n, sv);
+  int i_m = listfield(L, 1, "mean", (int)n, m);
+  int i_ps = listfield(L, 1, "ps", (int)n, ps);
+  int i_pc = listfield(L, 1, "pc", (int)n, pc);
+  int i_dC = listfield(L, 1, "dC", (int)n, dC);
+  listfield(L, 1, "stds0", (int)n, s0);
+  lua_getfield(L, 1, "maxstd");                       /* [.., maxstd|nil] */
+  int bounded = lua_istable(L, -1);
+  if (bounded) getlist(L, lua_gettop(L), (int)n, mx);
+  lua_getfield(L, 1, "xstag");                        /* [.., xstag] */
+  luaL_checktype(L, -1, LUA_TTABLE);
+  lua_getfield(L, -1, "x");                           /* [.., xstag, xref] */
+  int i_xr = lua_gettop(L);
+  getlist(L, i_xr, (int)n, xr);
   for (int64_t r = 0; r < lam; r++) {                 /* the steps in rank order */
     lua_rawgeti(L, 3, (int)r + 1);                    /* [.., k] */
     lua_Integer k = lua_tointeger(L, -1);
@@ -281,19 +328,18 @@ static int cma_tell(lua_State *L) {
     if (k < 1 || k > lam) return luaL_argerror(L, 3, "sample index out of range");
     memcpy(Ys + r * n, Y + (k - 1) * n, (size_t)n * sizeof(double));
   }
+
   /* mean */
   for (int64_t i = 0; i < n; i++) yw[i] = 0.0;
   for (int r = 0; r < mu; r++)
     for (int64_t i = 0; i < n; i++) yw[i] += w[r] * Ys[r * n + i];
   for (int64_t i = 0; i < n; i++) m[i] += sigma * sv[i] * yw[i];
-  /* step-size path and stall flag; Cis is symmetric, so row or column
-   * products are the same */
+  /* step-size path: zw = C^(-1/2) y_w = Bt^T (D^-1 Bt y_w) */
+  whiten(Bt, D, n, yw, t);
+  for (int64_t i = 0; i < n; i++) zw[i] = 0.0;
+  for (int64_t k = 0; k < n; k++)
+    for (int64_t i = 0; i < n; i++) zw[i] += t[k] * Bt[k * n + i];
   double a = sqrt(cs * (2 - cs) * mueff), ps2 = 0.0;
-  for (int64_t j = 0; j < n; j++) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += Cis[j * n + i] * yw[i];
-    zw[j] = s;
-  }
   for (int64_t i = 0; i < n; i++) {
     ps[i] = (1 - cs) * ps[i] + a * zw[i];
     ps2 += ps[i] * ps[i];
@@ -309,12 +355,9 @@ static int cma_tell(lua_State *L) {
     double wr = w[r];
     const double *y = Ys + r * n;
     if (wr < 0) {
+      whiten(Bt, D, n, y, z);
       double s2 = 0.0;
-      for (int64_t j = 0; j < n; j++) {
-        double s = 0.0;
-        for (int64_t i = 0; i < n; i++) s += Cis[j * n + i] * y[i];
-        s2 += s * s;
-      }
+      for (int64_t k = 0; k < n; k++) s2 += z[k] * z[k];
       double nz = sqrt(s2) + 1e-9;
       wr *= (double)n / (nz * nz);
     }
@@ -323,14 +366,48 @@ static int cma_tell(lua_State *L) {
   b->cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)lam, 1.0, Ys, (int)n, W,
                  (int)n, 1 - c1a - cmu * wsum, C, (int)n);
   if (c1 != 0) b->cblas_dger(CblasRowMajor, (int)n, (int)n, c1, pc, 1, pc, 1, C, (int)n);
-  for (int64_t i = 0; i < n; i++) z[i] = C[i * n + i];
-  setlist(L, 8, (int)n, m);
-  setlist(L, 9, (int)n, ps);
-  setlist(L, 10, (int)n, pc);
-  setlist(L, 13, (int)n, z);
+  for (int64_t i = 0; i < n; i++) dC[i] = C[i * n + i];
+
+  /* step size (CSA), the log-step clipped to +-1 as pycma does */
+  double ls = (cs / damps) * (sqrt(ps2) / chiN - 1);
+  if (ls > 1) ls = 1; else if (ls < -1) ls = -1;
+  sigma *= exp(ls);
+  /* standard deviations into [0, maxstd]; termination flags */
+  double slack = iter <= 2 ? exp(1e-4) : 1, top = 0.0;
+  int ftolx = 1, fup = 0, fcoord = 0;
+  for (int64_t k = 0; k < n; k++) {
+    double sd = sigma * sv[k] * sqrt(dC[k]);
+    if (bounded && sd > mx[k] * slack) {
+      sv[k] *= mx[k] / sd;
+      sd = sigma * sv[k] * sqrt(dC[k]);
+    }
+    if (sd > top) top = sd;
+    if (sd >= tolx || fabs(sigma * sv[k] * pc[k]) >= tolx) ftolx = 0;
+    if (sd > sigma0 * s0[k] * tolfacupx) fup = 1;
+    volatile double moved = m[k] + 0.2 * sd;          /* no excess precision */
+    if (moved == m[k]) fcoord = 1;
+  }
+  /* the mean's movement, for tolxstagnation */
+  double d2 = 0.0;
+  for (int64_t i = 0; i < n; i++) d2 += (xr[i] - m[i]) * (xr[i] - m[i]);
+  int xmoved = sqrt(d2) > xdelta;
+
+  setlist(L, i_sv, (int)n, sv);
+  setlist(L, i_m, (int)n, m);
+  setlist(L, i_ps, (int)n, ps);
+  setlist(L, i_pc, (int)n, pc);
+  setlist(L, i_dC, (int)n, dC);
+  if (xmoved) setlist(L, i_xr, (int)n, m);
+  lua_pushnumber(L, sigma);
+  lua_setfield(L, 1, "sigma");
+  lua_pushnumber(L, top);
+  lua_setfield(L, 1, "top_std");
   lua_pushnumber(L, ps2);
-  lua_pushinteger(L, hsig);
-  return 2;
+  lua_pushboolean(L, xmoved);
+  lua_pushboolean(L, ftolx);
+  lua_pushboolean(L, fup);
+  lua_pushboolean(L, fcoord);
+  return 5;
 }
 
 /* ======================================================================

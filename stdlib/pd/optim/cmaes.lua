@@ -199,10 +199,7 @@ function M.new(opts)
   end
   self.C = la.diag_matrix(n, var)        -- covariance (pd.array)
   self.Bt = la.diag_matrix(n, ones)      -- its eigenvectors, as rows
-  local inv = {}
-  for i = 1, n do inv[i] = 1 / self.D[i] end
   self.BDt = la.diag_matrix(n, self.D)   -- (B D)': the sampling transform
-  self.Cis = la.diag_matrix(n, inv)      -- C^(-1/2)
   self.dC = var                          -- diag(C), kept by cma_tell
   self.stds0 = {}
   for i = 1, n do self.stds0[i] = self.D[i] end
@@ -280,7 +277,7 @@ end
 ---------------------------------------------------------------------------
 
 local function update_eigen(self)
-  K.cma_eigen(self.C, self.Bt, self.BDt, self.Cis, self.D)
+  K.cma_eigen(self.C, self.Bt, self.BDt, self.D)
   self.eigen_iter = self.countiter
 end
 
@@ -317,9 +314,9 @@ function ES:ask()
       local g = untransform(self, x)
       local y = {}
       for i = 1, n do y[i] = (g[i] - mean[i]) / (sigma * self.sv[i]) end
-      local z = la.rows_times({ y }, self.Cis)[1]
+      local z = la.rows_times({ y }, self.Bt:T())[1]    -- Bt y
       local len = 0.0
-      for i = 1, n do len = len + z[i] * z[i] end
+      for i = 1, n do len = len + (z[i] / self.D[i]) ^ 2 end    -- |C^-1/2 y|^2
       len = sqrt(len)
       if len > cap then
         for i = 1, n do y[i] = y[i] * cap / len end
@@ -347,7 +344,7 @@ local function median(t, a, b)
   return (s[m / 2] + s[m / 2 + 1]) / 2
 end
 
-local function check_stop(self, fs)
+local function check_stop(self, fs, tolx, tolfacupx, noeffectcoord)
   local n = self.n
   if self.target and self.best_f <= self.target then return "target" end
   if self.countevals >= self.budget then return "budget" end
@@ -361,19 +358,9 @@ local function check_stop(self, fs)
   end
   if fs[#fs] - fs[1] < self.tolfun and hmax - hmin < self.tolfun then return "tolfun" end
   if #h > 9 and hmax - hmin < self.tolfunhist then return "tolfunhist" end
-  -- the coordinate-wise tests, on the standard deviations
-  -- s_k = sigma sv_k sqrt(C_kk) (pycma: sigma * sigma_vec * sqrt(dC))
-  local sigma, sv, dC, pc, mean = self.sigma, self.sv, self.dC, self.pc, self.mean
-  local tolx, tolfacupx, noeffectcoord = true, false, false
-  local tx, up, s0, stds0 = self.tolx, self.tolfacupx, self.sigma0, self.stds0
-  for k = 1, n do
-    local sk = sigma * sv[k]
-    local sd = sk * sqrt(dC[k])
-    if sd >= tx or abs(sk * pc[k]) >= tx then tolx = false end
-    if sd > s0 * stds0[k] * up then tolfacupx = true end
-    local m = mean[k]
-    if m == m + 0.2 * sd then noeffectcoord = true end
-  end
+  -- tolx, tolfacupx and noeffectcoord: the coordinate-wise tests on the
+  -- standard deviations sigma sv_k sqrt(C_kk), done by cma_tell
+  local sigma, sv, mean = self.sigma, self.sv, self.mean
   if tolx then return "tolx" end
   local D = self.D
   local dmax, dmin = -huge, huge
@@ -456,45 +443,20 @@ function ES:tell(X, F)
     table.insert(self.histmedian, 1, median(fs, 1, lam))
     if #self.histbest > 2e4 then table.remove(self.histbest); table.remove(self.histmedian) end
   end
-  -- mean, paths and covariance in one native step (lua/optim.c cma_tell:
-  -- rank one, rank mu, active negative weights rescaled by
-  -- n / |C^-1/2 y|^2 so that C stays positive definite); self carries cs,
-  -- cc, mueff, c1, cmu and countiter
-  local ps2 = K.cma_tell(self.C, Yarr, idx, self.weights, self.mu, self.sigma, self.sv,
-                         self.mean, self.ps, self.pc, self.Cis, self, self.dC)
-  local mean = self.mean
-  -- step size (CSA), log-step clipped to +-1 as pycma does
-  local s = (self.cs / self.damps) * (sqrt(ps2) / self.chiN - 1)
-  if s > 1 then s = 1 elseif s < -1 then s = -1 end
-  local sigma = self.sigma * exp(s)
-  self.sigma = sigma
-  -- coordinate-wise standard deviations sigma sv_k sqrt(C_kk), kept at
-  -- most maxstd_k = (ub - lb) / 3 through sv (pycma's _stds_into_limits
-  -- with maxstd_boundrange 1/3; a slack of exp(1e-4) in the first two
-  -- iterations), and the largest of them for spread()
-  local sv, dC, maxstd, top = self.sv, self.dC, self.maxstd, 0.0
-  local slack = self.countiter <= 2 and exp(1e-4) or 1
-  for k = 1, n do
-    local sd = sigma * sv[k] * sqrt(dC[k])
-    if maxstd and sd > maxstd[k] * slack then
-      sv[k] = sv[k] * maxstd[k] / sd
-      sd = maxstd[k]
-    end
-    if sd > top then top = sd end
-  end
-  self.top_std = top
-  -- the mean's movement, for tolxstagnation
+  -- mean, paths, covariance and step size in one native step
+  -- (lua/optim.c cma_tell: rank one, rank mu, active negative weights
+  -- rescaled by n / |C^-1/2 y|^2 so that C stays positive definite, CSA
+  -- with the log-step clipped to +-1, the standard deviations held below
+  -- maxstd through sv); it also moves the tolxstagnation reference when
+  -- the mean moved more than xstag_delta, and returns the coordinate-wise
+  -- termination tests
   local xs = self.xstag
   xs.count = xs.count + 1
-  local delta = 1e-9 * sqrt(max(1, (xs.count - xs.count_x) / (20 + 0.1 * xs.count)))
-  local d2 = 0.0
-  for i = 1, n do d2 = d2 + (xs.x[i] - mean[i]) ^ 2 end
-  if sqrt(d2) > delta then
-    for i = 1, n do xs.x[i] = mean[i] end
-    xs.count_x = xs.count
-  end
+  self.xstag_delta = 1e-9 * sqrt(max(1, (xs.count - xs.count_x) / (20 + 0.1 * xs.count)))
+  local _, moved, tolx, tolfacupx, noeffectcoord = K.cma_tell(self, Yarr, idx)
+  if moved then xs.count_x = xs.count end
 
-  self.stop = check_stop(self, fs)
+  self.stop = check_stop(self, fs, tolx, tolfacupx, noeffectcoord)
   return self.stop
 end
 

@@ -790,15 +790,23 @@ local function run(f, spec, sign)
   while true do
     -- ask every live group
     local points, owner, slices = {}, ngroups > 1 and {} or nil, {}
-    for gi, g in ipairs(state.groups) do
+    if ngroups == 1 then
+      local g = state.groups[1]
       if not g.done then
-        local X = g.algo:ask()
-        local a = #points + 1
-        for k = 1, #X do
-          points[#points + 1] = X[k]
-          if owner then owner[#owner + 1] = gi end
+        points = g.algo:ask()        -- the batch is the one group's points
+        slices[1] = { 1, #points, points }
+      end
+    else
+      for gi, g in ipairs(state.groups) do
+        if not g.done then
+          local X = g.algo:ask()
+          local a = #points + 1
+          for k = 1, #X do
+            points[#points + 1] = X[k]
+            owner[#owner + 1] = gi
+          end
+          slices[gi] = { a, #points, X }
         end
-        slices[gi] = { a, #points, X }
       end
     end
     if #points == 0 then break end
@@ -810,13 +818,16 @@ local function run(f, spec, sign)
     for gi, g in ipairs(state.groups) do
       local sl = slices[gi]
       if sl then
-        local F = {}
-        for k = sl[1], sl[2] do F[#F + 1] = sign * values[k] end
+        local F = values
+        if sl[1] ~= 1 or sl[2] ~= #values or sign ~= 1 then
+          F = {}
+          for k = sl[1], sl[2] do F[#F + 1] = sign * values[k] end
+        end
         -- the values of the iteration so far (PSO tells a sweep in blocks)
-        g.sum = (g.sum or 0.0)
-        g.count = (g.count or 0)
-        for k = 1, #F do g.sum = g.sum + F[k] end
-        g.count = g.count + #F
+        local sum = g.sum or 0.0
+        for k = 1, #F do sum = sum + F[k] end
+        g.sum = sum
+        g.count = (g.count or 0) + #F
         local before = g.algo.countiter
         g.algo:tell(sl[3], F)
         g.evals = g.evals + #F
@@ -849,9 +860,11 @@ local function run(f, spec, sign)
     if completed then   -- one entry (and progress line) per iteration
       local hist = state.history
       state.iteration = (state.iteration or 0) + 1
-      hist[#hist + 1] = { iteration = state.iteration, evaluations = state.evaluations,
-                          best = sign * round_best, mean = sign * state.sum / state.count,
-                          scale = round_scale }
+      if ngroups > 1 then   -- one group: the result's history is the group's
+        hist[#hist + 1] = { iteration = state.iteration, evaluations = state.evaluations,
+                            best = sign * round_best, mean = sign * state.sum / state.count,
+                            scale = round_scale }
+      end
       state.sum, state.count = 0.0, 0
       if progress then
         out(string.format("optim %s  iter %d  evals %d  best %.6g  spread %.3g",
