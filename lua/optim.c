@@ -411,11 +411,220 @@ static int cma_tell(lua_State *L) {
 }
 
 /* ======================================================================
+ * PSO and GA
+ * ====================================================================== */
+
+/* The generator (pd.random) at idx.  Stack: unchanged. */
+static pdi_rng *rngat(lua_State *L, int idx) {
+  return (pdi_rng *)luaL_checkudata(L, idx, PDI_RANDOM_MT);
+}
+
+/* optim.pso_move(g, X, V, P, s, l, B, c, w): SPSO-2011's move of particle
+ * s (1-based row of the S x n arrays X, V, P: positions, velocities,
+ * personal bests), whose best informant is l (l == s: none better than
+ * itself).  Centre G = x + c (p + p_l - 2x) / 3, or x + c (p - x) / 2 when
+ * l == s; x' = G + r d / |d| with d n normals from g and r = |G - x| u,
+ * u uniform from g (drawn after d, as pso.lua did one by one); then
+ * v <- w v + x' - x, x <- x + v, and a coordinate outside [lo, hi] (rows
+ * 1 and 2 of the 2 x n array B) is set on the bound with v <- -0.5 v.
+ * Stack: [g, X, V, P, s, l, B, c, w] -> [] */
+static int pso_move(lua_State *L) {
+  pdi_rng *r = rngat(L, 1);
+  pdi_array *xa = pdi_array_check(L, 2);
+  int64_t S = xa->dims[0], n = xa->dims[1];
+  double *X = f64at(L, 2, S, n), *V = f64at(L, 3, S, n), *P = f64at(L, 4, S, n);
+  lua_Integer s = luaL_checkinteger(L, 5), l = luaL_checkinteger(L, 6);
+  luaL_argcheck(L, s >= 1 && s <= S, 5, "particle out of range");
+  luaL_argcheck(L, l >= 1 && l <= S, 6, "informant out of range");
+  double *B = f64at(L, 7, 2, n);
+  double c = luaL_checknumber(L, 8), w = luaL_checknumber(L, 9);
+  double *G = scratch(L, (size_t)(2 * n)), *d = G + n;              /* [.., u] */
+  double *x = X + (s - 1) * n, *v = V + (s - 1) * n, *p = P + (s - 1) * n, *pl = P + (l - 1) * n;
+  if (l == s) for (int64_t i = 0; i < n; i++) G[i] = x[i] + c * (p[i] - x[i]) / 2;
+  else for (int64_t i = 0; i < n; i++) G[i] = x[i] + c * (p[i] + pl[i] - 2 * x[i]) / 3;
+  double rad = 0.0, dn = 0.0;
+  for (int64_t i = 0; i < n; i++) rad += (G[i] - x[i]) * (G[i] - x[i]);
+  rad = sqrt(rad);
+  for (int64_t i = 0; i < n; i++) { d[i] = pdi_rng_normal(r); dn += d[i] * d[i]; }
+  dn = sqrt(dn);
+  double rr = rad * pdi_rng_uniform(r) / (dn > 0 ? dn : 1);
+  const double *lo = B, *hi = B + n;
+  for (int64_t i = 0; i < n; i++) {
+    double xp = G[i] + rr * d[i];
+    v[i] = w * v[i] + xp - x[i];
+    x[i] = x[i] + v[i];
+    if (x[i] < lo[i]) { x[i] = lo[i]; v[i] = -0.5 * v[i]; }
+    else if (x[i] > hi[i]) { x[i] = hi[i]; v[i] = -0.5 * v[i]; }
+  }
+  return 0;
+}
+
+/* Bounded SBX (Deb & Agrawal 1995) on genes a, b in place, as ga.lua's
+ * sbx did it: per gene, with probability 1/2 and when the parents differ
+ * by more than 1e-14, the two children of spread factor beta_q for one
+ * uniform r, clipped to [xl, xu], swapped with probability 1/2. */
+static void sbx(pdi_rng *r, int64_t n, double *a, double *b, const double *slo, const double *shi,
+                double eta) {
+  for (int64_t i = 0; i < n; i++) {
+    if (pdi_rng_uniform(r) <= 0.5) {
+      double x1 = a[i], x2 = b[i];
+      if (fabs(x1 - x2) > 1e-14) {
+        if (x1 > x2) { double t = x1; x1 = x2; x2 = t; }
+        double xl = slo[i], xu = shi[i];
+        double u = pdi_rng_uniform(r);
+        double beta = 1 + 2 * (x1 - xl) / (x2 - x1);
+        double alpha = 2 - pow(beta, -(eta + 1));
+        double bq = u <= 1 / alpha ? pow(u * alpha, 1 / (eta + 1)) : pow(1 / (2 - u * alpha), 1 / (eta + 1));
+        double c1 = 0.5 * (x1 + x2 - bq * (x2 - x1));
+        beta = 1 + 2 * (xu - x2) / (x2 - x1);
+        alpha = 2 - pow(beta, -(eta + 1));
+        bq = u <= 1 / alpha ? pow(u * alpha, 1 / (eta + 1)) : pow(1 / (2 - u * alpha), 1 / (eta + 1));
+        double c2 = 0.5 * (x1 + x2 + bq * (x2 - x1));
+        c1 = fmin(fmax(c1, xl), xu);
+        c2 = fmin(fmax(c2, xl), xu);
+        if (pdi_rng_uniform(r) <= 0.5) { a[i] = c2; b[i] = c1; }
+        else { a[i] = c1; b[i] = c2; }
+      }
+    }
+  }
+}
+
+/* Bounded polynomial mutation (Deb & Goyal 1996) of x in place: each gene
+ * with probability pm. */
+static void mutate(pdi_rng *r, int64_t n, double *x, const double *slo, const double *shi, double eta,
+                   double pm) {
+  double mp = 1 / (eta + 1);
+  for (int64_t i = 0; i < n; i++) {
+    if (pdi_rng_uniform(r) <= pm) {
+      double xl = slo[i], xu = shi[i];
+      double d1 = (x[i] - xl) / (xu - xl), d2 = (xu - x[i]) / (xu - xl);
+      double u = pdi_rng_uniform(r), dq;
+      if (u < 0.5) dq = pow(2 * u + (1 - 2 * u) * pow(1 - d1, eta + 1), mp) - 1;
+      else dq = 1 - pow(2 * (1 - u) + 2 * (u - 0.5) * pow(1 - d2, eta + 1), mp);
+      x[i] = fmin(fmax(x[i] + dq * (xu - xl), xl), xu);
+    }
+  }
+}
+
+/* optim.ga_pair(g, pa, pb, B, eta_c, pc, eta_m, pm) -> a, b, a2, b2: two
+ * children (a2, b2: copies of them, for the caller to hand out)
+ * of the parents pa, pb (lists of n genes, not modified): with probability
+ * pc (one uniform from g) bounded SBX of index eta_c, then polynomial
+ * mutation of index eta_m and per-gene probability pm of a, then of b,
+ * then each clipped to the box.  B is a 4 x n array: the operators' scale
+ * (rows 1, 2: xl, xu) and the box (rows 3, 4: lo, hi; infinite allowed).
+ * The draws from g are those ga.lua made gene by gene.
+ * Stack: [g, pa, pb, B, eta_c, pc, eta_m, pm] -> [a, b, a2, b2] */
+static int ga_pair(lua_State *L) {
+  pdi_rng *r = rngat(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  pdi_array *ba = pdi_array_check(L, 4);
+  int64_t n = ba->dims[1];
+  double *B = f64at(L, 4, 4, n);
+  double eta_c = luaL_checknumber(L, 5), pc = luaL_checknumber(L, 6);
+  double eta_m = luaL_checknumber(L, 7), pm = luaL_checknumber(L, 8);
+  lua_settop(L, 8);
+  double *a = scratch(L, (size_t)(2 * n)), *b = a + n;              /* [.., u] */
+  getlist(L, 2, (int)n, a);
+  getlist(L, 3, (int)n, b);
+  const double *slo = B, *shi = B + n, *lo = B + 2 * n, *hi = B + 3 * n;
+  if (pdi_rng_uniform(r) <= pc) sbx(r, n, a, b, slo, shi, eta_c);
+  mutate(r, n, a, slo, shi, eta_m, pm);
+  mutate(r, n, b, slo, shi, eta_m, pm);
+  for (int64_t i = 0; i < n; i++) {
+    if (a[i] < lo[i]) a[i] = lo[i]; else if (a[i] > hi[i]) a[i] = hi[i];
+    if (b[i] < lo[i]) b[i] = lo[i]; else if (b[i] > hi[i]) b[i] = hi[i];
+  }
+  for (int copy = 0; copy < 2; copy++) {
+    lua_createtable(L, (int)n, 0);                    /* [.., u, .., a] */
+    setlist(L, lua_gettop(L), (int)n, a);
+    lua_createtable(L, (int)n, 0);                    /* [.., u, .., a, b] */
+    setlist(L, lua_gettop(L), (int)n, b);
+  }
+  return 4;                                           /* [.., u, a, b, a2, b2] */
+}
+
+/* ======================================================================
+ * shared
+ * ====================================================================== */
+
+/* optim.rows(A, ids) -> list: rows ids[1], ids[2], ... of the 2-D f64
+ * array A as new lists.  Stack: [A, ids] -> [list] */
+static int rows(lua_State *L) {
+  pdi_array *a = pdi_array_check(L, 1);
+  luaL_argcheck(L, a->ndim == 2, 1, "needs a 2-D array");
+  int64_t m = a->dims[0], n = a->dims[1];
+  double *A = f64at(L, 1, m, n);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int k = (int)lua_rawlen(L, 2);
+  lua_createtable(L, k, 0);                           /* [A, ids, list] */
+  for (int j = 1; j <= k; j++) {
+    lua_rawgeti(L, 2, j);                             /* [A, ids, list, i] */
+    lua_Integer i = lua_tointeger(L, -1);
+    lua_pop(L, 1);                                    /* [A, ids, list] */
+    if (i < 1 || i > m) return luaL_argerror(L, 2, "row index out of range");
+    lua_createtable(L, (int)n, 0);                    /* [A, ids, list, row] */
+    setlist(L, lua_gettop(L), (int)n, A + (i - 1) * n);
+    lua_rawseti(L, -2, j);                            /* [A, ids, list] */
+  }
+  return 1;
+}
+
+/* optim.maxstd(P [, field]) -> s: the largest standard deviation of a
+ * coordinate over the points of P (population variance,
+ * s2/m - (s1/m)^2), its square root; 0 for no points.  P is an m x n f64
+ * array, or a list of points, each a list of n numbers or, with field, a
+ * table holding that list in P[k][field].
+ * Stack: [P, field?] -> [s] */
+static int maxstd(lua_State *L) {
+  double best = 0.0;
+  pdi_array *a = pdi_array_test(L, 1);
+  if (a) {
+    int64_t m = a->dims[0], n = a->ndim == 2 ? a->dims[1] : 1;
+    double *A = f64at(L, 1, m, a->ndim == 2 ? n : 0);
+    for (int64_t i = 0; i < n && m > 0; i++) {
+      double s1 = 0.0, s2 = 0.0;
+      for (int64_t k = 0; k < m; k++) { double v = A[k * n + i]; s1 += v; s2 += v * v; }
+      double var = s2 / (double)m - (s1 / (double)m) * (s1 / (double)m);
+      if (var > best) best = var;
+    }
+    lua_pushnumber(L, sqrt(best));
+    return 1;
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const char *field = luaL_optstring(L, 2, NULL);
+  lua_settop(L, 2);
+  int m = (int)lua_rawlen(L, 1);
+  if (m == 0) { lua_pushnumber(L, 0.0); return 1; }
+  lua_rawgeti(L, 1, 1);                               /* [P, f, p1] */
+  if (field) lua_getfield(L, -1, field);              /* [P, f, p1, x1] */
+  int n = (int)lua_rawlen(L, -1);
+  lua_settop(L, 2);
+  double *s1 = scratch(L, (size_t)(3 * n)), *s2 = s1 + n, *v = s2 + n;   /* [P, f, u] */
+  for (int i = 0; i < n; i++) s1[i] = s2[i] = 0.0;
+  for (int k = 1; k <= m; k++) {
+    lua_rawgeti(L, 1, k);                             /* [P, f, u, pk] */
+    if (field) { lua_getfield(L, -1, field); lua_remove(L, -2); }   /* [P, f, u, xk] */
+    getlist(L, lua_gettop(L), n, v);
+    lua_pop(L, 1);                                    /* [P, f, u] */
+    for (int i = 0; i < n; i++) { s1[i] += v[i]; s2[i] += v[i] * v[i]; }
+  }
+  for (int i = 0; i < n; i++) {
+    double var = s2[i] / m - (s1[i] / m) * (s1[i] / m);
+    if (var > best) best = var;
+  }
+  lua_pushnumber(L, sqrt(best));
+  return 1;
+}
+
+/* ======================================================================
  * opening
  * ====================================================================== */
 
 static const luaL_Reg optim_funcs[] = {
   {"cma_eigen", cma_eigen}, {"cma_ask", cma_ask}, {"cma_rank", cma_rank}, {"cma_tell", cma_tell},
+  {"pso_move", pso_move}, {"ga_pair", ga_pair}, {"rows", rows}, {"maxstd", maxstd},
   {NULL, NULL},
 };
 
