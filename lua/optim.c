@@ -74,22 +74,22 @@ static double *scratch(lua_State *L, size_t k) {
  * CMA-ES
  * ====================================================================== */
 
-/* optim.cma_eigen(C, Bt, BDt, D): the eigendecomposition behind the
- * sampling, into preallocated n x n f64 arrays.  C (covariance) is first
- * made exactly symmetric (its mean with its transpose, as pycma does before
- * decomposing).  Bt gets the eigenvectors as rows, eigenvalues ascending;
- * the list D their square roots (a non-positive eigenvalue is taken as
- * 1e-300); BDt = (B diag(D))^T, row k = D_k times eigenvector k.
- * C^(-1/2) = B diag(1/D) B^T is never formed: cma_tell applies it as
- * Bt^T (D^-1 (Bt y)).  Raises when LAPACK does not converge.
- * Stack: [C, Bt, BDt, D] -> [] */
+/* optim.cma_eigen(C, Bt, BDt, D) -> dmin, dmax: the eigendecomposition
+ * behind the sampling, into preallocated f64 arrays (C, Bt, BDt n x n, D of
+ * n).  C (covariance) is first made exactly symmetric (its mean with its
+ * transpose, as pycma does before decomposing).  Bt gets the eigenvectors
+ * as rows, eigenvalues ascending; D their square roots (a non-positive
+ * eigenvalue is taken as 1e-300); BDt = (B diag(D))^T, row k = D_k times
+ * eigenvector k.  C^(-1/2) = B diag(1/D) B^T is never formed: cma_tell
+ * applies it as Bt^T (D^-1 (Bt y)).  Returns the smallest and largest D.
+ * Raises when LAPACK does not converge.
+ * Stack: [C, Bt, BDt, D] -> [dmin, dmax] */
 static int cma_eigen(lua_State *L) {
   pdi_array *ca = pdi_array_check(L, 1);
   int64_t n = ca->dims[0];
   double *C = f64at(L, 1, n, n), *Bt = f64at(L, 2, n, n), *BDt = f64at(L, 3, n, n);
-  luaL_checktype(L, 4, LUA_TTABLE);
+  double *D = f64at(L, 4, n, 0);
   const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_eigen");
-  double *w = scratch(L, (size_t)n);                  /* [.., u] */
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = i + 1; j < n; j++) {
       double s = (C[i * n + j] + C[j * n + i]) / 2;
@@ -98,15 +98,21 @@ static int cma_eigen(lua_State *L) {
   memcpy(Bt, C, (size_t)(n * n) * sizeof(double));
   /* Row-major C read column-major is the same symmetric matrix; column k
    * of the column-major result (eigenvector k) is row k of Bt. */
-  lapack_int info = b->LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)n, Bt, (lapack_int)n, w);
+  lapack_int info = b->LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)n, Bt, (lapack_int)n, D);
   if (info != 0) return luaL_error(L, "cma_eigen: LAPACK dsyevd failed (info %d)", (int)info);
   for (int64_t k = 0; k < n; k++) {
-    double d = sqrt(w[k] > 0 ? w[k] : 1e-300);
-    w[k] = d;
+    double d = sqrt(D[k] > 0 ? D[k] : 1e-300);
+    D[k] = d;
     for (int64_t i = 0; i < n; i++) BDt[k * n + i] = d * Bt[k * n + i];
   }
-  setlist(L, 4, (int)n, w);
-  return 0;
+  double dmin = HUGE_VAL, dmax = -HUGE_VAL;
+  for (int64_t k = 0; k < n; k++) {
+    if (D[k] < dmin) dmin = D[k];
+    if (D[k] > dmax) dmax = D[k];
+  }
+  lua_pushnumber(L, dmin);
+  lua_pushnumber(L, dmax);
+  return 2;
 }
 
 /* pycma's BoundTransform for one coordinate with both bounds finite: the
@@ -132,35 +138,31 @@ static double box1(double x, double lb, double ub) {
   return x;
 }
 
-/* optim.cma_ask(Z, BDt, Y, X, mean, sigma, sv [, lo, hi, ilo, ihi])
- *   -> points
- * One generation's samples.  Z (lambda x n standard normals), BDt (n x n),
- * Y and X (lambda x n, overwritten): Y = Z BDt, so row k is y_k = B D z_k
- * (one gemm); X row k is the genotype mean + sigma sv .* y_k (sv: pycma's
- * coordinate-wise scaling sigma_vec, a list) mapped into the box [lo, hi]
- * (lists; -inf/inf for none) by pycma's transformation, which is the
- * identity on [ilo, ihi].  Without lo the box is all of R^n.  Returns the
- * rows of X as a new list of lists (the caller's to keep).
- * Stack: [Z, BDt, Y, X, mean, sigma, sv, lo?, hi?, ilo?, ihi?] -> [points] */
+/* optim.cma_ask(Z, BDt, Y, X, mean, sigma, sv [, box]) -> points: one
+ * generation's samples.  Z (lambda x n standard normals), BDt (n x n), Y
+ * and X (lambda x n, overwritten), mean and sv (n): Y = Z BDt, so row k is
+ * y_k = B D z_k (one gemm); X row k is the genotype mean + sigma sv .* y_k
+ * (sv: pycma's coordinate-wise scaling sigma_vec) mapped by pycma's box
+ * transformation into [lo, hi], the rows 1 and 2 of the 4 x n array box
+ * (-inf/inf for none), which is the identity on [ilo, ihi] (rows 3, 4).
+ * Without box, X = the genotypes.  Returns the rows of X as a new list of
+ * lists (the caller's to keep).
+ * Stack: [Z, BDt, Y, X, mean, sigma, sv, box?] -> [points] */
 static int cma_ask(lua_State *L) {
   pdi_array *za = pdi_array_check(L, 1);
   int64_t lam = za->dims[0], n = za->dims[1];
   double *Z = f64at(L, 1, lam, n), *BDt = f64at(L, 2, n, n), *Y = f64at(L, 3, lam, n);
-  double *X = f64at(L, 4, lam, n);
+  double *X = f64at(L, 4, lam, n), *m = f64at(L, 5, n, 0);
   double sigma = luaL_checknumber(L, 6);
+  double *sv = f64at(L, 7, n, 0);
   int bounded = !lua_isnoneornil(L, 8);
-  const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_ask");
-  lua_settop(L, 11);
-  double *m = scratch(L, (size_t)(6 * n));            /* [.., u] */
-  double *sv = m + n, *lo = m + 2 * n, *hi = m + 3 * n, *il = m + 4 * n, *iu = m + 5 * n;
-  getlist(L, 5, (int)n, m);
-  getlist(L, 7, (int)n, sv);
+  const double *lo = NULL, *hi = NULL, *il = NULL, *iu = NULL;
   if (bounded) {
-    getlist(L, 8, (int)n, lo);
-    getlist(L, 9, (int)n, hi);
-    getlist(L, 10, (int)n, il);
-    getlist(L, 11, (int)n, iu);
+    lo = f64at(L, 8, 4, n);
+    hi = lo + n, il = lo + 2 * n, iu = lo + 3 * n;
   }
+  const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_ask");
+  lua_settop(L, 8);
   if (lam > 0)
     b->cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)lam, (int)n, (int)n, 1.0, Z, (int)n,
                    BDt, (int)n, 0.0, Y, (int)n);
@@ -176,11 +178,11 @@ static int cma_ask(lua_State *L) {
       else x[i] = g;
     }
   }
-  lua_createtable(L, (int)lam, 0);                    /* [.., u, points] */
+  lua_createtable(L, (int)lam, 0);                    /* [.., points] */
   for (int64_t k = 0; k < lam; k++) {
-    lua_createtable(L, (int)n, 0);                    /* [.., u, points, x] */
+    lua_createtable(L, (int)n, 0);                    /* [.., points, x] */
     setlist(L, lua_gettop(L), (int)n, X + k * n);
-    lua_rawseti(L, -2, (int)k + 1);                   /* [.., u, points] */
+    lua_rawseti(L, -2, (int)k + 1);                   /* [.., points] */
   }
   return 1;
 }
@@ -228,44 +230,31 @@ static double numfield(lua_State *L, int idx, const char *k) {
   return v;
 }
 
-/* Read the list field k of the table at idx (n numbers) into v, and leave
- * the list on the stack for setlist.  Stack: [..] -> [.., list] */
-static int listfield(lua_State *L, int idx, const char *k, int n, double *v) {
-  lua_getfield(L, idx, k);                            /* [.., list] */
-  if (!lua_istable(L, -1)) luaL_error(L, "cma_tell: field %s is not a list", k);
-  getlist(L, lua_gettop(L), n, v);
-  return lua_gettop(L);
-}
-
-/* The array field k of the table at idx, r x c.  Stack: unchanged. */
-static double *arrfield(lua_State *L, int idx, const char *k, int64_t r, int64_t c) {
+/* The f64 array field k of the table at idx, r x c (c == 0: r elements),
+ * or NULL when the field is nil and optional.  The table keeps the array
+ * alive.  Stack: unchanged. */
+static double *arrfield(lua_State *L, int idx, const char *k, int64_t r, int64_t c, int optional) {
   lua_getfield(L, idx, k);                            /* [.., a] */
-  double *p = f64at(L, lua_gettop(L), r, c);
-  lua_pop(L, 1);                                      /* [..]: es still holds a */
+  double *p = NULL;
+  if (!(optional && lua_isnil(L, -1))) {
+    if (!pdi_array_test(L, -1)) luaL_error(L, "cma_tell: field %s is not an array", k);
+    p = f64at(L, lua_gettop(L), r, c);
+  }
+  lua_pop(L, 1);                                      /* [..] */
   return p;
 }
 
-/* z = D^-1 Bt y for an n-vector y: C^(-1/2) y expressed in the eigenbasis
- * (|z| = |C^(-1/2) y|, and Bt^T z = C^(-1/2) y). */
-static void whiten(const double *Bt, const double *D, int64_t n, const double *y, double *z) {
-  for (int64_t k = 0; k < n; k++) {
-    double s = 0.0;
-    const double *row = Bt + k * n;
-    for (int64_t i = 0; i < n; i++) s += row[i] * y[i];
-    z[k] = s / D[k];
-  }
-}
-
-/* optim.cma_tell(es, Y, order) -> ps2, moved, tolx, tolfacupx, noeffectcoord
+/* optim.cma_tell(es, Y, order)
+ *   -> ps2, moved, tolx, tolfacupx, noeffectcoord, noeffectaxis
  * The O(n^2) and O(n) part of a CMA-ES update (pycma's (mu_W, lambda)-aCMA
  * rule), on the fields of the strategy table es (stdlib/pd/optim/cmaes.lua):
- * arrays C (n x n, updated), Bt (eigenvectors as rows); lists weights
- * (lambda, by rank), D, sv (pycma's sigma_vec), mean, ps, pc, dC (receives
- * diag(C)), maxstd (or nil), stds0, xstag.x; numbers mu, sigma, sigma0,
- * cs, cc, mueff, c1, cmu, damps, chiN, countiter (counting this one),
- * tolx, tolfacupx, xstag_delta.  Y: the lambda x n steps
- * y_k = (g_k - m) / (sigma sv) in sample order; order: the sample index of
- * each rank (cma_rank).
+ * f64 arrays C (n x n, updated), Bt (eigenvectors as rows), and of n
+ * elements D, sv (pycma's sigma_vec), mean, ps, pc, dC (receives diag(C)),
+ * maxstd (or nil), stds0, xref (the tolxstagnation reference); the list
+ * weights (lambda, by rank); numbers mu, sigma, sigma0, cs, cc, mueff, c1,
+ * cmu, damps, chiN, countiter (counting this one), tolx, tolfacupx,
+ * xstag_delta.  Y: the lambda x n steps y_k = (g_k - m) / (sigma sv) in
+ * sample order; order: the sample index of each rank (cma_rank).
  *   m     <- m + sigma sv .* y_w,      y_w = sum_{r <= mu} w_r y_r:lambda
  *   ps    <- (1 - cs) ps + sqrt(cs (2 - cs) mueff) C^(-1/2) y_w
  *   pc    <- (1 - cc) pc + hsig sqrt(cc (2 - cc) mueff) y_w
@@ -277,12 +266,13 @@ static void whiten(const double *Bt, const double *D, int64_t n, const double *y
  * Then the coordinate-wise standard deviations s_k = sigma sv_k sqrt(C_kk)
  * are held at most maxstd_k by scaling sv_k (pycma's _stds_into_limits, a
  * slack of exp(1e-4) in the first two iterations), and es.sigma and
- * es.top_std (the largest s_k) are set.  xstag.x is replaced by the mean
- * when they are further apart than xstag_delta (moved: true).  The flags
- * are pycma's coordinate-wise termination tests: all s_k and
- * |sigma sv_k pc_k| below tolx; some s_k above sigma0 stds0_k tolfacupx;
- * some m_k + 0.2 s_k == m_k.
- * Stack: [es, Y, order] -> [ps2, moved, tolx, tolfacupx, noeffectcoord] */
+ * es.top_std (the largest s_k) are set.  xref takes the mean when they are
+ * further apart than xstag_delta (moved: true).  The flags are pycma's
+ * tests on the new state: all s_k and |sigma sv_k pc_k| below tolx; some
+ * s_k above sigma0 stds0_k tolfacupx; some m_k + 0.2 s_k == m_k; and
+ * m + 0.1 sigma D_i sv .* b_i == m for the eigenvector b_i, i = countiter
+ * mod n (0-based).
+ * Stack: [es, Y, order] -> [ps2, moved, tolx, tolfacupx, noeffectcoord, noeffectaxis] */
 static int cma_tell(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   pdi_array *ya = pdi_array_check(L, 2);
@@ -290,7 +280,12 @@ static int cma_tell(lua_State *L) {
   lua_settop(L, 3);
   int64_t lam = ya->dims[0], n = ya->dims[1];
   double *Y = f64at(L, 2, lam, n);
-  double *C = arrfield(L, 1, "C", n, n), *Bt = arrfield(L, 1, "Bt", n, n);
+  double *C = arrfield(L, 1, "C", n, n, 0), *Bt = arrfield(L, 1, "Bt", n, n, 0);
+  double *D = arrfield(L, 1, "D", n, 0, 0), *sv = arrfield(L, 1, "sv", n, 0, 0);
+  double *m = arrfield(L, 1, "mean", n, 0, 0), *ps = arrfield(L, 1, "ps", n, 0, 0);
+  double *pc = arrfield(L, 1, "pc", n, 0, 0), *dC = arrfield(L, 1, "dC", n, 0, 0);
+  double *s0 = arrfield(L, 1, "stds0", n, 0, 0), *xr = arrfield(L, 1, "xref", n, 0, 0);
+  double *mx = arrfield(L, 1, "maxstd", n, 0, 1);
   int mu = (int)numfield(L, 1, "mu");
   if (mu < 1 || mu > lam) return luaL_error(L, "cma_tell: mu out of range");
   double sigma = numfield(L, 1, "sigma"), sigma0 = numfield(L, 1, "sigma0");
@@ -301,30 +296,16 @@ static int cma_tell(lua_State *L) {
   double xdelta = numfield(L, 1, "xstag_delta");
   const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_tell");
   size_t ln = (size_t)(lam * n);
-  double *w = scratch(L, (size_t)lam + 13 * (size_t)n + 2 * ln);   /* [es, Y, order, u] */
-  double *D = w + lam, *sv = D + n, *m = sv + n, *ps = m + n, *pc = ps + n, *dC = pc + n;
-  double *mx = dC + n, *s0 = mx + n, *xr = s0 + n, *yw = xr + n, *zw = yw + n, *z = zw + n;
-  double *t = z + n, *Ys = t + n, *W = Ys + ln;
-  listfield(L, 1, "weights", (int)lam, w);            /* [.., weights] */
-  listfield(L, 1, "D", (int)n, D);                    /* [.., weights, D] */
-  int i_sv = listfield(L, 1, "sv", (int)n, sv);
-  int i_m = listfield(L, 1, "mean", (int)n, m);
-  int i_ps = listfield(L, 1, "ps", (int)n, ps);
-  int i_pc = listfield(L, 1, "pc", (int)n, pc);
-  int i_dC = listfield(L, 1, "dC", (int)n, dC);
-  listfield(L, 1, "stds0", (int)n, s0);
-  lua_getfield(L, 1, "maxstd");                       /* [.., maxstd|nil] */
-  int bounded = lua_istable(L, -1);
-  if (bounded) getlist(L, lua_gettop(L), (int)n, mx);
-  lua_getfield(L, 1, "xstag");                        /* [.., xstag] */
-  luaL_checktype(L, -1, LUA_TTABLE);
-  lua_getfield(L, -1, "x");                           /* [.., xstag, xref] */
-  int i_xr = lua_gettop(L);
-  getlist(L, i_xr, (int)n, xr);
+  double *w = scratch(L, (size_t)lam + 3 * (size_t)n + 3 * ln);   /* [es, Y, order, u] */
+  double *yw = w + lam, *t = yw + n, *zw = t + n, *Ys = zw + n, *W = Ys + ln, *Zn = W + ln;
+  lua_getfield(L, 1, "weights");                      /* [.., u, weights] */
+  if (!lua_istable(L, -1)) return luaL_error(L, "cma_tell: field weights is not a list");
+  getlist(L, lua_gettop(L), (int)lam, w);
+  lua_pop(L, 1);                                      /* [.., u] */
   for (int64_t r = 0; r < lam; r++) {                 /* the steps in rank order */
-    lua_rawgeti(L, 3, (int)r + 1);                    /* [.., k] */
+    lua_rawgeti(L, 3, (int)r + 1);                    /* [.., u, k] */
     lua_Integer k = lua_tointeger(L, -1);
-    lua_pop(L, 1);                                    /* [..] */
+    lua_pop(L, 1);                                    /* [.., u] */
     if (k < 1 || k > lam) return luaL_argerror(L, 3, "sample index out of range");
     memcpy(Ys + r * n, Y + (k - 1) * n, (size_t)n * sizeof(double));
   }
@@ -335,10 +316,9 @@ static int cma_tell(lua_State *L) {
     for (int64_t i = 0; i < n; i++) yw[i] += w[r] * Ys[r * n + i];
   for (int64_t i = 0; i < n; i++) m[i] += sigma * sv[i] * yw[i];
   /* step-size path: zw = C^(-1/2) y_w = Bt^T (D^-1 Bt y_w) */
-  whiten(Bt, D, n, yw, t);
-  for (int64_t i = 0; i < n; i++) zw[i] = 0.0;
-  for (int64_t k = 0; k < n; k++)
-    for (int64_t i = 0; i < n; i++) zw[i] += t[k] * Bt[k * n + i];
+  b->cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)n, 1.0, Bt, (int)n, yw, 1, 0.0, t, 1);
+  for (int64_t k = 0; k < n; k++) t[k] /= D[k];
+  b->cblas_dgemv(CblasRowMajor, CblasTrans, (int)n, (int)n, 1.0, Bt, (int)n, t, 1, 0.0, zw, 1);
   double a = sqrt(cs * (2 - cs) * mueff), ps2 = 0.0;
   for (int64_t i = 0; i < n; i++) {
     ps[i] = (1 - cs) * ps[i] + a * zw[i];
@@ -348,16 +328,25 @@ static int cma_tell(lua_State *L) {
   /* covariance path */
   double bc = hsig * sqrt(cc * (2 - cc) * mueff);
   for (int64_t i = 0; i < n; i++) pc[i] = (1 - cc) * pc[i] + bc * yw[i];
-  /* covariance: decay, rank mu with the active weights, rank one */
+  /* covariance: decay, rank mu with the active weights (their lengths
+   * |C^(-1/2) y_r| = |D^-1 Bt y_r| from one gemm), rank one */
   double c1a = c1 * (1 - (1 - hsig) * cc * (2 - cc)), wsum = 0.0;
-  for (int64_t r = 0; r < lam; r++) wsum += w[r];
+  int64_t first_neg = lam;
+  for (int64_t r = 0; r < lam; r++) {
+    wsum += w[r];
+    if (w[r] < 0 && first_neg == lam) first_neg = r;
+  }
+  int64_t nneg = lam - first_neg;                     /* weights fall with the rank */
+  if (nneg > 0)
+    b->cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nneg, (int)n, (int)n, 1.0,
+                   Ys + first_neg * n, (int)n, Bt, (int)n, 0.0, Zn, (int)n);
   for (int64_t r = 0; r < lam; r++) {
     double wr = w[r];
     const double *y = Ys + r * n;
     if (wr < 0) {
-      whiten(Bt, D, n, y, z);
+      const double *z = Zn + (r - first_neg) * n;
       double s2 = 0.0;
-      for (int64_t k = 0; k < n; k++) s2 += z[k] * z[k];
+      for (int64_t k = 0; k < n; k++) s2 += (z[k] / D[k]) * (z[k] / D[k]);
       double nz = sqrt(s2) + 1e-9;
       wr *= (double)n / (nz * nz);
     }
@@ -374,10 +363,10 @@ static int cma_tell(lua_State *L) {
   sigma *= exp(ls);
   /* standard deviations into [0, maxstd]; termination flags */
   double slack = iter <= 2 ? exp(1e-4) : 1, top = 0.0;
-  int ftolx = 1, fup = 0, fcoord = 0;
+  int ftolx = 1, fup = 0, fcoord = 0, faxis = 1;
   for (int64_t k = 0; k < n; k++) {
     double sd = sigma * sv[k] * sqrt(dC[k]);
-    if (bounded && sd > mx[k] * slack) {
+    if (mx && sd > mx[k] * slack) {
       sv[k] *= mx[k] / sd;
       sd = sigma * sv[k] * sqrt(dC[k]);
     }
@@ -387,17 +376,17 @@ static int cma_tell(lua_State *L) {
     volatile double moved = m[k] + 0.2 * sd;          /* no excess precision */
     if (moved == m[k]) fcoord = 1;
   }
+  int64_t ax = (int64_t)fmod(iter, (double)n);
+  for (int64_t k = 0; k < n; k++) {
+    volatile double moved = m[k] + 0.1 * sigma * D[ax] * sv[k] * Bt[ax * n + k];
+    if (moved != m[k]) { faxis = 0; break; }
+  }
   /* the mean's movement, for tolxstagnation */
   double d2 = 0.0;
   for (int64_t i = 0; i < n; i++) d2 += (xr[i] - m[i]) * (xr[i] - m[i]);
   int xmoved = sqrt(d2) > xdelta;
+  if (xmoved) memcpy(xr, m, (size_t)n * sizeof(double));
 
-  setlist(L, i_sv, (int)n, sv);
-  setlist(L, i_m, (int)n, m);
-  setlist(L, i_ps, (int)n, ps);
-  setlist(L, i_pc, (int)n, pc);
-  setlist(L, i_dC, (int)n, dC);
-  if (xmoved) setlist(L, i_xr, (int)n, m);
   lua_pushnumber(L, sigma);
   lua_setfield(L, 1, "sigma");
   lua_pushnumber(L, top);
@@ -407,7 +396,8 @@ static int cma_tell(lua_State *L) {
   lua_pushboolean(L, ftolx);
   lua_pushboolean(L, fup);
   lua_pushboolean(L, fcoord);
-  return 5;
+  lua_pushboolean(L, faxis);
+  return 6;
 }
 
 /* ======================================================================

@@ -181,28 +181,33 @@ function M.new(opts)
   local self = setmetatable({}, ES)
   for k, v in pairs(p) do self[k] = v end
   self.n = n
+  -- The state the native kernels (lua/optim.c) work on is f64 arrays:
+  -- the vectors mean, ps, pc, D, dC, sv, stds0, maxstd and xref of n, the
+  -- matrices C, Bt and BDt of n x n.
   self.x0 = {}
-  self.mean = {}
+  local mean = {}
   for i = 1, n do
-    self.mean[i] = opts.x0 and opts.x0[i] or 0.0
-    self.x0[i] = self.mean[i]
+    mean[i] = opts.x0 and opts.x0[i] or 0.0
+    self.x0[i] = mean[i]
   end
   self.sigma0 = opts.sigma0 or 1.0
   self.sigma = self.sigma0
   local stds = opts.stds
-  self.D, self.pc, self.ps = {}, {}, {}
-  local var, ones = {}, {}
+  local D, var, ones = {}, {}, {}
   for i = 1, n do
     local s = stds and stds[i] or 1.0
-    self.D[i], var[i], ones[i] = s, s * s, 1.0
-    self.pc[i], self.ps[i] = 0.0, 0.0
+    D[i], var[i], ones[i] = s, s * s, 1.0
   end
-  self.C = la.diag_matrix(n, var)        -- covariance (pd.array)
+  self.C = la.diag_matrix(n, var)        -- covariance
   self.Bt = la.diag_matrix(n, ones)      -- its eigenvectors, as rows
-  self.BDt = la.diag_matrix(n, self.D)   -- (B D)': the sampling transform
-  self.dC = var                          -- diag(C), kept by cma_tell
-  self.stds0 = {}
-  for i = 1, n do self.stds0[i] = self.D[i] end
+  self.BDt = la.diag_matrix(n, D)        -- (B D)': the sampling transform
+  self.D = la.vector(D)                  -- sqrt of C's eigenvalues
+  self.Dmin, self.Dmax = huge, -huge
+  for i = 1, n do self.Dmin, self.Dmax = min(self.Dmin, D[i]), max(self.Dmax, D[i]) end
+  self.dC = la.vector(var)               -- diag(C), kept by cma_tell
+  self.stds0 = la.vector(D)
+  self.ps, self.pc = la.vector(n), la.vector(n)
+  self.sv = la.vector(ones)              -- pycma's sigma_vec: all 1 unless maxstd binds
   if opts.lower or opts.upper then
     self.lower, self.upper = {}, {}
     for i = 1, n do
@@ -210,15 +215,14 @@ function M.new(opts)
       self.upper[i] = opts.upper and opts.upper[i] or huge
     end
   end
-  self.sv = ones                          -- pycma's sigma_vec: all 1 unless maxstd binds
   if self.lower then
     -- pycma's maxstd with bounds: (ub - lb) / 3 (option maxstd_boundrange)
-    self.maxstd = {}
-    for i = 1, n do self.maxstd[i] = (self.upper[i] - self.lower[i]) / 3 end
+    local mx = {}
+    for i = 1, n do mx[i] = (self.upper[i] - self.lower[i]) / 3 end
+    self.maxstd = la.vector(mx)
     -- x0 is a point of the box; the strategy's mean is its genotype
     -- (pycma: gp.geno(x0, from_bounds=BoundTransform.inverse))
-    local g = untransform(self, self.mean)
-    for i = 1, n do self.mean[i] = g[i] end
+    mean = untransform(self, mean)
     -- where the bound transformation is the identity: [lb + al, ub - au]
     self.inner_lo, self.inner_hi = {}, {}
     for i = 1, n do
@@ -230,7 +234,14 @@ function M.new(opts)
         self.inner_lo[i], self.inner_hi[i] = l, u
       end
     end
+    -- the same as rows of one array for cma_ask: lo, hi, inner lo, inner hi
+    self.box = la.matrix(4, n)
+    for i = 1, n do
+      self.box:set(1, i, self.lower[i]); self.box:set(2, i, self.upper[i])
+      self.box:set(3, i, self.inner_lo[i]); self.box:set(4, i, self.inner_hi[i])
+    end
   end
+  self.mean = la.vector(mean)
   self.rng = opts.rng or la.rng(opts.seed or 0)
   self.countiter, self.countevals = 0, 0
   -- The eigendecomposition (O(n^3), the one cost that grows faster than
@@ -251,8 +262,8 @@ function M.new(opts)
   self.eigen_iter = 0
   -- tolxstagnation: [1e-9, 20, 0.1], the mean moved less than 1e-9 over
   -- 20 + 0.1 * iterations iterations
-  self.xstag = { x = {}, count = 0, count_x = 0 }
-  for i = 1, n do self.xstag.x[i] = self.mean[i] end
+  self.xstag = { count = 0, count_x = 0 }
+  self.xref = la.vector(mean)
   self.best_evals = 0
   for k, v in pairs(DEFAULTS) do self[k] = opts[k] or v end
   self.tolstagnation = opts.tolstagnation or floor(100 + 100 * n ^ 1.5 / self.lambda)
@@ -277,7 +288,7 @@ end
 ---------------------------------------------------------------------------
 
 local function update_eigen(self)
-  K.cma_eigen(self.C, self.Bt, self.BDt, self.D)
+  self.Dmin, self.Dmax = K.cma_eigen(self.C, self.Bt, self.BDt, self.D)
   self.eigen_iter = self.countiter
 end
 
@@ -291,13 +302,7 @@ function ES:ask()
   local n, lam, mean, sigma = self.n, self.lambda, self.mean, self.sigma
   local Z = self.rng:normals(lam, n)
   local Yarr, Xarr = la.matrix(lam, n), la.matrix(lam, n)
-  local X
-  if self.lower then
-    X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma, self.sv, self.lower, self.upper,
-                  self.inner_lo, self.inner_hi)
-  else
-    X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma, self.sv)
-  end
+  local X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma, self.sv, self.box)
   -- injected points (immigrate): they take the places of the last samples
   -- (unranked, so any places would do); X is the point itself, its step
   -- y = (g - m) / sigma is clipped to a Mahalanobis length of at most
@@ -312,11 +317,12 @@ function ES:ask()
       local x = {}
       for i = 1, n do x[i] = inj[j][i] end
       local g = untransform(self, x)
-      local y = {}
-      for i = 1, n do y[i] = (g[i] - mean[i]) / (sigma * self.sv[i]) end
+      local y, m, sv = {}, mean:totable(), self.sv:totable()
+      for i = 1, n do y[i] = (g[i] - m[i]) / (sigma * sv[i]) end
       local z = la.rows_times({ y }, self.Bt:T())[1]    -- Bt y
       local len = 0.0
-      for i = 1, n do len = len + (z[i] / self.D[i]) ^ 2 end    -- |C^-1/2 y|^2
+      local D = self.D:totable()
+      for i = 1, n do len = len + (z[i] / D[i]) ^ 2 end    -- |C^-1/2 y|^2
       len = sqrt(len)
       if len > cap then
         for i = 1, n do y[i] = y[i] * cap / len end
@@ -344,7 +350,7 @@ local function median(t, a, b)
   return (s[m / 2] + s[m / 2 + 1]) / 2
 end
 
-local function check_stop(self, fs, tolx, tolfacupx, noeffectcoord)
+local function check_stop(self, fs, tolx, tolfacupx, noeffectcoord, noeffectaxis)
   local n = self.n
   if self.target and self.best_f <= self.target then return "target" end
   if self.countevals >= self.budget then return "budget" end
@@ -358,33 +364,17 @@ local function check_stop(self, fs, tolx, tolfacupx, noeffectcoord)
   end
   if fs[#fs] - fs[1] < self.tolfun and hmax - hmin < self.tolfun then return "tolfun" end
   if #h > 9 and hmax - hmin < self.tolfunhist then return "tolfunhist" end
-  -- tolx, tolfacupx and noeffectcoord: the coordinate-wise tests on the
-  -- standard deviations sigma sv_k sqrt(C_kk), done by cma_tell
-  local sigma, sv, mean = self.sigma, self.sv, self.mean
+  -- tolx, tolfacupx, noeffectcoord and noeffectaxis (one principal axis
+  -- an iteration, in turn) are tested by cma_tell on the new state
   if tolx then return "tolx" end
-  local D = self.D
-  local dmax, dmin = -huge, huge
-  for i = 1, n do
-    local d = D[i]
-    if d > dmax then dmax = d end
-    if d < dmin then dmin = d end
-  end
+  local dmax, dmin = self.Dmax, self.Dmin
   if dmax * dmax > self.tolconditioncov * dmin * dmin then return "conditioncov" end
-  -- no effect along a principal axis (one axis an iteration, in turn)
-  local i = self.countiter % n + 1
-  local same = 0
-  local bi = self.Bt:row(i):totable()      -- eigenvector i
-  local a = 0.1 * sigma * D[i]
-  for k = 1, n do
-    local m = mean[k]
-    if m == m + a * sv[k] * bi[k] then same = same + 1 end
-  end
-  if same == n then return "noeffectaxis" end
+  if noeffectaxis then return "noeffectaxis" end
   if noeffectcoord then return "noeffectcoord" end
   if self.flatcount > self.tolflatfitness then return "tolflatfitness" end
   local xs = self.xstag
   if xs.count - xs.count_x > 20 + 0.1 * xs.count then return "tolxstagnation" end
-  if sigma / dmax > self.sigma0 * self.tolupsigma then return "tolupsigma" end
+  if self.sigma / dmax > self.sigma0 * self.tolupsigma then return "tolupsigma" end
   if tolfacupx then return "tolfacupx" end
   -- stagnation: the best was found in the first half of the stagnation
   -- period, and the recent medians of best and median f (recorded every 5
@@ -453,10 +443,10 @@ function ES:tell(X, F)
   local xs = self.xstag
   xs.count = xs.count + 1
   self.xstag_delta = 1e-9 * sqrt(max(1, (xs.count - xs.count_x) / (20 + 0.1 * xs.count)))
-  local _, moved, tolx, tolfacupx, noeffectcoord = K.cma_tell(self, Yarr, idx)
+  local _, moved, tolx, tolfacupx, noeffectcoord, noeffectaxis = K.cma_tell(self, Yarr, idx)
   if moved then xs.count_x = xs.count end
 
-  self.stop = check_stop(self, fs, tolx, tolfacupx, noeffectcoord)
+  self.stop = check_stop(self, fs, tolx, tolfacupx, noeffectcoord, noeffectaxis)
   return self.stop
 end
 
@@ -498,12 +488,12 @@ function ES:best() return self.best_x, self.best_f end
 function ES:spread()
   if self.top_std then return self.top_std end
   local n, m = self.n, 0.0
-  local dC, sv = self.dC, self.sv
+  local dC, sv = self.dC:totable(), self.sv:totable()
   for i = 1, n do m = max(m, sv[i] * sv[i] * dC[i]) end
   return self.sigma * sqrt(m)
 end
 
 --- The current mean, mapped into the bounds.
-function ES:mean_x() return transform(self, self.mean) end
+function ES:mean_x() return transform(self, self.mean:totable()) end
 
 return M

@@ -84,6 +84,14 @@ M.kernels = A.optim
 --- A new m-by-n matrix (zeros).
 function M.matrix(m, n) return A.zeros(m, n) end
 
+--- A new f64 vector: n zeros, or the elements of the list t.
+function M.vector(t)
+  if type(t) == "number" then return A.zeros(t) end
+  local v = A.zeros(#t)
+  for i = 1, #t do v:set(i, t[i]) end
+  return v
+end
+
 --- n-by-n diagonal matrix with diagonal d (a list).
 function M.diag_matrix(n, d)
   local m = A.zeros(n, n)
@@ -111,6 +119,7 @@ end
 -- matrix back, bit for bit.
 function M.is_matrix(v) return A.isarray(v) end
 function M.pack(m)
+  if m:ndim() == 1 then return { __matrix = m:totable(), rows = #m } end   -- a vector
   local r, c = m:shape()
   local flat, k = {}, 0
   for i = 1, r do
@@ -119,6 +128,7 @@ function M.pack(m)
   return { __matrix = flat, rows = r, cols = c }
 end
 function M.unpack(t)
+  if not t.cols then return M.vector(t.__matrix) end
   local m = A.zeros(t.rows, t.cols)
   local k = 0
   for i = 1, t.rows do
