@@ -270,7 +270,13 @@ function M.new(opts)
   self.maxiter = opts.maxiter or floor(100 + 150 * (n + 3) ^ 2 / sqrt(self.lambda))
   self.budget = opts.budget or huge
   self.target = opts.target
-  self.hist, self.histbest, self.histmedian = {}, {}, {}
+  -- histories: hist, the last floor(10 + 30 n / lambda) best values of a
+  -- generation (only their range matters: a ring, next write at hist_pos);
+  -- histbest and histmedian, the best and median every 5 iterations,
+  -- oldest first (pycma keeps them newest first)
+  self.hist, self.hist_pos = {}, 1
+  self.hist_len = max(1, floor(10 + 30 * n / self.lambda))
+  self.histbest, self.histmedian = {}, {}
   self.flatcount = 0
   self.best_f = huge
   self.best_x = nil
@@ -383,11 +389,12 @@ local function check_stop(self, fs, tolx, tolfacupx, noeffectcoord, noeffectaxis
   local l = max(self.tolstagnation / 5 / 2, #hb / 10)
   if l <= self.countiter then
     l = floor(l)
+    local e = #hb          -- newest first, pycma's [:l] is e - l + 1 .. e
     if self.countiter > n * (5 + 100 / self.lambda)
        and (self.countevals - self.best_evals) / self.lambda > self.tolstagnation / 2
        and #hb > 100 and 2 * l < #hb
-       and median(hm, 1, l) >= median(hm, l + 1, 2 * l)
-       and median(hb, 1, l) >= median(hb, l + 1, 2 * l) then
+       and median(hm, e - l + 1, e) >= median(hm, e - 2 * l + 1, e - l)
+       and median(hb, e - l + 1, e) >= median(hb, e - 2 * l + 1, e - l) then
       return "tolstagnation"
     end
   end
@@ -426,12 +433,14 @@ function ES:tell(X, F)
   if fs[1] < fs[floor(0.75 * lam) + 1] then self.flatcount = 0
   else self.flatcount = self.flatcount + 1 end
   -- histories (newest first)
-  table.insert(self.hist, 1, fs[1])
-  if #self.hist > 10 + 30 * n / lam then table.remove(self.hist) end
+  local pos = self.hist_pos
+  self.hist[pos] = fs[1]
+  self.hist_pos = pos % self.hist_len + 1
   if self.countiter % 5 == 0 then
-    table.insert(self.histbest, 1, fs[1])
-    table.insert(self.histmedian, 1, median(fs, 1, lam))
-    if #self.histbest > 2e4 then table.remove(self.histbest); table.remove(self.histmedian) end
+    local hb, hm = self.histbest, self.histmedian
+    hb[#hb + 1] = fs[1]
+    hm[#hm + 1] = median(fs, 1, lam)
+    if #hb > 2e4 then table.remove(hb, 1); table.remove(hm, 1) end
   end
   -- mean, paths, covariance and step size in one native step
   -- (lua/optim.c cma_tell: rank one, rank mu, active negative weights

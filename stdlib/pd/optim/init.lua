@@ -553,8 +553,6 @@ end
 -- The driver
 ---------------------------------------------------------------------------
 
-local copy = la.copy
-
 -- Start a group's next CMA-ES run after a stop (IPOP or BIPOP), or return
 -- false when no restart is left.
 local function restart(g, S, spec, budget_left, target)
@@ -832,7 +830,7 @@ local function run(f, spec, sign)
         g.algo:tell(sl[3], F)
         g.evals = g.evals + #F
         local bx, bf = g.algo:best()
-        if bf < g.best_f then g.best_f, g.best_x = bf, copy(bx) end
+        if bf < g.best_f then g.best_f, g.best_x = bf, la.copy(bx) end
         if g.algo.countiter > before then
           g.iter = g.iter + 1
           local mean = g.sum / g.count
