@@ -293,6 +293,10 @@ end
 -- Ask
 ---------------------------------------------------------------------------
 
+-- Per strategy, the arrays a generation is sampled into (not part of the
+-- state: a checkpoint has no pending generation).
+local buffers = setmetatable({}, { __mode = "k" })
+
 local function update_eigen(self)
   self.Dmin, self.Dmax = K.cma_eigen(self.C, self.Bt, self.BDt, self.D)
   self.eigen_iter = self.countiter
@@ -306,8 +310,17 @@ function ES:ask()
     update_eigen(self)
   end
   local n, lam, mean, sigma = self.n, self.lambda, self.mean, self.sigma
-  local Z = self.rng:normals(lam, n)
-  local Yarr, Xarr = la.matrix(lam, n), la.matrix(lam, n)
+  -- the generation's arrays: two sets used in turn, so that the last
+  -- generation's points (last_x, for emigrants) stay valid through the next
+  local b = buffers[self]
+  if not b then
+    b = { Z = la.matrix(lam, n), Y = { la.matrix(lam, n), la.matrix(lam, n) },
+          X = { la.matrix(lam, n), la.matrix(lam, n) }, k = 1 }
+    buffers[self] = b
+  end
+  b.k = 3 - b.k
+  local Z, Yarr, Xarr = b.Z, b.Y[b.k], b.X[b.k]
+  self.rng.g:normal(0, 1, Z)          -- as rng:normals(lam, n), filled in place
   local X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma, self.sv, self.box)
   -- injected points (immigrate): they take the places of the last samples
   -- (unranked, so any places would do); X is the point itself, its step
