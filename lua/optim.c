@@ -117,10 +117,9 @@ static int cma_eigen(lua_State *L) {
 
 /* pycma's BoundTransform for one coordinate with both bounds finite: the
  * identity on [lb + al, ub - au], quadratic in the margins, reflected and
- * periodic outside (cmaes.lua's box, which the specs test). */
-static double box1(double x, double lb, double ub) {
-  double al = fmin((ub - lb) / 2, (1 + fabs(lb)) / 20);
-  double au = fmin((ub - lb) / 2, (1 + fabs(ub)) / 20);
+ * periodic outside (cmaes.lua's box, which the specs test), with the
+ * margins al = min((ub - lb)/2, (1 + |lb|)/20), au likewise. */
+static double box1(double x, double lb, double ub, double al, double au) {
   if (x < lb - 2 * al - (ub - lb) / 2 || x > ub + 2 * au + (ub - lb) / 2) {
     double r = 2 * (ub - lb + al + au);
     double s = lb - 2 * al - (ub - lb) / 2;
@@ -143,8 +142,9 @@ static double box1(double x, double lb, double ub) {
  * and X (lambda x n, overwritten), mean and sv (n): Y = Z BDt, so row k is
  * y_k = B D z_k (one gemm); X row k is the genotype mean + sigma sv .* y_k
  * (sv: pycma's coordinate-wise scaling sigma_vec) mapped by pycma's box
- * transformation into [lo, hi], the rows 1 and 2 of the 4 x n array box
- * (-inf/inf for none), which is the identity on [ilo, ihi] (rows 3, 4).
+ * transformation into [lo, hi], the rows 1 and 2 of the array box
+ * (-inf/inf for none), which is the identity on [ilo, ihi] (rows 3, 4);
+ * rows 5 and 6 hold the margins al, au of box1 (6 x n in all).
  * Without box, X = the genotypes.  Returns the rows of X as a new list of
  * lists (the caller's to keep).
  * Stack: [Z, BDt, Y, X, mean, sigma, sv, box?] -> [points] */
@@ -156,10 +156,10 @@ static int cma_ask(lua_State *L) {
   double sigma = luaL_checknumber(L, 6);
   double *sv = f64at(L, 7, n, 0);
   int bounded = !lua_isnoneornil(L, 8);
-  const double *lo = NULL, *hi = NULL, *il = NULL, *iu = NULL;
+  const double *lo = NULL, *hi = NULL, *il = NULL, *iu = NULL, *al = NULL, *au = NULL;
   if (bounded) {
-    lo = f64at(L, 8, 4, n);
-    hi = lo + n, il = lo + 2 * n, iu = lo + 3 * n;
+    lo = f64at(L, 8, 6, n);
+    hi = lo + n, il = lo + 2 * n, iu = lo + 3 * n, al = lo + 4 * n, au = lo + 5 * n;
   }
   const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_ask");
   lua_settop(L, 8);
@@ -172,7 +172,7 @@ static int cma_ask(lua_State *L) {
     for (int64_t i = 0; i < n; i++) {
       double g = m[i] + sigma * sv[i] * y[i];
       if (!bounded || (g >= il[i] && g <= iu[i])) x[i] = g;       /* the identity part */
-      else if (lo[i] > -HUGE_VAL && hi[i] < HUGE_VAL) x[i] = box1(g, lo[i], hi[i]);
+      else if (lo[i] > -HUGE_VAL && hi[i] < HUGE_VAL) x[i] = box1(g, lo[i], hi[i], al[i], au[i]);
       else if (lo[i] > -HUGE_VAL && g < lo[i]) x[i] = lo[i] + (lo[i] - g);   /* a lone bound */
       else if (hi[i] < HUGE_VAL && g > hi[i]) x[i] = hi[i] - (g - hi[i]);
       else x[i] = g;

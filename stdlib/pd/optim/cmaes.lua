@@ -234,11 +234,15 @@ function M.new(opts)
         self.inner_lo[i], self.inner_hi[i] = l, u
       end
     end
-    -- the same as rows of one array for cma_ask: lo, hi, inner lo, inner hi
-    self.box = la.matrix(4, n)
+    -- the same as rows of one array for cma_ask: lo, hi, inner lo, inner
+    -- hi, and box()'s margins al, au
+    self.box = la.matrix(6, n)
     for i = 1, n do
-      self.box:set(1, i, self.lower[i]); self.box:set(2, i, self.upper[i])
+      local l, u = self.lower[i], self.upper[i]
+      self.box:set(1, i, l); self.box:set(2, i, u)
       self.box:set(3, i, self.inner_lo[i]); self.box:set(4, i, self.inner_hi[i])
+      self.box:set(5, i, min((u - l) / 2, (1 + abs(l)) / 20))
+      self.box:set(6, i, min((u - l) / 2, (1 + abs(u)) / 20))
     end
   end
   self.mean = la.vector(mean)
