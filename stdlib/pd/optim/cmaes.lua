@@ -160,7 +160,7 @@ end
 
 local DEFAULTS = {
   tolfun = 1e-11, tolfunhist = 1e-12, tolx = 1e-11, tolconditioncov = 1e14,
-  tolflatfitness = 3, tolfacupx = 1e3, tolupsigma = 1e20,
+  tolflatfitness = 1, tolfacupx = 1e3, tolupsigma = 1e20,
 }
 
 --- A new strategy.  opts:

@@ -850,7 +850,21 @@ local function run(f, spec, sign)
         elseif g.evals >= budget then why = "budget"
         elseif g.iter >= maxiter then why = "maxiter"
         elseif g.algo.stop then
-          if not restart(g, S, inner, budget - g.evals, target) then why = g.algo.stop end
+          -- pycma's eval_final_mean: when a CMA-ES run stops by its own
+          -- criteria its final mean is evaluated once (an evaluation like
+          -- any other, and often better than the last samples)
+          if g.kind == "cmaes" and not g.algo.members
+             and group_options(spec, g.index).eval_final_mean ~= false then
+            local xm = g.algo:mean_x()
+            local ctx1 = ctx
+            if ctx.groups then ctx1 = setmetatable({ groups = { gi } }, { __index = ctx }) end
+            local v = sign * M.evaluate(f, { xm }, ctx1)[1]
+            state.evaluations, g.evals = state.evaluations + 1, g.evals + 1
+            if v < g.best_f then g.best_f, g.best_x = v, xm end
+            round_best = min(round_best, g.best_f)
+          end
+          if target and g.best_f <= target then why = "target"
+          elseif not restart(g, S, inner, budget - g.evals, target) then why = g.algo.stop end
         end
         if why then g.done, g.stop = true, why end
       end
