@@ -216,9 +216,10 @@ function M.new(opts)
     end
   end
   if self.lower then
-    -- pycma's maxstd with bounds: (ub - lb) / 3 (option maxstd_boundrange)
-    local mx = {}
-    for i = 1, n do mx[i] = (self.upper[i] - self.lower[i]) / 3 end
+    -- pycma's maxstd with bounds: (ub - lb) / 3 (option maxstd_boundrange,
+    -- as pycma's; 1/0 for no limit)
+    local mx, f = {}, opts.maxstd_boundrange or 1 / 3
+    for i = 1, n do mx[i] = (self.upper[i] - self.lower[i]) * f end
     self.maxstd = la.vector(mx)
     -- x0 is a point of the box; the strategy's mean is its genotype
     -- (pycma: gp.geno(x0, from_bounds=BoundTransform.inverse))
