@@ -82,7 +82,9 @@ static double *scratch(lua_State *L, size_t k) {
  * eigenvalue is taken as 1e-300); BDt = (B diag(D))^T, row k = D_k times
  * eigenvector k.  C^(-1/2) = B diag(1/D) B^T is never formed: cma_tell
  * applies it as Bt^T (D^-1 (Bt y)).  Returns the smallest and largest D.
- * Raises when LAPACK does not converge.
+ * Raises when LAPACK does not converge.  LAPACK's workspace is kept
+ * between calls in upvalue 1 (a userdata, grown when n grows): a
+ * decomposition every few generations need not allocate.
  * Stack: [C, Bt, BDt, D] -> [dmin, dmax] */
 static int cma_eigen(lua_State *L) {
   pdi_array *ca = pdi_array_check(L, 1);
@@ -98,7 +100,19 @@ static int cma_eigen(lua_State *L) {
   memcpy(Bt, C, (size_t)(n * n) * sizeof(double));
   /* Row-major C read column-major is the same symmetric matrix; column k
    * of the column-major result (eigenvector k) is row k of Bt. */
-  lapack_int info = b->LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)n, Bt, (lapack_int)n, D);
+  /* LAPACK's minimum workspace for jobz = 'V': 1 + 6n + 2n^2 doubles and
+   * 3 + 5n integers */
+  size_t lwork = (size_t)(1 + 6 * n + 2 * n * n), liwork = (size_t)(3 + 5 * n);
+  size_t need = lwork * sizeof(double) + liwork * sizeof(lapack_int);
+  lua_settop(L, 4);
+  double *work = (double *)lua_touserdata(L, lua_upvalueindex(1));
+  if (!work || lua_rawlen(L, lua_upvalueindex(1)) < need) {
+    work = (double *)lua_newuserdatauv(L, need, 0);  /* [C, Bt, BDt, D, ws] */
+    lua_replace(L, lua_upvalueindex(1));               /* [C, Bt, BDt, D] */
+  }
+  lapack_int *iwork = (lapack_int *)(work + lwork);
+  lapack_int info = b->LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)n, Bt, (lapack_int)n, D,
+                                           work, (lapack_int)lwork, iwork, (lapack_int)liwork);
   if (info != 0) return luaL_error(L, "cma_eigen: LAPACK dsyevd failed (info %d)", (int)info);
   for (int64_t k = 0; k < n; k++) {
     double d = sqrt(D[k] > 0 ? D[k] : 1e-300);
@@ -295,9 +309,12 @@ static int cma_tell(lua_State *L) {
   double tolx = numfield(L, 1, "tolx"), tolfacupx = numfield(L, 1, "tolfacupx");
   double xdelta = numfield(L, 1, "xstag_delta");
   const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_tell");
-  size_t ln = (size_t)(lam * n);
-  double *w = scratch(L, (size_t)lam + 3 * (size_t)n + 3 * ln);   /* [es, Y, order, u] */
-  double *yw = w + lam, *t = yw + n, *zw = t + n, *Ys = zw + n, *W = Ys + ln, *Zn = W + ln;
+  /* Ys and W have one row more than the population: pc and c1 pc, so that
+   * one gemm does rank one and rank mu (pycma's sampler.update does the
+   * same with the vectors [pc] + pop) */
+  size_t ln = (size_t)(lam * n), l1 = ln + (size_t)n;
+  double *w = scratch(L, (size_t)lam + 3 * (size_t)n + 2 * l1 + ln);   /* [es, Y, order, u] */
+  double *yw = w + lam, *t = yw + n, *zw = t + n, *Ys = zw + n, *W = Ys + l1, *Zn = W + l1;
   lua_getfield(L, 1, "weights");                      /* [.., u, weights] */
   if (!lua_istable(L, -1)) return luaL_error(L, "cma_tell: field weights is not a list");
   getlist(L, lua_gettop(L), (int)lam, w);
@@ -352,9 +369,12 @@ static int cma_tell(lua_State *L) {
     }
     for (int64_t i = 0; i < n; i++) W[r * n + i] = cmu * wr * y[i];
   }
-  b->cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)lam, 1.0, Ys, (int)n, W,
-                 (int)n, 1 - c1a - cmu * wsum, C, (int)n);
-  if (c1 != 0) b->cblas_dger(CblasRowMajor, (int)n, (int)n, c1, pc, 1, pc, 1, C, (int)n);
+  for (int64_t i = 0; i < n; i++) {
+    Ys[lam * n + i] = pc[i];
+    W[lam * n + i] = c1 * pc[i];
+  }
+  b->cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)n, (int)lam + 1, 1.0, Ys, (int)n,
+                 W, (int)n, 1 - c1a - cmu * wsum, C, (int)n);
   for (int64_t i = 0; i < n; i++) dC[i] = C[i * n + i];
 
   /* step size (CSA), the log-step clipped to +-1 as pycma does */
@@ -613,7 +633,7 @@ static int maxstd(lua_State *L) {
  * ====================================================================== */
 
 static const luaL_Reg optim_funcs[] = {
-  {"cma_eigen", cma_eigen}, {"cma_ask", cma_ask}, {"cma_rank", cma_rank}, {"cma_tell", cma_tell},
+  {"cma_ask", cma_ask}, {"cma_rank", cma_rank}, {"cma_tell", cma_tell},
   {"pso_move", pso_move}, {"ga_pair", ga_pair}, {"rows", rows}, {"maxstd", maxstd},
   {NULL, NULL},
 };
@@ -622,5 +642,8 @@ static const luaL_Reg optim_funcs[] = {
  * Stack: [t] -> [t] */
 void pdi_open_optim(lua_State *L) {
   luaL_newlib(L, optim_funcs);                        /* [t, optim] */
+  lua_pushnil(L);                                     /* [t, optim, nil]: no workspace yet */
+  lua_pushcclosure(L, cma_eigen, 1);                  /* [t, optim, cma_eigen] */
+  lua_setfield(L, -2, "cma_eigen");                   /* [t, optim] */
   lua_setfield(L, -2, "optim");                       /* [t] */
 }
