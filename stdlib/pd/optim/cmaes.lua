@@ -379,15 +379,19 @@ local function check_stop(self, fs, tolx, tolfacupx, noeffectcoord, noeffectaxis
   if self.target and self.best_f <= self.target then return "target" end
   if self.countevals >= self.budget then return "budget" end
   if self.countiter >= self.maxiter then return "maxiter" end
-  local h = self.hist
+  -- the range of the recent bests, scanned only until it is too wide for
+  -- both tests (while the run progresses, after two values)
+  local h, tolfun, tolfunhist = self.hist, self.tolfun, self.tolfunhist
+  local wide = max(tolfun, tolfunhist)
   local hmax, hmin = -huge, huge
   for i = 1, #h do
     local v = h[i]
     if v > hmax then hmax = v end
     if v < hmin then hmin = v end
+    if hmax - hmin >= wide then break end
   end
-  if fs[#fs] - fs[1] < self.tolfun and hmax - hmin < self.tolfun then return "tolfun" end
-  if #h > 9 and hmax - hmin < self.tolfunhist then return "tolfunhist" end
+  if fs[#fs] - fs[1] < tolfun and hmax - hmin < tolfun then return "tolfun" end
+  if #h > 9 and hmax - hmin < tolfunhist then return "tolfunhist" end
   -- tolx, tolfacupx, noeffectcoord and noeffectaxis (one principal axis
   -- an iteration, in turn) are tested by cma_tell on the new state
   if tolx then return "tolx" end
