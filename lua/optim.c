@@ -11,15 +11,19 @@
  *   cma_eigen   C = B D^2 B^T (LAPACK dsyevd) and the two transforms
  *   cma_ask     Y = Z (B D)^T (one gemm), X = box(m + sigma Y), the points
  *   cma_rank    the ranking of the values (stable: ties by sample index)
- *   cma_tell    mean, both paths and the covariance (gemm for rank mu with
- *               the active weights, ger for rank one)
- * The formulas are those of cmaes.lua's header (pycma 4.4.0); Lua keeps the
- * step size, the histories and the termination criteria.
+ *   cma_tell    mean, paths, covariance (one gemm for rank one, rank mu and
+ *               the active weights), step size, the coordinate-wise
+ *               termination tests
+ * and pso_move, ga_pair (PSO's move, the GA's variation, drawing from the
+ * generator as the Lua did), rows and maxstd.  The formulas are those of
+ * the Lua modules' headers (pycma 4.4.0, SPSO-2011, Deb's operators); Lua
+ * keeps the histories, the remaining termination criteria and restarts.
  *
- * Vectors (mean, paths, bounds, weights) stay Lua lists: they are read into
- * scratch memory and written back, O(n) per call, which keeps the
- * strategy's state plain data for checkpoints.  Scratch memory is a Lua
- * userdata, so an error raised half-way leaks nothing.
+ * Memory.  The state is f64 arrays owned by the Lua side (checkpoints pack
+ * them); lists are read with lua_rawgeti.  Each kernel is a C closure whose
+ * upvalue 1 holds its scratch memory (a userdata grown when a call needs
+ * more), so a generation allocates nothing but the tables it returns, and
+ * an error raised half-way leaks nothing.
  */
 #include "array.h"
 
@@ -64,10 +68,22 @@ static void setlist(lua_State *L, int idx, int n, const double *v) {
   }
 }
 
-/* Scratch memory for k doubles, owned by a userdata pushed on the stack
- * (collected with it).  Stack: [] -> [u] */
+/* Scratch memory of at least `bytes` for the running kernel: the userdata
+ * in upvalue 1 of the C closure, replaced by a larger one when too small.
+ * Valid until the kernel returns (kernels call no Lua code).
+ * Stack: unchanged. */
+static void *workspace(lua_State *L, size_t bytes) {
+  void *p = lua_touserdata(L, lua_upvalueindex(1));
+  if (!p || lua_rawlen(L, lua_upvalueindex(1)) < bytes) {
+    p = lua_newuserdatauv(L, bytes ? bytes : 1, 0);   /* [.., u] */
+    lua_replace(L, lua_upvalueindex(1));              /* [..] */
+  }
+  return p;
+}
+
+/* Scratch memory for k doubles (workspace).  Stack: unchanged. */
 static double *scratch(lua_State *L, size_t k) {
-  return (double *)lua_newuserdatauv(L, (k ? k : 1) * sizeof(double), 0);
+  return (double *)workspace(L, k * sizeof(double));
 }
 
 /* ======================================================================
@@ -82,9 +98,8 @@ static double *scratch(lua_State *L, size_t k) {
  * eigenvalue is taken as 1e-300); BDt = (B diag(D))^T, row k = D_k times
  * eigenvector k.  C^(-1/2) = B diag(1/D) B^T is never formed: cma_tell
  * applies it as Bt^T (D^-1 (Bt y)).  Returns the smallest and largest D.
- * Raises when LAPACK does not converge.  LAPACK's workspace is kept
- * between calls in upvalue 1 (a userdata, grown when n grows): a
- * decomposition every few generations need not allocate.
+ * Raises when LAPACK does not converge.  LAPACK's workspace is the
+ * kernel's own (workspace()), kept between calls.
  * Stack: [C, Bt, BDt, D] -> [dmin, dmax] */
 static int cma_eigen(lua_State *L) {
   pdi_array *ca = pdi_array_check(L, 1);
@@ -104,12 +119,7 @@ static int cma_eigen(lua_State *L) {
    * 3 + 5n integers */
   size_t lwork = (size_t)(1 + 6 * n + 2 * n * n), liwork = (size_t)(3 + 5 * n);
   size_t need = lwork * sizeof(double) + liwork * sizeof(lapack_int);
-  lua_settop(L, 4);
-  double *work = (double *)lua_touserdata(L, lua_upvalueindex(1));
-  if (!work || lua_rawlen(L, lua_upvalueindex(1)) < need) {
-    work = (double *)lua_newuserdatauv(L, need, 0);  /* [C, Bt, BDt, D, ws] */
-    lua_replace(L, lua_upvalueindex(1));               /* [C, Bt, BDt, D] */
-  }
+  double *work = (double *)workspace(L, need);
   lapack_int *iwork = (lapack_int *)(work + lwork);
   lapack_int info = b->LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'L', (lapack_int)n, Bt, (lapack_int)n, D,
                                            work, (lapack_int)lwork, iwork, (lapack_int)liwork);
@@ -215,16 +225,17 @@ static int cmp_ranked(const void *pa, const void *pb) {
 static int cma_rank(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   int lam = (int)lua_rawlen(L, 1);
-  ranked *r = (ranked *)lua_newuserdatauv(L, (size_t)(lam ? lam : 1) * sizeof(ranked), 0); /* [F, u] */
+  ranked *r = (ranked *)workspace(L, (size_t)lam * sizeof(ranked));
   for (int k = 0; k < lam; k++) {
-    lua_rawgeti(L, 1, k + 1);                         /* [F, u, v] */
+    lua_rawgeti(L, 1, k + 1);                         /* [F, v] */
     r[k].v = luaL_checknumber(L, -1);
     r[k].k = k + 1;
-    lua_pop(L, 1);                                    /* [F, u] */
+    lua_pop(L, 1);                                    /* [F] */
   }
   qsort(r, (size_t)lam, sizeof *r, cmp_ranked);
-  lua_createtable(L, lam, 0);                         /* [F, u, order] */
-  lua_createtable(L, lam, 0);                         /* [F, u, order, sorted] */
+  lua_settop(L, 1);
+  lua_createtable(L, lam, 0);                         /* [F, order] */
+  lua_createtable(L, lam, 0);                         /* [F, order, sorted] */
   for (int k = 0; k < lam; k++) {
     lua_pushinteger(L, r[k].k);
     lua_rawseti(L, -3, k + 1);
@@ -313,16 +324,16 @@ static int cma_tell(lua_State *L) {
    * one gemm does rank one and rank mu (pycma's sampler.update does the
    * same with the vectors [pc] + pop) */
   size_t ln = (size_t)(lam * n), l1 = ln + (size_t)n;
-  double *w = scratch(L, (size_t)lam + 3 * (size_t)n + 2 * l1 + ln);   /* [es, Y, order, u] */
+  double *w = scratch(L, (size_t)lam + 3 * (size_t)n + 2 * l1 + ln);
   double *yw = w + lam, *t = yw + n, *zw = t + n, *Ys = zw + n, *W = Ys + l1, *Zn = W + l1;
-  lua_getfield(L, 1, "weights");                      /* [.., u, weights] */
+  lua_getfield(L, 1, "weights");                      /* [es, Y, order, weights] */
   if (!lua_istable(L, -1)) return luaL_error(L, "cma_tell: field weights is not a list");
   getlist(L, lua_gettop(L), (int)lam, w);
-  lua_pop(L, 1);                                      /* [.., u] */
+  lua_pop(L, 1);                                      /* [es, Y, order] */
   for (int64_t r = 0; r < lam; r++) {                 /* the steps in rank order */
-    lua_rawgeti(L, 3, (int)r + 1);                    /* [.., u, k] */
+    lua_rawgeti(L, 3, (int)r + 1);                    /* [es, Y, order, k] */
     lua_Integer k = lua_tointeger(L, -1);
-    lua_pop(L, 1);                                    /* [.., u] */
+    lua_pop(L, 1);                                    /* [es, Y, order] */
     if (k < 1 || k > lam) return luaL_argerror(L, 3, "sample index out of range");
     memcpy(Ys + r * n, Y + (k - 1) * n, (size_t)n * sizeof(double));
   }
@@ -448,7 +459,7 @@ static int pso_move(lua_State *L) {
   luaL_argcheck(L, l >= 1 && l <= S, 6, "informant out of range");
   double *B = f64at(L, 7, 2, n);
   double c = luaL_checknumber(L, 8), w = luaL_checknumber(L, 9);
-  double *G = scratch(L, (size_t)(2 * n)), *d = G + n;              /* [.., u] */
+  double *G = scratch(L, (size_t)(2 * n)), *d = G + n;
   double *x = X + (s - 1) * n, *v = V + (s - 1) * n, *p = P + (s - 1) * n, *pl = P + (l - 1) * n;
   if (l == s) for (int64_t i = 0; i < n; i++) G[i] = x[i] + c * (p[i] - x[i]) / 2;
   else for (int64_t i = 0; i < n; i++) G[i] = x[i] + c * (p[i] + pl[i] - 2 * x[i]) / 3;
@@ -535,7 +546,7 @@ static int ga_pair(lua_State *L) {
   double eta_c = luaL_checknumber(L, 5), pc = luaL_checknumber(L, 6);
   double eta_m = luaL_checknumber(L, 7), pm = luaL_checknumber(L, 8);
   lua_settop(L, 8);
-  double *a = scratch(L, (size_t)(2 * n)), *b = a + n;              /* [.., u] */
+  double *a = scratch(L, (size_t)(2 * n)), *b = a + n;
   getlist(L, 2, (int)n, a);
   getlist(L, 3, (int)n, b);
   const double *slo = B, *shi = B + n, *lo = B + 2 * n, *hi = B + 3 * n;
@@ -547,12 +558,12 @@ static int ga_pair(lua_State *L) {
     if (b[i] < lo[i]) b[i] = lo[i]; else if (b[i] > hi[i]) b[i] = hi[i];
   }
   for (int copy = 0; copy < 2; copy++) {
-    lua_createtable(L, (int)n, 0);                    /* [.., u, .., a] */
+    lua_createtable(L, (int)n, 0);                    /* [.., a] */
     setlist(L, lua_gettop(L), (int)n, a);
-    lua_createtable(L, (int)n, 0);                    /* [.., u, .., a, b] */
+    lua_createtable(L, (int)n, 0);                    /* [.., a, b] */
     setlist(L, lua_gettop(L), (int)n, b);
   }
-  return 4;                                           /* [.., u, a, b, a2, b2] */
+  return 4;                                           /* [.., a, b, a2, b2] */
 }
 
 /* ======================================================================
@@ -611,13 +622,13 @@ static int maxstd(lua_State *L) {
   if (field) lua_getfield(L, -1, field);              /* [P, f, p1, x1] */
   int n = (int)lua_rawlen(L, -1);
   lua_settop(L, 2);
-  double *s1 = scratch(L, (size_t)(3 * n)), *s2 = s1 + n, *v = s2 + n;   /* [P, f, u] */
+  double *s1 = scratch(L, (size_t)(3 * n)), *s2 = s1 + n, *v = s2 + n;
   for (int i = 0; i < n; i++) s1[i] = s2[i] = 0.0;
   for (int k = 1; k <= m; k++) {
-    lua_rawgeti(L, 1, k);                             /* [P, f, u, pk] */
-    if (field) { lua_getfield(L, -1, field); lua_remove(L, -2); }   /* [P, f, u, xk] */
+    lua_rawgeti(L, 1, k);                             /* [P, f, pk] */
+    if (field) { lua_getfield(L, -1, field); lua_remove(L, -2); }   /* [P, f, xk] */
     getlist(L, lua_gettop(L), n, v);
-    lua_pop(L, 1);                                    /* [P, f, u] */
+    lua_pop(L, 1);                                    /* [P, f] */
     for (int i = 0; i < n; i++) { s1[i] += v[i]; s2[i] += v[i] * v[i]; }
   }
   for (int i = 0; i < n; i++) {
@@ -633,7 +644,7 @@ static int maxstd(lua_State *L) {
  * ====================================================================== */
 
 static const luaL_Reg optim_funcs[] = {
-  {"cma_ask", cma_ask}, {"cma_rank", cma_rank}, {"cma_tell", cma_tell},
+  {"cma_eigen", cma_eigen}, {"cma_ask", cma_ask}, {"cma_rank", cma_rank}, {"cma_tell", cma_tell},
   {"pso_move", pso_move}, {"ga_pair", ga_pair}, {"rows", rows}, {"maxstd", maxstd},
   {NULL, NULL},
 };
@@ -641,9 +652,11 @@ static const luaL_Reg optim_funcs[] = {
 /* Add the kernels as field "optim" of the table on top.
  * Stack: [t] -> [t] */
 void pdi_open_optim(lua_State *L) {
-  luaL_newlib(L, optim_funcs);                        /* [t, optim] */
-  lua_pushnil(L);                                     /* [t, optim, nil]: no workspace yet */
-  lua_pushcclosure(L, cma_eigen, 1);                  /* [t, optim, cma_eigen] */
-  lua_setfield(L, -2, "cma_eigen");                   /* [t, optim] */
+  luaL_newlibtable(L, optim_funcs);                   /* [t, optim] */
+  for (const luaL_Reg *r = optim_funcs; r->name; r++) {
+    lua_pushnil(L);                                   /* [t, optim, nil]: no workspace yet */
+    lua_pushcclosure(L, r->func, 1);                  /* [t, optim, f] */
+    lua_setfield(L, -2, r->name);                     /* [t, optim] */
+  }
   lua_setfield(L, -2, "optim");                       /* [t] */
 }
