@@ -39,31 +39,45 @@ local function fitness(x)
   return s
 end
 
--- Evaluations per second of pd.minimize(fitness, spec): the best of reps.
+-- Evaluations per second of one pd.minimize(fitness, spec).
 local function rate(spec)
-  local best, r = 0
-  for _ = 1, reps do
-    local t0 = core.now()
-    r = pd.minimize(fitness, spec)
-    local eps = r.evaluations / (core.now() - t0)
-    if eps > best then best = eps end
-  end
-  return best, r
+  local t0 = core.now()
+  local r = pd.minimize(fitness, spec)
+  return r.evaluations / (core.now() - t0), r
 end
 
 print(string.format("fitness %.2f ms, %s, %d iterations, best of %d", ms, pd.vm, iters, reps))
 print(string.format("%6s %8s %10s %10s %8s", "lambda", "workers", "evals/s", "vs P=1", "ideal"))
 for _, lam in ipairs { 10, 20, 40 } do
   local spec = { dim = 10, bounds = { -5, 5 }, popsize = lam, maxiter = iters, seed = 1 }
-  local es, serial = rate(spec)
-  print(string.format("%6d %8s %10.1f %10s %8s", lam, "serial", es, "", ""))
-  local one
-  for P = 1, workers do
-    spec.parallel, spec.cpus = true, P
-    pd.minimize(fitness, spec)                    -- start the workers
-    local ep, r = rate(spec)
-    assert(r.f == serial.f, "parallel result differs from serial")
-    one = one or ep
-    print(string.format("%6d %8d %10.1f %10.2f %8.2f", lam, P, ep, ep / one, lam / math.ceil(lam / P)))
+  local serial = pd.minimize(fitness, spec)
+  -- the configurations measured in turn, rep after rep, so that a change
+  -- in the machine's load or clock falls on all of them alike
+  local configs = { { name = "serial" } }
+  for P = 1, workers do configs[#configs + 1] = { P = P } end
+  for _, c in ipairs(configs) do
+    c.spec = {}
+    for k, v in pairs(spec) do c.spec[k] = v end
+    if c.P then
+      c.spec.parallel, c.spec.cpus = true, c.P
+      pd.minimize(fitness, c.spec)                -- start the workers
+    end
+    c.best = 0
+  end
+  for _ = 1, reps do
+    for _, c in ipairs(configs) do
+      local eps, r = rate(c.spec)
+      assert(r.f == serial.f, "parallel result differs from serial")
+      if eps > c.best then c.best = eps end
+    end
+  end
+  local one = configs[2] and configs[2].best
+  for _, c in ipairs(configs) do
+    if c.P then
+      print(string.format("%6d %8d %10.1f %10.2f %8.2f", lam, c.P, c.best, c.best / one,
+        lam / math.ceil(lam / c.P)))
+    else
+      print(string.format("%6d %8s %10.1f %10s %8s", lam, "serial", c.best, "", ""))
+    end
   end
 end
