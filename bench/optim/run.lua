@@ -3,7 +3,11 @@
 -- measured pycma, DEAP, pyswarms, SPSO-2011 and Playdoh figures).
 --
 --   build/pdlua run bench/optim/run.lua [--quick | --full] [--seeds N]
---       [--algos cmaes,ipop,pso,ga,ga4] [--funcs sphere,...] [--dims 10,20]
+--       [--first-seed S] [--algos cmaes,ipop,pso,ga,ga4] [--funcs sphere,...]
+--       [--dims 10,20] [--option name=value ...]
+--
+-- Seeds are S .. S + N - 1 (S = 1); --option sets an algorithm option
+-- (spec.options), e.g. --option updatecovwait=0.
 --
 -- Protocol: x0 ~ U(box) from the seed, sigma0 = 0.25 range (CMA-ES), bounds
 -- enforced, budget 1e5 evaluations, success when f - f* < 1e-8; the number
@@ -29,6 +33,13 @@ while arg[i] do
   if a == "--quick" then opt.mode = "quick"
   elseif a == "--full" then opt.mode = "full"
   elseif a == "--seeds" then opt.seeds = tonumber(arg[i + 1]); i = i + 1
+  elseif a == "--first-seed" then opt.first = tonumber(arg[i + 1]); i = i + 1
+  elseif a == "--option" then
+    local k, v = arg[i + 1]:match("^([%w_]+)=(.*)$")
+    if not k then error("--option wants name=value") end
+    opt.options = opt.options or {}
+    opt.options[k] = tonumber(v) or (v == "true" and true) or (v ~= "false" and v) or false
+    i = i + 1
   elseif a == "--algos" then opt.algos = arg[i + 1]; i = i + 1
   elseif a == "--funcs" then opt.funcs = arg[i + 1]; i = i + 1
   elseif a == "--dims" then opt.dims = arg[i + 1]; i = i + 1
@@ -138,6 +149,7 @@ local function one(algo, fname, n, seed)
   end
   local spec = { dim = n, bounds = fn.box, seed = seed, budget = 1e5, target = fopt + 1e-8 * 0.999 }
   for k, v in pairs(SPEC[algo]) do spec[k] = v end
+  spec.options = opt.options
   local t0 = clock()
   local r = pd.minimize(fit, spec)
   local total = clock() - t0
@@ -170,7 +182,7 @@ for _, cell in ipairs(cells) do
   local algo, fname = cell[1], cell[2]
   for _, n in ipairs(cell[3]) do
     local hits, bests, costs, used, succ = {}, {}, {}, 0, 0
-    for seed = 1, seeds do
+    for seed = opt.first or 1, (opt.first or 1) + seeds - 1 do
       local r = one(algo, fname, n, seed)
       if r.hit then succ = succ + 1; hits[#hits + 1] = r.hit; used = used + r.hit
       else used = used + r.evals end
