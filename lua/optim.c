@@ -8,7 +8,7 @@
  * arrays and a few hundred small tables and crossed into C once per row; a
  * point's coordinates went through four Lua lists.  Here each step of a
  * generation is one call on preallocated f64 arrays:
- *   cma_eigen   C = B D^2 B^T (LAPACK dsyevd) and the two transforms
+ *   cma_eigen   C = B D^2 B^T (LAPACK dsyevd) and the sampling transform
  *   cma_ask     Y = Z (B D)^T (one gemm), X = box(m + sigma Y), the points
  *   cma_rank    the ranking of the values (stable: ties by sample index)
  *   cma_tell    mean, paths, covariance (one gemm for rank one, rank mu and
