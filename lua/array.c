@@ -2084,5 +2084,6 @@ int luaopen_pd_core_array(lua_State *L) {
   lua_setfield(L, -2, "maximum");
   lua_setfield(L, -2, "math");                        /* [t] */
   pdi_open_random(L);                                 /* [t] */
+  pdi_open_optim(L);                                  /* [t] */
   return 1;
 }

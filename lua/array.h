@@ -147,4 +147,9 @@ pdi_rng *pdi_rng_push(lua_State *L, uint64_t seed, uint64_t stream);
 int luaopen_pd_core_array(lua_State *L);
 void pdi_open_random(lua_State *L);
 
+/* lua/optim.c: pdi_open_optim adds the optimisers' kernels (cma_eigen,
+ * cma_ask, cma_rank, cma_tell, ...) as field "optim" of the table on top.
+ * Stack: [t] -> [t] */
+void pdi_open_optim(lua_State *L);
+
 #endif

@@ -57,7 +57,7 @@ static void load(void) {
 #define L(f) sym(lk, lkname, #f, &table.f)
   if (B(cblas_ddot) && B(cblas_dsdot) && B(cblas_dgemm) && B(cblas_sgemm) &&
       B(cblas_dgemv) && B(cblas_sgemv) && B(cblas_dger) && B(cblas_sger) &&
-      L(LAPACKE_dsyevd) && L(LAPACKE_dpotrf) && L(LAPACKE_dgesv) &&
+      L(LAPACKE_dsyevd) && L(LAPACKE_dsyevd_work) && L(LAPACKE_dpotrf) && L(LAPACKE_dgesv) &&
       L(LAPACKE_dgetrf) && L(LAPACKE_dgetri) &&
       B(openblas_set_num_threads) && B(openblas_get_num_threads) && B(openblas_get_config)) {
     table.api = PDI_BLAS_API;

@@ -46,6 +46,7 @@ typedef struct pdi_blas {
   __typeof__(cblas_dger) *cblas_dger;
   __typeof__(cblas_sger) *cblas_sger;
   __typeof__(LAPACKE_dsyevd) *LAPACKE_dsyevd;
+  __typeof__(LAPACKE_dsyevd_work) *LAPACKE_dsyevd_work;   /* caller's workspace */
   __typeof__(LAPACKE_dpotrf) *LAPACKE_dpotrf;
   __typeof__(LAPACKE_dgesv) *LAPACKE_dgesv;
   __typeof__(LAPACKE_dgetrf) *LAPACKE_dgetrf;

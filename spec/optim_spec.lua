@@ -72,6 +72,260 @@ describe("pd.optim.cmaes parameters", function()
   end)
 end)
 
+describe("the optimisers' native kernels (lua/optim.c) against plain Lua", function()
+  local A = require "pd.core.array"
+  local K = A.optim
+  local cmaes = require "pd.optim.cmaes"
+  local function rel(a, b) return math.abs(a - b) / math.max(1, math.abs(b)) end
+  local function spd(n, seed)            -- a random symmetric positive definite matrix
+    local g = pd.random.new(seed, 0)
+    local R = g:normal(0, 1, n, n)
+    return R:matmul(R:T()) + A.eye(n)
+  end
+
+  it("cma_eigen: C = Bt' diag(D^2) Bt, Bt orthonormal, D ascending, BDt = diag(D) Bt", function()
+    local n = 7
+    local C = spd(n, 1)
+    C:set(1, 2, C:get(1, 2) + 1e-9)      -- not quite symmetric: made so first
+    local Bt, BDt, D = A.zeros(n, n), A.zeros(n, n), A.zeros(n)
+    local dmin, dmax = K.cma_eigen(C, Bt, BDt, D)
+    assert.are.equal(C:get(1, 2), C:get(2, 1))
+    assert.are.equal(D[1], dmin)
+    assert.are.equal(D[n], dmax)
+    for k = 2, n do assert.is_true(D[k - 1] <= D[k]) end
+    local BBt = Bt:matmul(Bt:T())
+    for i = 1, n do
+      for j = 1, n do
+        assert.is_true(math.abs(BBt:get(i, j) - (i == j and 1 or 0)) < 1e-12)
+        assert.is_true(rel(BDt:get(i, j), D[i] * Bt:get(i, j)) < 1e-15)
+        local c = 0
+        for k = 1, n do c = c + Bt:get(k, i) * D[k] ^ 2 * Bt:get(k, j) end
+        assert.is_true(rel(c, C:get(i, j)) < 1e-12)
+      end
+    end
+  end)
+
+  it("cma_ask: Y = Z BDt and X = box(mean + sigma sv .* y), as new lists", function()
+    local n, lam = 4, 6
+    local lo, hi = { -5, -5, 0, -1 }, { 5, 5, 1, 1 }
+    local es = cmaes.new { dim = n, x0 = { 4.9, -4.9, 0.5, 0 }, sigma0 = 3, lower = lo, upper = hi, seed = 2 }
+    local Z = pd.random.new(3, 0):normal(0, 1, lam, n)
+    local BDt = spd(n, 4)
+    local Y, X = A.zeros(lam, n), A.zeros(lam, n)
+    local sv = A.array { 1, 0.5, 2, 1 }
+    local pts = K.cma_ask(Z, BDt, Y, X, es.mean, 3, sv, es.box)
+    local Yref = Z:matmul(BDt)
+    local m = es.mean:totable()
+    for k = 1, lam do
+      for i = 1, n do
+        assert.is_true(rel(Y:get(k, i), Yref:get(k, i)) < 1e-14)
+        local want = cmaes.box(m[i] + 3 * sv[i] * Y:get(k, i), lo[i], hi[i])
+        assert.is_true(rel(pts[k][i], want) < 1e-14)
+        assert.are.equal(X:get(k, i), pts[k][i])
+        assert.is_true(pts[k][i] >= lo[i] and pts[k][i] <= hi[i])
+      end
+    end
+    pts[1][1] = 99                        -- the caller's to keep
+    assert.are_not.equal(99, X:get(1, 1))
+  end)
+
+  it("cma_rank: best first, ties in sample order", function()
+    local order, sorted = K.cma_rank { 3, 1, 2, 1, -math.huge }
+    assert.are.same({ 5, 2, 4, 3, 1 }, order)
+    assert.are.same({ -math.huge, 1, 1, 2, 3 }, sorted)
+  end)
+
+  it("cma_tell: one update equals the formulas of pycma's aCMA rule written out in Lua", function()
+    local n = 5
+    local lo, hi = {}, {}
+    for i = 1, n do lo[i], hi[i] = -3, 3 end
+    local es = cmaes.new { dim = n, x0 = { 1, -1, 0.5, 2, 0 }, sigma0 = 1, lower = lo, upper = hi, seed = 5 }
+    -- a few generations first, so that C, B, D and the paths are not trivial
+    for _ = 1, 6 do
+      local X = es:ask()
+      local F = {}
+      for k = 1, #X do F[k] = rosenbrock(X[k]) end
+      es:tell(X, F)
+    end
+    local X = es:ask()
+    local F = {}
+    for k = 1, #X do F[k] = rosenbrock(X[k]) end
+    -- the reference, from the state before tell
+    local lam, mu, w = es.lambda, es.mu, es.weights
+    local Yl, Bt, D = es.pending_y:totable(), es.Bt:totable(), es.D:totable()
+    local m, ps, pc, sv = es.mean:totable(), es.ps:totable(), es.pc:totable(), es.sv:totable()
+    local C, sigma, g = es.C:totable(), es.sigma, es.countiter + 1
+    local order = K.cma_rank(F)
+    local function cis(y)                -- C^-1/2 y = B diag(1/D) B' y
+      local t, z = {}, {}
+      for k = 1, n do
+        t[k] = 0
+        for i = 1, n do t[k] = t[k] + Bt[k][i] * y[i] end
+        t[k] = t[k] / D[k]
+      end
+      for i = 1, n do
+        z[i] = 0
+        for k = 1, n do z[i] = z[i] + Bt[k][i] * t[k] end
+      end
+      return z
+    end
+    local yw = {}
+    for i = 1, n do
+      yw[i] = 0
+      for r = 1, mu do yw[i] = yw[i] + w[r] * Yl[order[r]][i] end
+    end
+    local m2, ps2, pc2, nps = {}, {}, {}, 0
+    local zw = cis(yw)
+    for i = 1, n do
+      m2[i] = m[i] + sigma * sv[i] * yw[i]
+      ps2[i] = (1 - es.cs) * ps[i] + math.sqrt(es.cs * (2 - es.cs) * es.mueff) * zw[i]
+      nps = nps + ps2[i] ^ 2
+    end
+    local hsig = (nps / (1 - (1 - es.cs) ^ (2 * g)) / n - 1 < 1 + 4 / (n + 1)) and 1 or 0
+    for i = 1, n do pc2[i] = (1 - es.cc) * pc[i] + hsig * math.sqrt(es.cc * (2 - es.cc) * es.mueff) * yw[i] end
+    local c1a = es.c1 * (1 - (1 - hsig) * es.cc * (2 - es.cc))
+    local wsum = 0
+    for r = 1, lam do wsum = wsum + w[r] end
+    local C2 = {}
+    for i = 1, n do
+      C2[i] = {}
+      for j = 1, n do C2[i][j] = (1 - c1a - es.cmu * wsum) * C[i][j] + es.c1 * pc2[i] * pc2[j] end
+    end
+    for r = 1, lam do
+      local y, wr = Yl[order[r]], w[r]
+      if wr < 0 then
+        local z, s2 = cis(y), 0
+        for i = 1, n do s2 = s2 + z[i] ^ 2 end
+        wr = wr * n / (math.sqrt(s2) + 1e-9) ^ 2
+      end
+      for i = 1, n do
+        for j = 1, n do C2[i][j] = C2[i][j] + es.cmu * wr * y[i] * y[j] end
+      end
+    end
+    local s = (es.cs / es.damps) * (math.sqrt(nps) / es.chiN - 1)
+    local sigma2 = sigma * math.exp(math.max(-1, math.min(1, s)))
+    es:tell(X, F)
+    for i = 1, n do
+      assert.is_true(rel(es.mean[i], m2[i]) < 1e-13)
+      assert.is_true(rel(es.ps[i], ps2[i]) < 1e-12)
+      assert.is_true(rel(es.pc[i], pc2[i]) < 1e-12)
+      assert.is_true(rel(es.dC[i], C2[i][i]) < 1e-12)
+      for j = 1, n do assert.is_true(rel(es.C:get(i, j), C2[i][j]) < 1e-12) end
+    end
+    assert.is_true(rel(es.sigma, sigma2) < 1e-13)
+  end)
+
+  it("cma_tell keeps every coordinate's standard deviation at most (ub - lb) / 3", function()
+    -- a flat function: sigma grows until pycma's maxstd holds it
+    local es = cmaes.new { dim = 3, x0 = { 0, 0, 0 }, sigma0 = 1, lower = { -1, -1, -1 }, upper = { 1, 1, 1 }, seed = 1 }
+    for _ = 1, 40 do
+      local X = es:ask()
+      local F = {}
+      for k = 1, #X do F[k] = k end        -- the first sample always best: a steady drift
+      es:tell(X, F)
+      for i = 1, 3 do assert.is_true(es.sigma * es.sv[i] * math.sqrt(es.dC[i]) <= 2 / 3 * (1 + 1e-9)) end
+    end
+    assert.is_true(es.sv[1] < 1)          -- it did bind
+  end)
+
+  it("pso_move is SPSO-2011's move with confinement, drawing d then u", function()
+    local n, S = 6, 5
+    local g1, g2 = pd.random.new(9, 1), pd.random.new(9, 1)
+    local X, V, P = pd.random.new(1, 0):uniform(-1, 1, S, n), pd.random.new(2, 0):uniform(-1, 1, S, n),
+                    pd.random.new(3, 0):uniform(-1, 1, S, n)
+    local box = A.zeros(2, n)
+    for i = 1, n do box:set(1, i, -0.9); box:set(2, i, 0.9) end
+    local c, w = 0.5 + math.log(2), 1 / (2 * math.log(2))
+    for _, sl in ipairs { { 2, 4 }, { 3, 3 } } do
+      local s, l = sl[1], sl[2]
+      local x, v, p, pl = X:row(s):totable(), V:row(s):totable(), P:row(s):totable(), P:row(l):totable()
+      K.pso_move(g1, X, V, P, s, l, box, c, w)
+      local G, rad = {}, 0
+      for i = 1, n do
+        G[i] = l == s and x[i] + c * (p[i] - x[i]) / 2 or x[i] + c * (p[i] + pl[i] - 2 * x[i]) / 3
+        rad = rad + (G[i] - x[i]) ^ 2
+      end
+      local d, dn = {}, 0
+      for i = 1, n do d[i] = g2:normal(); dn = dn + d[i] ^ 2 end
+      local r = math.sqrt(rad) * g2:uniform() / math.sqrt(dn)
+      for i = 1, n do
+        local vi = w * v[i] + G[i] + r * d[i] - x[i]
+        local xi = x[i] + vi
+        if xi < -0.9 then xi, vi = -0.9, -0.5 * vi elseif xi > 0.9 then xi, vi = 0.9, -0.5 * vi end
+        assert.is_true(rel(X:get(s, i), xi) < 1e-14)
+        assert.is_true(rel(V:get(s, i), vi) < 1e-14)
+      end
+    end
+    assert.are.equal(g2:uniform(), g1:uniform())   -- the same draws, in the same order
+  end)
+
+  it("ga_pair is bounded SBX then polynomial mutation, drawing as gene-by-gene Lua", function()
+    local n = 8
+    local g1, g2 = pd.random.new(4, 2), pd.random.new(4, 2)
+    local xl, xu, lo, hi = -2, 3, -1, 2.5
+    local B = A.zeros(4, n)
+    for i = 1, n do B:set(1, i, xl); B:set(2, i, xu); B:set(3, i, lo); B:set(4, i, hi) end
+    local function sbx(a, b, eta)
+      for i = 1, n do
+        if g2:uniform() <= 0.5 then
+          local x1, x2 = a[i], b[i]
+          if math.abs(x1 - x2) > 1e-14 then
+            if x1 > x2 then x1, x2 = x2, x1 end
+            local r = g2:uniform()
+            local function bq(beta)
+              local alpha = 2 - beta ^ -(eta + 1)
+              if r <= 1 / alpha then return (r * alpha) ^ (1 / (eta + 1)) end
+              return (1 / (2 - r * alpha)) ^ (1 / (eta + 1))
+            end
+            local c1 = 0.5 * (x1 + x2 - bq(1 + 2 * (x1 - xl) / (x2 - x1)) * (x2 - x1))
+            local c2 = 0.5 * (x1 + x2 + bq(1 + 2 * (xu - x2) / (x2 - x1)) * (x2 - x1))
+            c1, c2 = math.min(math.max(c1, xl), xu), math.min(math.max(c2, xl), xu)
+            if g2:uniform() <= 0.5 then a[i], b[i] = c2, c1 else a[i], b[i] = c1, c2 end
+          end
+        end
+      end
+    end
+    local function mutate(x, eta, pm)
+      for i = 1, n do
+        if g2:uniform() <= pm then
+          local d1, d2 = (x[i] - xl) / (xu - xl), (xu - x[i]) / (xu - xl)
+          local r, dq = g2:uniform()
+          if r < 0.5 then dq = (2 * r + (1 - 2 * r) * (1 - d1) ^ (eta + 1)) ^ (1 / (eta + 1)) - 1
+          else dq = 1 - (2 * (1 - r) + 2 * (r - 0.5) * (1 - d2) ^ (eta + 1)) ^ (1 / (eta + 1)) end
+          x[i] = math.min(math.max(x[i] + dq * (xu - xl), xl), xu)
+        end
+      end
+    end
+    for trial = 1, 20 do
+      local pa, pb = {}, {}
+      for i = 1, n do pa[i], pb[i] = i / 4 - 1, 2 - i / 3 + trial / 10 end
+      local a, b, a2, b2 = K.ga_pair(g1, pa, pb, B, 20, 0.9, 20, 0.5)
+      local ra, rb = {}, {}
+      for i = 1, n do ra[i], rb[i] = pa[i], pb[i] end
+      if g2:uniform() <= 0.9 then sbx(ra, rb, 20) end
+      mutate(ra, 20, 0.5); mutate(rb, 20, 0.5)
+      for i = 1, n do
+        ra[i] = math.min(math.max(ra[i], lo), hi); rb[i] = math.min(math.max(rb[i], lo), hi)
+        assert.are.equal(ra[i], a[i]); assert.are.equal(rb[i], b[i])
+        assert.are.equal(a[i], a2[i]); assert.are.equal(b[i], b2[i])
+      end
+      assert.are_not.equal(a, a2)
+    end
+  end)
+
+  it("maxstd: the largest coordinate standard deviation of an array, lists or records", function()
+    local P = pd.random.new(6, 0):normal(0, 1, 30, 4)
+    P:col(3):scale(5)
+    local rows, recs = P:totable(), {}
+    for k, x in ipairs(rows) do recs[k] = { x = x } end
+    local want = P:col(3):std()
+    assert.is_true(rel(K.maxstd(P), want) < 1e-12)
+    assert.is_true(rel(K.maxstd(rows), want) < 1e-12)
+    assert.is_true(rel(K.maxstd(recs, "x"), want) < 1e-12)
+    assert.are.equal(0, K.maxstd({}))
+  end)
+end)
+
 describe("CMA-ES convergence (as good as pycma, fixed seeds)", function()
   local function run(f, n, lo, hi, seed)
     return pd.minimize(f, { dim = n, bounds = { lo, hi }, seed = seed, target = 1e-8, budget = 1e5 })

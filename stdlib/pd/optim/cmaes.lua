@@ -30,6 +30,7 @@
 -- The object is plain data (numbers and lists) with a metatable, so it can
 -- be written to a checkpoint and read back (cmaes.restore).
 local la = require "pd.optim.la"
+local K = la.kernels          -- the native steps of a generation (lua/optim.c)
 
 local M = {}
 local ES = {}
@@ -159,7 +160,7 @@ end
 
 local DEFAULTS = {
   tolfun = 1e-11, tolfunhist = 1e-12, tolx = 1e-11, tolconditioncov = 1e14,
-  tolflatfitness = 3, tolfacupx = 1e3, tolupsigma = 1e20,
+  tolflatfitness = 1, tolfacupx = 1e3, tolupsigma = 1e20,
 }
 
 --- A new strategy.  opts:
@@ -180,27 +181,33 @@ function M.new(opts)
   local self = setmetatable({}, ES)
   for k, v in pairs(p) do self[k] = v end
   self.n = n
+  -- The state the native kernels (lua/optim.c) work on is f64 arrays:
+  -- the vectors mean, ps, pc, D, dC, sv, stds0, maxstd and xref of n, the
+  -- matrices C, Bt and BDt of n x n.
   self.x0 = {}
-  self.mean = {}
+  local mean = {}
   for i = 1, n do
-    self.mean[i] = opts.x0 and opts.x0[i] or 0.0
-    self.x0[i] = self.mean[i]
+    mean[i] = opts.x0 and opts.x0[i] or 0.0
+    self.x0[i] = mean[i]
   end
   self.sigma0 = opts.sigma0 or 1.0
   self.sigma = self.sigma0
   local stds = opts.stds
-  self.D, self.pc, self.ps = {}, {}, {}
-  local var, ones = {}, {}
+  local D, var, ones = {}, {}, {}
   for i = 1, n do
     local s = stds and stds[i] or 1.0
-    self.D[i], var[i], ones[i] = s, s * s, 1.0
-    self.pc[i], self.ps[i] = 0.0, 0.0
+    D[i], var[i], ones[i] = s, s * s, 1.0
   end
-  self.C = la.diag_matrix(n, var)        -- covariance (pd.array)
-  self.B = la.diag_matrix(n, ones)       -- its eigenvectors, as columns
-  self.BDt, self.Cis = la.transforms(self.B, self.D, n)
-  self.stds0 = {}
-  for i = 1, n do self.stds0[i] = self.D[i] end
+  self.C = la.diag_matrix(n, var)        -- covariance
+  self.Bt = la.diag_matrix(n, ones)      -- its eigenvectors, as rows
+  self.BDt = la.diag_matrix(n, D)        -- (B D)': the sampling transform
+  self.D = la.vector(D)                  -- sqrt of C's eigenvalues
+  self.Dmin, self.Dmax = huge, -huge
+  for i = 1, n do self.Dmin, self.Dmax = min(self.Dmin, D[i]), max(self.Dmax, D[i]) end
+  self.dC = la.vector(var)               -- diag(C), kept by cma_tell
+  self.stds0 = la.vector(D)
+  self.ps, self.pc = la.vector(n), la.vector(n)
+  self.sv = la.vector(ones)              -- pycma's sigma_vec: all 1 unless maxstd binds
   if opts.lower or opts.upper then
     self.lower, self.upper = {}, {}
     for i = 1, n do
@@ -209,6 +216,14 @@ function M.new(opts)
     end
   end
   if self.lower then
+    -- pycma's maxstd with bounds: (ub - lb) / 3 (option maxstd_boundrange,
+    -- as pycma's; 1/0 for no limit)
+    local mx, f = {}, opts.maxstd_boundrange or 1 / 3
+    for i = 1, n do mx[i] = (self.upper[i] - self.lower[i]) * f end
+    self.maxstd = la.vector(mx)
+    -- x0 is a point of the box; the strategy's mean is its genotype
+    -- (pycma: gp.geno(x0, from_bounds=BoundTransform.inverse))
+    mean = untransform(self, mean)
     -- where the bound transformation is the identity: [lb + al, ub - au]
     self.inner_lo, self.inner_hi = {}, {}
     for i = 1, n do
@@ -220,24 +235,53 @@ function M.new(opts)
         self.inner_lo[i], self.inner_hi[i] = l, u
       end
     end
+    -- the same as rows of one array for cma_ask: lo, hi, inner lo, inner
+    -- hi, and box()'s margins al, au
+    self.box = la.matrix(6, n)
+    for i = 1, n do
+      local l, u = self.lower[i], self.upper[i]
+      self.box:set(1, i, l); self.box:set(2, i, u)
+      self.box:set(3, i, self.inner_lo[i]); self.box:set(4, i, self.inner_hi[i])
+      self.box:set(5, i, min((u - l) / 2, (1 + abs(l)) / 20))
+      self.box:set(6, i, min((u - l) / 2, (1 + abs(u)) / 20))
+    end
   end
+  self.mean = la.vector(mean)
   self.rng = opts.rng or la.rng(opts.seed or 0)
   self.countiter, self.countevals = 0, 0
-  -- pycma decomposes C again after 1/(c1 + cmu)/n/10 iterations (its
-  -- GaussFullSampler's lazy_update_gap), in practice every iteration
-  self.lazy_gap = 1 / (self.c1 + self.cmu) / n / 10
+  -- The eigendecomposition (O(n^3), the one cost that grows faster than
+  -- n^2 per evaluation) is redone once more than lazy_gap iterations have
+  -- passed since the last one.  The default is purecma's (Hansen's
+  -- reference code, cma/purecma.py: 0.5 lambda / (c1 + cmu) / n
+  -- evaluations): every 2nd iteration at n = 10, every 3rd at n = 40.
+  -- pycma's CMAEvolutionStrategy waits 1/(c1 + cmu)/n/10 iterations, less
+  -- than one for n > 3 with the default lambda, so it decomposes every
+  -- iteration; option updatecovwait (iterations, pycma's name) asks for
+  -- that (updatecovwait = 0).  Between decompositions C is updated as usual
+  -- and only the sampling transform lags.
+  if opts.updatecovwait then
+    self.lazy_gap = opts.updatecovwait - 1e-9       -- pycma: wait >= updatecovwait
+  else
+    self.lazy_gap = 0.5 / (self.c1 + self.cmu) / n
+  end
   self.eigen_iter = 0
   -- tolxstagnation: [1e-9, 20, 0.1], the mean moved less than 1e-9 over
   -- 20 + 0.1 * iterations iterations
-  self.xstag = { x = {}, count = 0, count_x = 0 }
-  for i = 1, n do self.xstag.x[i] = self.mean[i] end
+  self.xstag = { count = 0, count_x = 0 }
+  self.xref = la.vector(mean)
   self.best_evals = 0
   for k, v in pairs(DEFAULTS) do self[k] = opts[k] or v end
   self.tolstagnation = opts.tolstagnation or floor(100 + 100 * n ^ 1.5 / self.lambda)
   self.maxiter = opts.maxiter or floor(100 + 150 * (n + 3) ^ 2 / sqrt(self.lambda))
   self.budget = opts.budget or huge
   self.target = opts.target
-  self.hist, self.histbest, self.histmedian = {}, {}, {}
+  -- histories: hist, the last floor(10 + 30 n / lambda) best values of a
+  -- generation (only their range matters: a ring, next write at hist_pos);
+  -- histbest and histmedian, the best and median every 5 iterations,
+  -- oldest first (pycma keeps them newest first)
+  self.hist, self.hist_pos = {}, 1
+  self.hist_len = max(1, floor(10 + 30 * n / self.lambda))
+  self.histbest, self.histmedian = {}, {}
   self.flatcount = 0
   self.best_f = huge
   self.best_x = nil
@@ -254,37 +298,35 @@ end
 -- Ask
 ---------------------------------------------------------------------------
 
+-- Per strategy, the arrays a generation is sampled into (not part of the
+-- state: a checkpoint has no pending generation).
+local buffers = setmetatable({}, { __mode = "k" })
+
 local function update_eigen(self)
-  local n = self.n
-  local e, B = la.eigh(self.C)
-  local D = {}
-  for i = 1, n do
-    if e[i] <= 0 then e[i] = 1e-300 end
-    D[i] = sqrt(e[i])
-  end
-  self.B, self.D = B, D
-  self.BDt, self.Cis = la.transforms(B, D, n)
+  self.Dmin, self.Dmax = K.cma_eigen(self.C, self.Bt, self.BDt, self.D)
   self.eigen_iter = self.countiter
 end
 
 --- Sample lambda new points.  Returns a list of points (lists), already
 -- mapped into the bounds; tell() expects their values in the same order.
 function ES:ask()
-  if self.pending then return self.pending_x end
-  if self.countiter > 0 and self.countiter - self.eigen_iter >= self.lazy_gap then
+  if self.pending then return self.pending_x:totable() end
+  if self.countiter > 0 and self.countiter - self.eigen_iter > self.lazy_gap then
     update_eigen(self)
   end
-  local n, rng, mean, sigma = self.n, self.rng, self.mean, self.sigma
-  local G, X = {}, {}
-  local Z = rng:normals(self.lambda, n)
-  local Yarr, Ys = la.cma_sample(Z, self.BDt)   -- y_k = B D z_k, one gemm
-  for k = 1, self.lambda do
-    local y = Ys[k]
-    local g = {}
-    for i = 1, n do g[i] = mean[i] + sigma * y[i] end
-    G[k] = g
-    X[k] = transform(self, g)
+  local n, lam, mean, sigma = self.n, self.lambda, self.mean, self.sigma
+  -- the generation's arrays: two sets used in turn, so that the last
+  -- generation's points (last_x, for emigrants) stay valid through the next
+  local b = buffers[self]
+  if not b then
+    b = { Z = la.matrix(lam, n), Y = { la.matrix(lam, n), la.matrix(lam, n) },
+          X = { la.matrix(lam, n), la.matrix(lam, n) }, k = 1 }
+    buffers[self] = b
   end
+  b.k = 3 - b.k
+  local Z, Yarr, Xarr = b.Z, b.Y[b.k], b.X[b.k]
+  self.rng.g:normal(0, 1, Z)          -- as rng:normals(lam, n), filled in place
+  local X = K.cma_ask(Z, self.BDt, Yarr, Xarr, mean, sigma, self.sv, self.box)
   -- injected points (immigrate): they take the places of the last samples
   -- (unranked, so any places would do); X is the point itself, its step
   -- y = (g - m) / sigma is clipped to a Mahalanobis length of at most
@@ -299,28 +341,23 @@ function ES:ask()
       local x = {}
       for i = 1, n do x[i] = inj[j][i] end
       local g = untransform(self, x)
-      local y = {}
-      for i = 1, n do y[i] = (g[i] - mean[i]) / sigma end
-      local z = la.rows_times({ y }, self.Cis)[1]
+      local y, m, sv = {}, mean:totable(), self.sv:totable()
+      for i = 1, n do y[i] = (g[i] - m[i]) / (sigma * sv[i]) end
+      local z = la.rows_times({ y }, self.Bt:T())[1]    -- Bt y
       local len = 0.0
-      for i = 1, n do len = len + z[i] * z[i] end
+      local D = self.D:totable()
+      for i = 1, n do len = len + (z[i] / D[i]) ^ 2 end    -- |C^-1/2 y|^2
       len = sqrt(len)
       if len > cap then
         for i = 1, n do y[i] = y[i] * cap / len end
       end
-      for i = 1, n do Yarr:set(k, i, y[i]) end
-      Ys[k], G[k], X[k] = y, g, x
+      for i = 1, n do Yarr:set(k, i, y[i]); Xarr:set(k, i, x[i]) end
+      X[k] = la.copy(x)
       self.injected = (self.injected or 0) + 1
     end
   end
-  self.pending, self.pending_x, self.pending_y, self.pending_ys = G, X, Yarr, Ys
-  local copy = {}
-  for k = 1, #X do
-    local x = {}
-    for i = 1, n do x[i] = X[k][i] end
-    copy[k] = x
-  end
-  return copy
+  self.pending, self.pending_x, self.pending_y = true, Xarr, Yarr
+  return X
 end
 
 ---------------------------------------------------------------------------
@@ -337,49 +374,36 @@ local function median(t, a, b)
   return (s[m / 2] + s[m / 2 + 1]) / 2
 end
 
-local function check_stop(self, fs)
+local function check_stop(self, fs, tolx, tolfacupx, noeffectcoord, noeffectaxis)
   local n = self.n
   if self.target and self.best_f <= self.target then return "target" end
   if self.countevals >= self.budget then return "budget" end
   if self.countiter >= self.maxiter then return "maxiter" end
-  local h = self.hist
+  -- the range of the recent bests, scanned only until it is too wide for
+  -- both tests (while the run progresses, after two values)
+  local h, tolfun, tolfunhist = self.hist, self.tolfun, self.tolfunhist
+  local wide = max(tolfun, tolfunhist)
   local hmax, hmin = -huge, huge
-  for i = 1, #h do hmax = max(hmax, h[i]); hmin = min(hmin, h[i]) end
-  if fs[#fs] - fs[1] < self.tolfun and hmax - hmin < self.tolfun then return "tolfun" end
-  if #h > 9 and hmax - hmin < self.tolfunhist then return "tolfunhist" end
-  local dC = la.diag(self.C, n)
-  local tolx = true
-  for i = 1, n do
-    local dc = sqrt(dC[i])
-    if self.sigma * dc >= self.tolx or self.sigma * abs(self.pc[i]) >= self.tolx then
-      tolx = false; break
-    end
+  for i = 1, #h do
+    local v = h[i]
+    if v > hmax then hmax = v end
+    if v < hmin then hmin = v end
+    if hmax - hmin >= wide then break end
   end
+  if fs[#fs] - fs[1] < tolfun and hmax - hmin < tolfun then return "tolfun" end
+  if #h > 9 and hmax - hmin < tolfunhist then return "tolfunhist" end
+  -- tolx, tolfacupx, noeffectcoord and noeffectaxis (one principal axis
+  -- an iteration, in turn) are tested by cma_tell on the new state
   if tolx then return "tolx" end
-  local dmax, dmin = -huge, huge
-  for i = 1, n do dmax = max(dmax, self.D[i]); dmin = min(dmin, self.D[i]) end
+  local dmax, dmin = self.Dmax, self.Dmin
   if dmax * dmax > self.tolconditioncov * dmin * dmin then return "conditioncov" end
-  -- no effect along a principal axis, or in a coordinate
-  local i = self.countiter % n + 1
-  local same = 0
-  for k = 1, n do
-    local m = self.mean[k]
-    if m == m + 0.1 * self.sigma * self.D[i] * la.get(self.B, k, i) then same = same + 1 end
-  end
-  if same == n then return "noeffectaxis" end
-  for k = 1, n do
-    local m = self.mean[k]
-    if m == m + 0.2 * self.sigma * sqrt(dC[k]) then return "noeffectcoord" end
-  end
+  if noeffectaxis then return "noeffectaxis" end
+  if noeffectcoord then return "noeffectcoord" end
   if self.flatcount > self.tolflatfitness then return "tolflatfitness" end
   local xs = self.xstag
   if xs.count - xs.count_x > 20 + 0.1 * xs.count then return "tolxstagnation" end
   if self.sigma / dmax > self.sigma0 * self.tolupsigma then return "tolupsigma" end
-  for k = 1, n do
-    if self.sigma * sqrt(dC[k]) > self.sigma0 * self.stds0[k] * self.tolfacupx then
-      return "tolfacupx"
-    end
-  end
+  if tolfacupx then return "tolfacupx" end
   -- stagnation: the best was found in the first half of the stagnation
   -- period, and the recent medians of best and median f (recorded every 5
   -- iterations) are no better than the older ones
@@ -387,11 +411,12 @@ local function check_stop(self, fs)
   local l = max(self.tolstagnation / 5 / 2, #hb / 10)
   if l <= self.countiter then
     l = floor(l)
+    local e = #hb          -- newest first, pycma's [:l] is e - l + 1 .. e
     if self.countiter > n * (5 + 100 / self.lambda)
        and (self.countevals - self.best_evals) / self.lambda > self.tolstagnation / 2
        and #hb > 100 and 2 * l < #hb
-       and median(hm, 1, l) >= median(hm, l + 1, 2 * l)
-       and median(hb, 1, l) >= median(hb, l + 1, 2 * l) then
+       and median(hm, e - l + 1, e) >= median(hm, e - 2 * l + 1, e - l)
+       and median(hb, e - l + 1, e) >= median(hb, e - 2 * l + 1, e - l) then
       return "tolstagnation"
     end
   end
@@ -413,101 +438,46 @@ function ES:tell(X, F)
       error(string.format("cmaes: value %d is %s, not a number", k, tostring(v)), 2)
     end
   end
-  local Yarr, Ys, Xp = self.pending_y, self.pending_ys, self.pending_x
-  self.pending, self.pending_x, self.pending_y, self.pending_ys = nil, nil, nil, nil
+  local Yarr, Xp = self.pending_y, self.pending_x
+  self.pending, self.pending_x, self.pending_y = nil, nil, nil
   self.countiter = self.countiter + 1
   self.countevals = self.countevals + lam
-  -- rank
-  local idx = {}
-  for k = 1, lam do idx[k] = k end
-  table.sort(idx, function(a, b)
-    if F[a] ~= F[b] then return F[a] < F[b] end
-    return a < b
-  end)
-  local fs = {}
-  for k = 1, lam do fs[k] = F[idx[k]] end
+  -- rank (ties in sample order)
+  local idx, fs = K.cma_rank(F)
   if fs[1] < self.best_f then
     self.best_f = fs[1]
-    local bx = {}
-    for i = 1, n do bx[i] = Xp[idx[1]][i] end
-    self.best_x = bx
+    self.best_x = Xp:row(idx[1]):totable()
     self.best_evals = self.countevals
   end
-  -- the generation's mu best, for emigrants()
-  local elite = {}
-  for r = 1, self.mu do
-    local x = {}
-    for i = 1, n do x[i] = Xp[idx[r]][i] end
-    elite[r] = { x = x, f = fs[r] }
-  end
-  self.elite = elite
+  -- the generation's points and ranking, for emigrants()
+  self.last_x, self.last_order, self.last_f = Xp, idx, fs
   -- flat fitness: the best no better than the value at 3/4 of the ranking
   if fs[1] < fs[floor(0.75 * lam) + 1] then self.flatcount = 0
   else self.flatcount = self.flatcount + 1 end
   -- histories (newest first)
-  table.insert(self.hist, 1, fs[1])
-  if #self.hist > 10 + 30 * n / lam then table.remove(self.hist) end
+  local pos = self.hist_pos
+  self.hist[pos] = fs[1]
+  self.hist_pos = pos % self.hist_len + 1
   if self.countiter % 5 == 0 then
-    table.insert(self.histbest, 1, fs[1])
-    table.insert(self.histmedian, 1, median(fs, 1, lam))
-    if #self.histbest > 2e4 then table.remove(self.histbest); table.remove(self.histmedian) end
+    local hb, hm = self.histbest, self.histmedian
+    hb[#hb + 1] = fs[1]
+    hm[#hm + 1] = median(fs, 1, lam)
+    if #hb > 2e4 then table.remove(hb, 1); table.remove(hm, 1) end
   end
-
-  local w, mu, sigma = self.weights, self.mu, self.sigma
-  local mold = self.mean
-  -- y_k = (g_k - m)/sigma, in rank order
-  local Y = {}
-  for r = 1, lam do Y[r] = Ys[idx[r]] end
-  -- mean
-  local yw = {}
-  for i = 1, n do yw[i] = 0.0 end
-  for r = 1, mu do
-    local y, wr = Y[r], w[r]
-    for i = 1, n do yw[i] = yw[i] + wr * y[i] end
-  end
-  local mean = {}
-  for i = 1, n do mean[i] = mold[i] + sigma * yw[i] end
-  self.mean = mean
-  -- step-size path and stall flag
-  local cs, cc, mueff = self.cs, self.cc, self.mueff
-  local zw = la.rows_times({ yw }, self.Cis)[1]   -- C^(-1/2) y_w
-  local a = sqrt(cs * (2 - cs) * mueff)
-  local ps = self.ps
-  local ps2 = 0.0
-  for i = 1, n do
-    ps[i] = (1 - cs) * ps[i] + a * zw[i]
-    ps2 = ps2 + ps[i] * ps[i]
-  end
-  local hsig = (ps2 / (1 - (1 - cs) ^ (2 * self.countiter)) / n - 1 < 1 + 4 / (n + 1)) and 1 or 0
-  -- covariance path
-  local b = hsig * sqrt(cc * (2 - cc) * mueff)
-  local pc = self.pc
-  for i = 1, n do pc[i] = (1 - cc) * pc[i] + b * yw[i] end
-  -- covariance: rank one, rank mu, active (negative weights rescaled by
-  -- n / |C^-1/2 y|^2 so that C stays positive definite)
-  local c1, cmu = self.c1, self.cmu
-  local c1a = c1 * (1 - (1 - hsig * hsig) * cc * (2 - cc))
-  local wsum = 0.0
-  for r = 1, lam do wsum = wsum + w[r] end
-  -- rank one with c1 and the decay with c1a, as pycma does (they differ
-  -- only when h_sigma stalls the path)
-  la.cma_covariance(self.C, n, 1 - c1a - cmu * wsum, Yarr, idx, w, cmu, self.Cis, pc, c1)
-  -- step size (CSA), log-step clipped to +-1 as pycma does
-  local s = (self.cs / self.damps) * (sqrt(ps2) / self.chiN - 1)
-  if s > 1 then s = 1 elseif s < -1 then s = -1 end
-  self.sigma = self.sigma * exp(s)
-  -- the mean's movement, for tolxstagnation
+  -- mean, paths, covariance and step size in one native step
+  -- (lua/optim.c cma_tell: rank one, rank mu, active negative weights
+  -- rescaled by n / |C^-1/2 y|^2 so that C stays positive definite, CSA
+  -- with the log-step clipped to +-1, the standard deviations held below
+  -- maxstd through sv); it also moves the tolxstagnation reference when
+  -- the mean moved more than xstag_delta, and returns the coordinate-wise
+  -- termination tests
   local xs = self.xstag
   xs.count = xs.count + 1
-  local delta = 1e-9 * sqrt(max(1, (xs.count - xs.count_x) / (20 + 0.1 * xs.count)))
-  local d2 = 0.0
-  for i = 1, n do d2 = d2 + (xs.x[i] - mean[i]) ^ 2 end
-  if sqrt(d2) > delta then
-    for i = 1, n do xs.x[i] = mean[i] end
-    xs.count_x = xs.count
-  end
+  self.xstag_delta = 1e-9 * sqrt(max(1, (xs.count - xs.count_x) / (20 + 0.1 * xs.count)))
+  local _, moved, tolx, tolfacupx, noeffectcoord, noeffectaxis = K.cma_tell(self, Yarr, idx)
+  if moved then xs.count_x = xs.count end
 
-  self.stop = check_stop(self, fs)
+  self.stop = check_stop(self, fs, tolx, tolfacupx, noeffectcoord, noeffectaxis)
   return self.stop
 end
 
@@ -520,13 +490,10 @@ function ES:emigrants(count)
     for i = 1, self.n do x[i] = self.best_x[i] end
     out[1] = { x = x, f = self.best_f }
   end
-  for _, e in ipairs(self.elite or {}) do
+  local X, order, fs = self.last_x, self.last_order, self.last_f
+  for r = 1, X and self.mu or 0 do
     if #out >= count then break end
-    if e.f ~= self.best_f then
-      local x = {}
-      for i = 1, self.n do x[i] = e.x[i] end
-      out[#out + 1] = { x = x, f = e.f }
-    end
+    if fs[r] ~= self.best_f then out[#out + 1] = { x = X:row(order[r]):totable(), f = fs[r] } end
   end
   return out
 end
@@ -550,13 +517,14 @@ function ES:best() return self.best_x, self.best_f end
 --- The algorithm's own scale, for progress lines and history: sigma times
 -- the largest standard deviation along a coordinate.
 function ES:spread()
+  if self.top_std then return self.top_std end
   local n, m = self.n, 0.0
-  local dC = la.diag(self.C, n)
-  for i = 1, n do m = max(m, dC[i]) end
+  local dC, sv = self.dC:totable(), self.sv:totable()
+  for i = 1, n do m = max(m, sv[i] * sv[i] * dC[i]) end
   return self.sigma * sqrt(m)
 end
 
 --- The current mean, mapped into the bounds.
-function ES:mean_x() return transform(self, self.mean) end
+function ES:mean_x() return transform(self, self.mean:totable()) end
 
 return M

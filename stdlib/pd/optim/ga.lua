@@ -21,13 +21,14 @@
 -- Ask and tell: X = o:ask() gives the new individuals of every island
 -- (elites are not evaluated again), o:tell(X, F) their values.
 local la = require "pd.optim.la"
+local K = la.kernels          -- ga_pair, maxstd (lua/optim.c)
 
 local M = {}
 local GA = {}
 GA.__index = GA
 M.GA = GA
 
-local huge, floor, ceil, min, max, sqrt = math.huge, math.floor, math.ceil, math.min, math.max, math.sqrt
+local huge, floor, ceil, min, max = math.huge, math.floor, math.ceil, math.min, math.max
 
 --- opts: dim, lower/upper (the box; an infinite side is not clipped and
 -- the operators use the initial range as the scale), init_lower /
@@ -63,6 +64,13 @@ function M.new(opts)
     self.ilo = self.ilo or {}; self.ihi = self.ihi or {}
     self.ilo[i], self.ihi[i] = il, iu
   end
+  -- the operators' scale and the box as one array, for the native
+  -- variation step (K.ga_pair)
+  self.B = la.matrix(4, n)
+  for i = 1, n do
+    self.B:set(1, i, self.slo[i]); self.B:set(2, i, self.shi[i])
+    self.B:set(3, i, self.lower[i]); self.B:set(4, i, self.upper[i])
+  end
   self.budget = opts.budget or huge
   self.maxiter = opts.maxiter or huge
   self.target = opts.target
@@ -79,63 +87,11 @@ end
 
 local copy = la.copy
 
-local function clip(self, x)
-  for i = 1, self.n do
-    if x[i] < self.lower[i] then x[i] = self.lower[i]
-    elseif x[i] > self.upper[i] then x[i] = self.upper[i] end
-  end
-end
-
--- Bounded SBX on two parents (lists), in place.
-local function sbx(self, a, b)
-  local rng, eta = self.rng, self.eta_c
-  for i = 1, self.n do
-    if rng:uniform() <= 0.5 then
-      local x1, x2 = a[i], b[i]
-      if math.abs(x1 - x2) > 1e-14 then
-        if x1 > x2 then x1, x2 = x2, x1 end
-        local xl, xu = self.slo[i], self.shi[i]
-        local r = rng:uniform()
-        local beta = 1 + 2 * (x1 - xl) / (x2 - x1)
-        local alpha = 2 - beta ^ -(eta + 1)
-        local bq
-        if r <= 1 / alpha then bq = (r * alpha) ^ (1 / (eta + 1))
-        else bq = (1 / (2 - r * alpha)) ^ (1 / (eta + 1)) end
-        local c1 = 0.5 * (x1 + x2 - bq * (x2 - x1))
-        beta = 1 + 2 * (xu - x2) / (x2 - x1)
-        alpha = 2 - beta ^ -(eta + 1)
-        if r <= 1 / alpha then bq = (r * alpha) ^ (1 / (eta + 1))
-        else bq = (1 / (2 - r * alpha)) ^ (1 / (eta + 1)) end
-        local c2 = 0.5 * (x1 + x2 + bq * (x2 - x1))
-        c1 = min(max(c1, xl), xu)
-        c2 = min(max(c2, xl), xu)
-        if rng:uniform() <= 0.5 then a[i], b[i] = c2, c1 else a[i], b[i] = c1, c2 end
-      end
-    end
-  end
-end
-
--- Bounded polynomial mutation, in place.
-local function mutate(self, x)
-  local rng, eta = self.rng, self.eta_m
-  local mp = 1 / (eta + 1)
-  for i = 1, self.n do
-    if rng:uniform() <= self.pm then
-      local xl, xu = self.slo[i], self.shi[i]
-      local d1, d2 = (x[i] - xl) / (xu - xl), (xu - x[i]) / (xu - xl)
-      local r = rng:uniform()
-      local dq
-      if r < 0.5 then
-        local v = 2 * r + (1 - 2 * r) * (1 - d1) ^ (eta + 1)
-        dq = v ^ mp - 1
-      else
-        local v = 2 * (1 - r) + 2 * (r - 0.5) * (1 - d2) ^ (eta + 1)
-        dq = 1 - v ^ mp
-      end
-      x[i] = min(max(x[i] + dq * (xu - xl), xl), xu)
-    end
-  end
-end
+-- Variation (ga_pair in lua/optim.c, drawing from the generator exactly
+-- as the gene-by-gene Lua did): with probability pc bounded SBX (per gene
+-- with probability 1/2, children spread by beta_q, clipped to the scale,
+-- swapped with probability 1/2), then bounded polynomial mutation of each
+-- child (per gene with probability pm), then clipping to the box.
 
 local function by_f(a, b) return a.f < b.f end
 
@@ -184,14 +140,14 @@ end
 --- The individuals to evaluate next.
 function GA:ask()
   if self.pending then return self.pending_x end
-  local X, owner = {}, {}
+  local X, owner, out = {}, {}, {}
   local rng = self.rng
   if self.countiter == 0 then
     for isl = 1, self.k do
       for _ = 1, self.N do
         local x = {}
         for i = 1, self.n do x[i] = rng:range(self.ilo[i], self.ihi[i]) end
-        X[#X + 1] = x; owner[#owner + 1] = isl
+        X[#X + 1] = x; owner[#owner + 1] = isl; out[#out + 1] = copy(x)
       end
     end
   else
@@ -205,20 +161,19 @@ function GA:ask()
       self.next_pop[isl] = newp
       local need = self.N - #newp
       local made = 0
+      local g, B, eta_c, pc, eta_m, pm = rng.g, self.B, self.eta_c, self.pc, self.eta_m, self.pm
       while made < need do
-        local a = copy(tournament(self, P).x)
-        local b = copy(tournament(self, P).x)
-        if rng:uniform() <= self.pc then sbx(self, a, b) end
-        mutate(self, a); mutate(self, b)
-        clip(self, a); clip(self, b)
-        X[#X + 1] = a; owner[#owner + 1] = isl; made = made + 1
-        if made < need then X[#X + 1] = b; owner[#owner + 1] = isl; made = made + 1 end
+        local pa = tournament(self, P).x
+        local pb = tournament(self, P).x
+        local a, b, a2, b2 = K.ga_pair(g, pa, pb, B, eta_c, pc, eta_m, pm)
+        X[#X + 1] = a; owner[#owner + 1] = isl; out[#out + 1] = a2; made = made + 1
+        if made < need then
+          X[#X + 1] = b; owner[#owner + 1] = isl; out[#out + 1] = b2; made = made + 1
+        end
       end
     end
   end
   self.pending, self.pending_x = owner, X
-  local out = {}
-  for k = 1, #X do out[k] = copy(X[k]) end
   return out
 end
 
@@ -254,17 +209,11 @@ function GA:best() return self.best_x, self.best_f end
 
 --- Spread: the largest standard deviation of a coordinate over all islands.
 function GA:spread()
-  local m = 0.0
-  for i = 1, self.n do
-    local s1, s2, c = 0.0, 0.0, 0
-    for isl = 1, self.k do
-      for _, ind in ipairs(self.pop[isl] or {}) do
-        local v = ind.x[i]; s1 = s1 + v; s2 = s2 + v * v; c = c + 1
-      end
-    end
-    if c > 0 then m = max(m, s2 / c - (s1 / c) ^ 2) end
+  local all = {}
+  for isl = 1, self.k do
+    for _, ind in ipairs(self.pop[isl] or {}) do all[#all + 1] = ind end
   end
-  return sqrt(max(m, 0))
+  return K.maxstd(all, "x")
 end
 
 return M

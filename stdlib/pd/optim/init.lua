@@ -305,10 +305,40 @@ local function block_of(S, points, a, b)
 end
 M.block_of = block_of
 
+-- The common case of serial evaluation: f(x) for plain points, no extra
+-- arguments, no groups.  One protected call for the whole batch (a
+-- protected call per point cost more than the optimiser's own work); the
+-- point being evaluated is remembered, so an error names it as the general
+-- path does.
+local function evaluate_plain(f, points, ctx)
+  local out, k = {}, 0
+  local bad
+  local function batch()
+    for i = 1, #points do
+      k = i
+      local v = f(points[i])
+      if type(v) ~= "number" or v ~= v then bad = v; return end
+      out[i] = v
+    end
+    k = nil
+  end
+  local ok, e = xpcall(batch, handler)
+  if not ok then
+    e.message = "the fitness raised: " .. tostring(e.message)
+    e.point, e.names, e.index = points[k], nil, k
+    raise(e)
+  end
+  if k then check_value(bad, ctx.S, points[k], k) end
+  return out
+end
+
 -- Serial evaluation in the coordinator.
 local function evaluate_here(f, points, ctx)
   local S, args = ctx.S, ctx.args or {}
   local nargs = args.n or #args
+  if not ctx.vectorized and not ctx.groups and not S.names and nargs == 0 then
+    return evaluate_plain(f, points, ctx)
+  end
   local out = {}
   if ctx.vectorized then
     local block = block_of(S, points, 1, #points)
@@ -522,8 +552,6 @@ end
 ---------------------------------------------------------------------------
 -- The driver
 ---------------------------------------------------------------------------
-
-local copy = la.copy
 
 -- Start a group's next CMA-ES run after a stop (IPOP or BIPOP), or return
 -- false when no restart is left.
@@ -761,15 +789,23 @@ local function run(f, spec, sign)
   while true do
     -- ask every live group
     local points, owner, slices = {}, ngroups > 1 and {} or nil, {}
-    for gi, g in ipairs(state.groups) do
+    if ngroups == 1 then
+      local g = state.groups[1]
       if not g.done then
-        local X = g.algo:ask()
-        local a = #points + 1
-        for k = 1, #X do
-          points[#points + 1] = X[k]
-          if owner then owner[#owner + 1] = gi end
+        points = g.algo:ask()        -- the batch is the one group's points
+        slices[1] = { 1, #points, points }
+      end
+    else
+      for gi, g in ipairs(state.groups) do
+        if not g.done then
+          local X = g.algo:ask()
+          local a = #points + 1
+          for k = 1, #X do
+            points[#points + 1] = X[k]
+            owner[#owner + 1] = gi
+          end
+          slices[gi] = { a, #points, X }
         end
-        slices[gi] = { a, #points, X }
       end
     end
     if #points == 0 then break end
@@ -781,18 +817,21 @@ local function run(f, spec, sign)
     for gi, g in ipairs(state.groups) do
       local sl = slices[gi]
       if sl then
-        local F = {}
-        for k = sl[1], sl[2] do F[#F + 1] = sign * values[k] end
+        local F = values
+        if sl[1] ~= 1 or sl[2] ~= #values or sign ~= 1 then
+          F = {}
+          for k = sl[1], sl[2] do F[#F + 1] = sign * values[k] end
+        end
         -- the values of the iteration so far (PSO tells a sweep in blocks)
-        g.sum = (g.sum or 0.0)
-        g.count = (g.count or 0)
-        for k = 1, #F do g.sum = g.sum + F[k] end
-        g.count = g.count + #F
+        local sum = g.sum or 0.0
+        for k = 1, #F do sum = sum + F[k] end
+        g.sum = sum
+        g.count = (g.count or 0) + #F
         local before = g.algo.countiter
         g.algo:tell(sl[3], F)
         g.evals = g.evals + #F
         local bx, bf = g.algo:best()
-        if bf < g.best_f then g.best_f, g.best_x = bf, copy(bx) end
+        if bf < g.best_f then g.best_f, g.best_x = bf, la.copy(bx) end
         if g.algo.countiter > before then
           g.iter = g.iter + 1
           local mean = g.sum / g.count
@@ -812,7 +851,21 @@ local function run(f, spec, sign)
         elseif g.evals >= budget then why = "budget"
         elseif g.iter >= maxiter then why = "maxiter"
         elseif g.algo.stop then
-          if not restart(g, S, inner, budget - g.evals, target) then why = g.algo.stop end
+          -- pycma's eval_final_mean: when a CMA-ES run stops by its own
+          -- criteria its final mean is evaluated once (an evaluation like
+          -- any other, and often better than the last samples)
+          if g.kind == "cmaes" and not g.algo.members
+             and group_options(spec, g.index).eval_final_mean ~= false then
+            local xm = g.algo:mean_x()
+            local ctx1 = ctx
+            if ctx.groups then ctx1 = setmetatable({ groups = { gi } }, { __index = ctx }) end
+            local v = sign * M.evaluate(f, { xm }, ctx1)[1]
+            state.evaluations, g.evals = state.evaluations + 1, g.evals + 1
+            if v < g.best_f then g.best_f, g.best_x = v, xm end
+            round_best = min(round_best, g.best_f)
+          end
+          if target and g.best_f <= target then why = "target"
+          elseif not restart(g, S, inner, budget - g.evals, target) then why = g.algo.stop end
         end
         if why then g.done, g.stop = true, why end
       end
@@ -820,9 +873,11 @@ local function run(f, spec, sign)
     if completed then   -- one entry (and progress line) per iteration
       local hist = state.history
       state.iteration = (state.iteration or 0) + 1
-      hist[#hist + 1] = { iteration = state.iteration, evaluations = state.evaluations,
-                          best = sign * round_best, mean = sign * state.sum / state.count,
-                          scale = round_scale }
+      if ngroups > 1 then   -- one group: the result's history is the group's
+        hist[#hist + 1] = { iteration = state.iteration, evaluations = state.evaluations,
+                            best = sign * round_best, mean = sign * state.sum / state.count,
+                            scale = round_scale }
+      end
       state.sum, state.count = 0.0, 0
       if progress then
         out(string.format("optim %s  iter %d  evals %d  best %.6g  spread %.3g",

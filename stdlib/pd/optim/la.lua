@@ -70,12 +70,27 @@ function Rng:normals(m, n) return self.g:normal(0, 1, m, n) end
 ---------------------------------------------------------------------------
 -- Matrices: native pd.array (C, BLAS and LAPACKE)
 --
--- The optimisers' matrices (CMA-ES's covariance C, its eigenvectors B and
--- the derived transforms) are n x n f64 pd.arrays: the covariance update is
--- one BLAS gemm, the eigendecomposition LAPACK dsyevd.  Vectors stay Lua
--- lists (ranking, weights and step size are Lua).
+-- The optimisers' matrices (CMA-ES's covariance C, its eigenvectors and
+-- the derived transforms) are n x n f64 pd.arrays, worked on by the native
+-- kernels of lua/optim.c (BLAS gemm and ger for the covariance update,
+-- LAPACK dsyevd for the eigendecomposition).  Vectors stay Lua lists.
 ---------------------------------------------------------------------------
 local linalg = A.linalg
+
+--- The native kernels of the optimisers (lua/optim.c): cma_eigen,
+-- cma_ask, cma_rank, cma_tell.
+M.kernels = A.optim
+
+--- A new m-by-n matrix (zeros).
+function M.matrix(m, n) return A.zeros(m, n) end
+
+--- A new f64 vector: n zeros, or the elements of the list t.
+function M.vector(t)
+  if type(t) == "number" then return A.zeros(t) end
+  local v = A.zeros(#t)
+  for i = 1, #t do v:set(i, t[i]) end
+  return v
+end
 
 --- n-by-n diagonal matrix with diagonal d (a list).
 function M.diag_matrix(n, d)
@@ -84,71 +99,10 @@ function M.diag_matrix(n, d)
   return m
 end
 
---- The diagonal of an n-by-n matrix, as a list.
-function M.diag(m, n)
-  local d = {}
-  for i = 1, n do d[i] = m:get(i, i) end
-  return d
-end
-
---- Element (i, j).
-function M.get(m, i, j) return m:get(i, j) end
-
---- Eigendecomposition of the symmetric matrix C: the eigenvalues as a
--- list (ascending) and the eigenvectors as the columns of a matrix.
-function M.eigh(C)
-  local w, V = linalg.eigh(C)
-  return w:totable(), V
-end
-
 --- rows(Z) * T for a list of row vectors Z and an n x n matrix T: the
 -- list of row vectors z_k' T.  One gemm.
 function M.rows_times(Z, T)
   return A.array(Z):matmul(T):totable()
-end
-
---- (B diag(d))' and B diag(1/d) B' from an eigendecomposition: the
--- sampling transform (as rows, for rows_times) and C^(-1/2).
-function M.transforms(B, d, n)
-  local BDt = B:T():copy()
-  local Bi = B:T():copy()
-  for i = 1, n do
-    BDt:row(i):scale(d[i])
-    Bi:row(i):scale(1 / d[i])
-  end
-  local Cis = B:matmul(Bi)
-  return BDt, Cis
-end
-
---- CMA-ES sampling: given a lambda x n array Z of standard normals and the
--- transform BDt = (B D)', return Y = Z BDt as an array (row k is
--- y_k = B D z_k) and as a list of lists.  One gemm.
-function M.cma_sample(Z, BDt)
-  local Y = Z:matmul(BDt)
-  return Y, Y:totable()
-end
-
---- The CMA-ES covariance update in place, in C (pycma's aCMA rule):
---   C <- decay C + c1 pc pc' + cmu sum_r w_r' y_r y_r'
--- Y: the lambda x n array of steps y_k (as sampled), order: the sample
--- index of each rank, w: the recombination weights by rank.  Negative
--- weights are rescaled by n / |C^(-1/2) y_r|^2 (Cis = C^(-1/2)), which
--- keeps C positive definite.
-function M.cma_covariance(C, n, decay, Y, order, w, cmu, Cis, pc, c1)
-  local Ys = Y:take(order)                 -- rows in rank order
-  local W = Ys:copy()
-  local Zn
-  for r = 1, #order do
-    local wr = w[r]
-    if wr < 0 then
-      Zn = Zn or Ys:matmul(Cis)
-      local z = Zn:row(r):norm()
-      wr = wr * n / (z * z)
-    end
-    W:row(r):scale(cmu * wr)
-  end
-  C:add_matmul(Ys:T(), W, 1.0, decay)
-  if c1 ~= 0 then C:add_outer(A.array(pc), c1) end
 end
 
 --- Run BLAS and LAPACK on one thread until the returned function is
@@ -165,6 +119,7 @@ end
 -- matrix back, bit for bit.
 function M.is_matrix(v) return A.isarray(v) end
 function M.pack(m)
+  if m:ndim() == 1 then return { __matrix = m:totable(), rows = #m } end   -- a vector
   local r, c = m:shape()
   local flat, k = {}, 0
   for i = 1, r do
@@ -173,6 +128,7 @@ function M.pack(m)
   return { __matrix = flat, rows = r, cols = c }
 end
 function M.unpack(t)
+  if not t.cols then return M.vector(t.__matrix) end
   local m = A.zeros(t.rows, t.cols)
   local k = 0
   for i = 1, t.rows do

@@ -27,13 +27,14 @@
 -- Ask and tell: X = o:ask() gives the positions to evaluate (a block);
 -- o:tell(X, F) takes their values; o.countiter counts whole sweeps.
 local la = require "pd.optim.la"
+local K = la.kernels          -- pso_move, rows, maxstd (lua/optim.c)
 
 local M = {}
 local PSO = {}
 PSO.__index = PSO
 M.PSO = PSO
 
-local sqrt, log, huge, ceil = math.sqrt, math.log, math.huge, math.ceil
+local log, huge, ceil = math.log, math.huge, math.ceil
 
 --- opts: dim, lower/upper (the box; infinite sides allowed), init_lower /
 -- init_upper (where particles start, default the box), popsize (S, 40),
@@ -62,15 +63,18 @@ function M.new(opts)
   self.target = opts.target
   self.countiter, self.countevals = 0, 0
   self.best_f, self.best_x = huge, nil
-  self.x, self.v, self.p, self.fp = {}, {}, {}, {}
+  -- positions, velocities and personal bests: S x n arrays, one row a
+  -- particle (moved by K.pso_move); fp: the personal bests' values
+  self.x, self.v, self.p, self.fp = la.matrix(self.S, n), la.matrix(self.S, n), la.matrix(self.S, n), {}
+  self.box = la.matrix(2, n)
+  for i = 1, n do self.box:set(1, i, self.lower[i]); self.box:set(2, i, self.upper[i]) end
   local rng = self.rng
   for s = 1, self.S do
-    local x, v = {}, {}
     for i = 1, n do
-      x[i] = rng:range(self.ilo[i], self.ihi[i])
-      v[i] = rng:range(self.ilo[i] - x[i], self.ihi[i] - x[i])
+      local x = rng:range(self.ilo[i], self.ihi[i])
+      self.x:set(s, i, x)
+      self.v:set(s, i, rng:range(self.ilo[i] - x, self.ihi[i] - x))
     end
-    self.x[s], self.v[s] = x, v
   end
   self.next = 0           -- 0: initial evaluation of the whole swarm pending
   self.improved = false
@@ -82,7 +86,6 @@ function M.restore(t)
   return setmetatable(t, PSO)
 end
 
-local copy = la.copy
 
 local function new_links(self)
   local S, rng = self.S, self.rng
@@ -101,36 +104,15 @@ local function new_links(self)
   self.informants = inf
 end
 
+-- Move particle s towards its own and its best informant's best (the
+-- hypersphere move and confinement in C: K.pso_move).
 local function move(self, s)
-  local n, rng = self.n, self.rng
-  local x, v, p = self.x[s], self.v[s], self.p[s]
-  local l, fl = s, self.fp[s]
+  local fp = self.fp
+  local l, fl = s, fp[s]
   for _, m in ipairs(self.informants[s]) do
-    if self.fp[m] < fl then l, fl = m, self.fp[m] end
+    if fp[m] < fl then l, fl = m, fp[m] end
   end
-  local G = {}
-  local c = self.c
-  if l == s then
-    for i = 1, n do G[i] = x[i] + c * (p[i] - x[i]) / 2 end
-  else
-    local pl = self.p[l]
-    for i = 1, n do G[i] = x[i] + c * (p[i] + pl[i] - 2 * x[i]) / 3 end
-  end
-  local rad = 0.0
-  for i = 1, n do rad = rad + (G[i] - x[i]) ^ 2 end
-  rad = sqrt(rad)
-  local dir, dn = {}, 0.0
-  for i = 1, n do dir[i] = rng:normal(); dn = dn + dir[i] * dir[i] end
-  dn = sqrt(dn)
-  local r = rad * rng:uniform() / (dn > 0 and dn or 1)
-  local w, lo, hi = self.w, self.lower, self.upper
-  for i = 1, n do
-    local xp = G[i] + r * dir[i]
-    v[i] = w * v[i] + xp - x[i]
-    x[i] = x[i] + v[i]
-    if x[i] < lo[i] then x[i] = lo[i]; v[i] = -0.5 * v[i]
-    elseif x[i] > hi[i] then x[i] = hi[i]; v[i] = -0.5 * v[i] end
-  end
+  K.pso_move(self.rng.g, self.x, self.v, self.p, s, l, self.box, self.c, self.w)
 end
 
 --- The positions to evaluate next: the whole swarm at first, then blocks.
@@ -148,8 +130,7 @@ function PSO:ask()
       s = s + 1
     end
   end
-  local X = {}
-  for k = 1, #ids do X[k] = copy(self.x[ids[k]]) end
+  local X = K.rows(self.x, ids)
   self.pending, self.pending_x = ids, X
   return X
 end
@@ -170,10 +151,11 @@ function PSO:tell(X, F)
   for k = 1, #ids do
     local s, f = ids[k], F[k]
     if first or f < self.fp[s] then
-      self.p[s], self.fp[s] = copy(self.x[s]), f
+      self.p:row(s):assign(self.x:row(s))
+      self.fp[s] = f
     end
     if f < self.best_f then
-      self.best_f, self.best_x = f, copy(self.x[s])
+      self.best_f, self.best_x = f, self.x:row(s):totable()
       self.improved = true
     end
   end
@@ -201,15 +183,8 @@ function PSO:best() return self.best_x, self.best_f end
 --- Spread of the swarm: the largest standard deviation of a coordinate of
 -- the particles' best positions.
 function PSO:spread()
-  local n, S, m = self.n, self.S, 0.0
-  if not self.p[1] then return 0 end
-  for i = 1, n do
-    local s1, s2 = 0.0, 0.0
-    for s = 1, S do local v = self.p[s][i]; s1 = s1 + v; s2 = s2 + v * v end
-    local var = s2 / S - (s1 / S) ^ 2
-    if var > m then m = var end
-  end
-  return sqrt(m)
+  if not self.fp[1] then return 0 end
+  return K.maxstd(self.p)
 end
 
 --- True when the last tell() ended a sweep of the swarm.
@@ -222,7 +197,7 @@ function PSO:emigrants(count)
   table.sort(idx, function(a, b) return self.fp[a] < self.fp[b] end)
   local out = {}
   for k = 1, math.min(count, self.S) do
-    out[k] = { x = copy(self.p[idx[k]]), f = self.fp[idx[k]] }
+    out[k] = { x = self.p:row(idx[k]):totable(), f = self.fp[idx[k]] }
   end
   return out
 end
@@ -236,7 +211,8 @@ function PSO:immigrate(list)
   for k = 1, math.min(#list, ceil(self.S)) do
     local s, m = idx[k], list[k]
     if m.f < self.fp[s] then
-      self.p[s], self.fp[s], self.x[s] = copy(m.x), m.f, copy(m.x)
+      for i = 1, self.n do self.p:set(s, i, m.x[i]); self.x:set(s, i, m.x[i]) end
+      self.fp[s] = m.f
     end
   end
 end
