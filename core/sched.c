@@ -605,11 +605,14 @@ static uint32_t chunk_for(const pd_pool *p, const pd_job *j) {
   return c < 1 ? 1 : (uint32_t)c;
 }
 
-static int window_for(const pd_job *j, uint32_t chunk) {
+static int window_for(const pd_pool *p, const pd_job *j, uint32_t chunk) {
   double batch = j->t_est * chunk;
   if (j->o.gang) return 1;                          /* pd.tasks: each task its own worker */
   if (j->t_est <= 0) return 2;
-  if (batch > 0.002) return 1;
+  /* long batches: the next one waits on the worker while this one runs (no
+   * idle round trip between two), but not near the end, where a batch held
+   * by a busy worker would leave another idle */
+  if (batch > 0.002) return queued(j) >= 2u * (uint32_t)(p->nw > 0 ? p->nw : 1) ? 2 : 1;
   if (chunk == 1 && batch < 0.0002) return 32;
   return 2;
 }
@@ -689,7 +692,7 @@ static void dispatch(pd_pool *p) {
       while (j && !job_wants(p, j, k)) j = j->link;
       if (!j) continue;
       uint32_t chunk = chunk_for(p, j);
-      if (w->nbatch >= window_for(j, chunk)) continue;
+      if (w->nbatch >= window_for(p, j, chunk)) continue;
       /* a task run again after a lost worker runs alone on an idle worker,
        * so that if it kills this one too no other task pays for it */
       int retry = j->nretry && j->att[j->retry[j->nretry - 1]];
