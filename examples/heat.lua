@@ -1,10 +1,10 @@
 -- The 2-D heat equation u_t = u_xx + u_yy on the unit square, u = 0 on the
 -- edges, explicit 5-point scheme (dt = 0.2 dx^2): Playdoh's
 -- examples/heat_equation.py.  The grid is split into horizontal strips, one
--- per node; before every step each strip sends its first and last rows to
--- its neighbours through the tubes of pd.topology.line ('left' goes up a
--- strip, 'right' goes down) and receives their halo rows.  The result is
--- checked against the serial solution computed here, in the script.
+-- per node; every few steps each strip sends its first and last rows to its
+-- neighbours through the tubes of pd.topology.line ('left' goes up a strip,
+-- 'right' goes down) and receives their halo rows.  The result is checked
+-- against the serial solution computed here, in the script.
 --
 --   pdlua run examples/heat.lua [n] [steps] [nodes]      (default 256 200)
 --   pdlua run examples/heat.lua 1500 200 2                (big: ~2 s a node)
@@ -29,10 +29,10 @@ local function step(X, m, k, T)
   C:add(T)
 end
 
--- The same step in two halves, so that a strip computes its inner rows
--- while its halo rows travel: stencil(X, a, b, k, T) writes into T the
--- change of rows a..b of X (2 <= a <= b <= m+1), and update(X, m, T) adds
--- it.  The arithmetic is step's, element for element.
+-- The same step on rows a..b of X only (2 <= a <= b <= #rows - 1):
+-- stencil writes their change into rows a-1..b-1 of T, update adds it.  The
+-- arithmetic is step's, element for element, so a strip's rows come out
+-- bit for bit as the serial solution's.
 local function stencil(X, a, b, k, T)
   local C = X:slice(a, b):T():slice(2, n - 1):T()
   local L = X:slice(a, b):T():slice(1, n - 2):T()
@@ -44,8 +44,14 @@ local function stencil(X, a, b, k, T)
   Tt:sub(C):sub(C):sub(C):sub(C):scale(k)
 end
 
-local function update(X, m, T)
-  X:slice(2, m + 1):T():slice(2, n - 1):T():add(T)
+local function update(X, a, b, T)
+  X:slice(a, b):T():slice(2, n - 1):T():add(T:slice(a - 1, b - 1))
+end
+
+-- One step on rows lo..hi of X.
+local function step_rows(X, lo, hi, k, T)
+  stencil(X, lo, hi, k, T)
+  update(X, lo, hi, T)
 end
 
 -- The initial condition: a hot square in the middle.
@@ -62,32 +68,47 @@ local k = 0.2                                 -- dt / dx^2
 
 local Heat = {}
 
--- init(self, first, last, n, steps, k): rows first..last of the grid.
+-- Each strip keeps `halo` ghost rows above and below its own: it swaps
+-- halo rows with each neighbour once every `halo` steps, then advances that
+-- many steps alone, recomputing the ghost rows it can (one fewer on each
+-- side at every step).  Fewer, larger exchanges: two strips wait for each
+-- other a quarter as often, which matters when a step takes half a
+-- millisecond and a core now and then stalls.
+--
+-- init(self, first, last): rows first..last of the grid.  X's rows: 1..h
+-- ghosts above, h+1..h+m its own, h+m+1..m+2h ghosts below.
 function Heat:init(first, last)
+  local h = self.halo
   self.first, self.last = first, last
   local m = last - first + 1
   self.m = m
-  local X = pd.zeros(m + 2, self.n)
-  for i = 1, m do X:row(i + 1):assign(self.initial(first + i - 1)) end
+  local X = pd.zeros(m + 2 * h, self.n)
+  for i = 1, m do X:row(h + i):assign(self.initial(first + i - 1)) end
   self.X = X
-  self.T = pd.zeros(m, self.n - 2)
+  self.T = pd.zeros(m + 2 * h - 2, self.n - 2)
+  -- rows 1 and n of the grid never move: the first strip computes nothing
+  -- above its own rows, the last nothing below
+  self.lo_min = self.index == 1 and h + 1 or 2
+  self.hi_max = self.index == self.count and h + m or m + 2 * h - 1
 end
 
 function Heat:run()
-  local X, m, k, T = self.X, self.m, self.k, self.T
+  local X, m, k, T, h = self.X, self.m, self.k, self.T, self.halo
   local up, down = self.index > 1, self.index < self.count
-  local stencil, update = self.stencil, self.update
-  for _ = 1, self.steps do
-    if up then self:push("left", X:row(2)) end
-    if down then self:push("right", X:row(m + 1)) end
-    if m >= 3 then stencil(X, 3, m, k, T) end                -- while the halos travel
-    if up then X:row(1):assign(self:pop("right")) end        -- from the strip above
-    if down then X:row(m + 2):assign(self:pop("left")) end   -- from the strip below
-    stencil(X, 2, 2, k, T)
-    if m >= 2 then stencil(X, m + 1, m + 1, k, T) end
-    update(X, m, T)
+  local step_rows = self.step_rows
+  local done = 0
+  while done < self.steps do
+    if up then self:push("left", X:slice(h + 1, 2 * h)) end        -- my first rows, up
+    if down then self:push("right", X:slice(m + 1, m + h)) end     -- my last rows, down
+    if up then X:slice(1, h):assign(self:pop("right")) end         -- ghosts from the strip above
+    if down then X:slice(m + h + 1, m + 2 * h):assign(self:pop("left")) end   -- and below
+    for s = 1, math.min(h, self.steps - done) do
+      local lo, hi = math.max(1 + s, self.lo_min), math.min(m + 2 * h - s, self.hi_max)
+      step_rows(X, lo, hi, k, T)
+    end
+    done = done + h
   end
-  return X:slice(2, m + 1):copy()
+  return X:slice(h + 1, h + m):copy()
 end
 
 -- Rows 2..n-1 move; rows 1 and n stay 0.  Split them as evenly as can be.
@@ -101,7 +122,10 @@ local function solve(count)
     first = first + m
   end
   Heat.n, Heat.steps, Heat.k, Heat.initial = n, steps, k, initial
-  Heat.stencil, Heat.update = stencil, update
+  Heat.step_rows = step_rows
+  local fewest = math.huge
+  for i = 1, count do fewest = math.min(fewest, each[i][2] - each[i][1] + 1) end
+  Heat.halo = math.max(1, math.min(4, fewest))       -- ghost rows: up to 4, no more than a strip has
   local t0 = now()
   local strips = pd.tasks(Heat, { count = count, each = each, tubes = pd.topology.line(count) })
   return strips, each, now() - t0
