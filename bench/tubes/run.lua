@@ -150,8 +150,19 @@ local HEAT_RUNS = quick and 3 or 7
 local function heat(n, steps)
   print(string.format("heat equation, %dx%d grid, %d steps (examples/heat.lua), median of %d runs",
                       n, n, steps, HEAT_RUNS))
-  local ratios, last = {}, nil
+  local ratios, ceilings, last = {}, {}, nil
+  local exe = require("pd.core").exe()
+  local alone = string.format("%s run bench/tubes/heat_alone.lua %d", exe, n)
   for _ = 1, HEAT_RUNS do
+    -- the machine's own ceiling at this moment: one process on the whole
+    -- grid, then two at once on half of it each (no tubes, no pdlua tasks)
+    local one = tonumber(sh(string.format("%s %d %d", alone, n - 2, steps)))
+    local half = math.floor((n - 2) / 2)
+    local two = sh(string.format("(%s %d %d & %s %d %d; wait)", alone, half, steps,
+                                 alone, n - 2 - half, steps))
+    local slowest = 0
+    for t in two:gmatch("[%d.]+") do slowest = math.max(slowest, tonumber(t)) end
+    if one and slowest > 0 then ceilings[#ceilings + 1] = one / slowest end
     local out = sh(string.format("%s run examples/heat.lua %d %d 2 --cpus 2 2>&1",
                                  require("pd.core").exe(), n, steps))
     local t1, t2 = out:match("1 node ([%d.]+) s, 2 nodes ([%d.]+) s")
@@ -168,6 +179,13 @@ local function heat(n, steps)
   print(string.format("  speed-ups of the runs: %s", table.concat(all, " ")))
   print(string.format("  median speed-up on 2 cores %.2fx (parallel efficiency %.0f%%, goal >= 1.8x)",
                       med, 50 * med))
+  if #ceilings > 0 then
+    table.sort(ceilings)
+    local c = ceilings[math.floor((#ceilings + 1) / 2)]
+    print(string.format("  this machine's ceiling for the same steps with nothing exchanged (two processes on"
+                        .. " half the grid each against one on all of it): median %.2fx (%.2f to %.2f);"
+                        .. " pdlua's median is %.0f%% of it", c, ceilings[1], ceilings[#ceilings], 100 * med / c))
+  end
 end
 if quick then heat(heat_n, heat_steps)
 else
