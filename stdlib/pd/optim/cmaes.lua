@@ -431,13 +431,7 @@ function ES:tell(X, F)
   assert(G, "cmaes: tell() without a pending ask()")
   local lam, n = self.lambda, self.n
   if F == nil then F, X = X, nil end
-  assert(#F == lam, "cmaes: tell() needs " .. lam .. " values, got " .. #F)
-  for k = 1, lam do
-    local v = F[k]
-    if type(v) ~= "number" or v ~= v then
-      error(string.format("cmaes: value %d is %s, not a number", k, tostring(v)), 2)
-    end
-  end
+  la.check_values("cmaes", F, lam)
   local Yarr, Xp = self.pending_y, self.pending_x
   self.pending, self.pending_x, self.pending_y = nil, nil, nil
   self.countiter = self.countiter + 1

@@ -181,12 +181,7 @@ end
 function GA:tell(X, F)
   local owner = assert(self.pending, "ga: tell() without a pending ask()")
   if F == nil then F = X end
-  assert(#F == #owner, "ga: tell() needs " .. #owner .. " values")
-  for k = 1, #F do
-    if type(F[k]) ~= "number" or F[k] ~= F[k] then
-      error(string.format("ga: value %d is %s, not a number", k, tostring(F[k])), 2)
-    end
-  end
+  la.check_values("ga", F, #owner)
   local Xs = self.pending_x
   self.pending, self.pending_x = nil, nil
   self.countevals = self.countevals + #F

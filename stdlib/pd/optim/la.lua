@@ -27,6 +27,19 @@ M.Rng = Rng
 
 --- A new generator for seed `seed`, stream `stream` (default 0): integers
 -- (a float seed is truncated; a negative one is taken as its absolute value).
+--- tell()'s check of its values F: n of them, each a number and not NaN.
+-- who names the optimiser in the message; an error is raised at the caller
+-- of tell().
+function M.check_values(who, F, n)
+  assert(#F == n, who .. ": tell() needs " .. n .. " values, got " .. #F)
+  for k = 1, n do
+    local v = F[k]
+    if type(v) ~= "number" or v ~= v then
+      error(string.format("%s: value %d is %s, not a number", who, k, tostring(v)), 3)
+    end
+  end
+end
+
 --- A new list with the elements of list x (a point's coordinates).
 function M.copy(x)
   local y = {}

@@ -139,12 +139,7 @@ end
 function PSO:tell(X, F)
   local ids = assert(self.pending, "pso: tell() without a pending ask()")
   if F == nil then F = X end
-  assert(#F == #ids, "pso: tell() needs " .. #ids .. " values")
-  for k = 1, #F do
-    if type(F[k]) ~= "number" or F[k] ~= F[k] then
-      error(string.format("pso: value %d is %s, not a number", k, tostring(F[k])), 2)
-    end
-  end
+  la.check_values("pso", F, #ids)
   self.pending, self.pending_x = nil, nil
   self.countevals = self.countevals + #ids
   local first = self.next == 0
