@@ -96,30 +96,47 @@ end
 -- swapped for _G while the function is encoded, in f and the functions it
 -- reaches through upvalues, and put back afterwards; otherwise the whole
 -- environment would travel by value.
-local function swap_envs(f, seen, undo)
-  if seen[f] then return end
-  seen[f] = true
+local function swap_envs(v, seen, undo, tables)
+  if seen[v] then return end
+  seen[v] = true
+  if type(v) == "table" then
+    for k, x in next, v do
+      if type(k) == "table" or type(k) == "function" then swap_envs(k, seen, undo, tables) end
+      if type(x) == "table" or type(x) == "function" then swap_envs(x, seen, undo, tables) end
+    end
+    return
+  end
+  if debug.getinfo(v, "S").what == "C" then return end
   local i = 1
   while true do
-    local n, v = debug.getupvalue(f, i)
+    local n, x = debug.getupvalue(v, i)
     if not n then break end
-    if n == "_ENV" and v ~= _G and type(v) == "table" then
-      debug.setupvalue(f, i, _G)
-      undo[#undo + 1] = { f, i, v }
-    elseif type(v) == "function" and debug.getinfo(v, "S").what ~= "C" then
-      swap_envs(v, seen, undo)
+    if n == "_ENV" and x ~= _G and type(x) == "table" then
+      debug.setupvalue(v, i, _G)
+      undo[#undo + 1] = { v, i, x }
+    elseif type(x) == "function" or (tables and type(x) == "table" and x ~= _G) then
+      swap_envs(x, seen, undo, tables)
     end
     i = i + 1
   end
 end
 
-local function encode_job(f, shared)
+--- _encode_in_G(v, from, tables) -> the codec message of v, encoded while
+-- every _ENV upvalue reachable from `from` (a function, or a table when
+-- `tables`) is _G; put back afterwards, also when encoding raises.  Through
+-- functions' upvalues only, or (tables = true, pd.tasks's task table) through
+-- tables and their fields too.
+function M._encode_in_G(v, from, tables)
   local undo = {}
-  swap_envs(f, {}, undo)
-  local ok, s = pcall(cmap.encode, { f = f, shared = shared })
+  swap_envs(from, { [_G] = true }, undo, tables)
+  local ok, s = pcall(cmap.encode, v)
   for k = #undo, 1, -1 do debug.setupvalue(undo[k][1], undo[k][2], undo[k][3]) end
   if not ok then error(s, 0) end
   return s
+end
+
+local function encode_job(f, shared)
+  return M._encode_in_G({ f = f, shared = shared }, f, false)
 end
 
 local S   -- the session (below); _pack looks at its cluster

@@ -42,38 +42,8 @@ local function lp(s) return #s .. ":" .. s end
 -- framework's environment) is swapped for _G while the task is encoded, in
 -- every function reachable from the task through tables and upvalues, and
 -- put back afterwards.
-local function swap_envs(v, seen, undo)
-  if seen[v] then return end
-  seen[v] = true
-  if type(v) == "table" then
-    for k, x in next, v do
-      if type(k) == "table" or type(k) == "function" then swap_envs(k, seen, undo) end
-      if type(x) == "table" or type(x) == "function" then swap_envs(x, seen, undo) end
-    end
-    return
-  end
-  if debug.getinfo(v, "S").what == "C" then return end
-  local i = 1
-  while true do
-    local n, x = debug.getupvalue(v, i)
-    if not n then break end
-    if n == "_ENV" and x ~= _G and type(x) == "table" then
-      debug.setupvalue(v, i, _G)
-      undo[#undo + 1] = { v, i, x }
-    elseif type(x) == "function" or (type(x) == "table" and x ~= _G) then
-      swap_envs(x, seen, undo)
-    end
-    i = i + 1
-  end
-end
-
 local function encode_task(t)
-  local undo = {}
-  swap_envs(t.task, { [_G] = true }, undo)
-  local ok, s = pcall(cmap.encode, t)
-  for k = #undo, 1, -1 do debug.setupvalue(undo[k][1], undo[k][2], undo[k][3]) end
-  if not ok then error(s, 0) end
-  return s
+  return require("pd.map")._encode_in_G(t, t.task, true)
 end
 
 local function split(s, at)
