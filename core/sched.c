@@ -38,9 +38,7 @@
 
 #define PD_BATCH_SECONDS 0.002   /* a batch's target duration */
 #define PD_MIN_BATCH_SECONDS 0.0002 /* and its least, when there is work enough */
-#ifndef PD_SHARE
 #define PD_SHARE 4.0   /* a batch takes at most 1/(PD_SHARE * workers) of what is left */
-#endif
 #define PD_MAX_CHUNK 65536
 #define PD_SPARE_MAX (16u << 20) /* bytes: a released job's block kept for reuse */
 #define PD_EXIT_REPORTED 75      /* a worker's exit status after it reported

@@ -219,7 +219,7 @@ static int encode_args(lua_State *L) {
   for (lua_Integer i = 1; i <= n; i++) {
     ej->at = i;
     lua_rawgeti(L, 2, i);
-    if (!pdi_codec_encode_scalar(L, -1, b)) enc_value(L, -1, b);
+    enc_value(L, -1, b);
     pd_job_argend(ej->j);
     lua_settop(L, 3);
   }
@@ -393,14 +393,15 @@ static int p_collect(lua_State *L) {
     uint32_t i = v.order[k];
     if (v.st[i] != PD_T_DONE) continue;
     const char *p = v.res + v.roff[i];
-    if (!pdi_codec_decode_scalar(L, p, v.rlen[i])) decode_or_raise(L, p, v.rlen[i]);
+    decode_or_raise(L, p, v.rlen[i]);
     lua_rawseti(L, 3, (lua_Integer)i + 1);
   }
   lua_pushinteger(L, k);
   return 1;
 }
 
-/* core.map.table(narr) -> a new table with room for narr array items. */
+/* core.map.table(narr) -> a new table with room for narr array items.
+ * Stack: [narr] -> [narr, t] */
 static int m_table(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   lua_createtable(L, n > 0 && n < (1 << 30) ? (int)n : 0, 1);
@@ -656,7 +657,7 @@ static int run_batch(lua_State *L) {
     lua_pushvalue(L, 2);                           /* [br, f, f] */
     const char *a = br->f + br->off;
     br->off += len;
-    if (!pdi_codec_decode_scalar(L, a, len)) decode_or_raise(L, a, len);
+    decode_or_raise(L, a, len);
     int nargs = 1;
     if (br->unpack && lua_istable(L, -1)) {
       int t = lua_gettop(L);
