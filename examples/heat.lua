@@ -15,24 +15,12 @@ local n = tonumber(arg and arg[1]) or 256
 local steps = tonumber(arg and arg[2]) or 200
 local nodes = tonumber(arg and arg[3]) or pd.options().cpus or 2
 
--- One explicit step on X (rows 1 and m+2 are halos, columns 1 and n the
--- fixed edges): the interior rows 2..m+1, columns 2..n-1.  Views only, and
--- in-place arithmetic into the scratch array T (m x n-2): no allocation.
-local function step(X, m, k, T)
-  local C = X:slice(2, m + 1):T():slice(2, n - 1):T()
-  local L = X:slice(2, m + 1):T():slice(1, n - 2):T()
-  local R = X:slice(2, m + 1):T():slice(3, n):T()
-  local U = X:slice(1, m):T():slice(2, n - 1):T()
-  local D = X:slice(3, m + 2):T():slice(2, n - 1):T()
-  T:assign(U):add(D):add(L):add(R)
-  T:sub(C):sub(C):sub(C):sub(C):scale(k)
-  C:add(T)
-end
-
--- The same step on rows a..b of X only (2 <= a <= b <= #rows - 1):
--- stencil writes their change into rows a-1..b-1 of T, update adds it.  The
--- arithmetic is step's, element for element, so a strip's rows come out
--- bit for bit as the serial solution's.
+-- One explicit step on rows a..b of X (2 <= a <= b <= #rows - 1; columns
+-- 1 and n are the fixed edges): stencil writes the rows' change into rows
+-- a-1..b-1 of the scratch array T, update adds it.  Views only, and
+-- in-place arithmetic: no allocation.  The serial solution and the strips
+-- run exactly this arithmetic, so the strips' rows come out bit for bit as
+-- the serial solution's.
 local function stencil(X, a, b, k, T)
   local C = X:slice(a, b):T():slice(2, n - 1):T()
   local L = X:slice(a, b):T():slice(1, n - 2):T()
@@ -48,10 +36,10 @@ local function update(X, a, b, T)
   X:slice(a, b):T():slice(2, n - 1):T():add(T:slice(a - 1, b - 1))
 end
 
--- One step on rows lo..hi of X.
-local function step_rows(X, lo, hi, k, T)
-  stencil(X, lo, hi, k, T)
-  update(X, lo, hi, T)
+-- The whole grid's step (rows 1 and m+2 fixed or halos; T is m x n-2).
+local function step(X, m, k, T)
+  stencil(X, 2, m + 1, k, T)
+  update(X, 2, m + 1, T)
 end
 
 -- The initial condition: a hot square in the middle.
@@ -63,7 +51,6 @@ local function initial(row)
   return r
 end
 
-local dx = 1 / (n - 1)
 local k = 0.2                                 -- dt / dx^2
 
 local Heat = {}
@@ -95,7 +82,7 @@ end
 function Heat:run()
   local X, m, k, T, h = self.X, self.m, self.k, self.T, self.halo
   local up, down = self.index > 1, self.index < self.count
-  local step_rows = self.step_rows
+  local stencil, update = self.stencil, self.update
   local done = 0
   while done < self.steps do
     if up then self:push("left", X:slice(h + 1, 2 * h)) end        -- my first rows, up
@@ -104,7 +91,8 @@ function Heat:run()
     if down then X:slice(m + h + 1, m + 2 * h):assign(self:pop("left")) end   -- and below
     for s = 1, math.min(h, self.steps - done) do
       local lo, hi = math.max(1 + s, self.lo_min), math.min(m + 2 * h - s, self.hi_max)
-      step_rows(X, lo, hi, k, T)
+      stencil(X, lo, hi, k, T)
+      update(X, lo, hi, T)
     end
     done = done + h
   end
@@ -122,7 +110,7 @@ local function solve(count)
     first = first + m
   end
   Heat.n, Heat.steps, Heat.k, Heat.initial = n, steps, k, initial
-  Heat.step_rows = step_rows
+  Heat.stencil, Heat.update = stencil, update
   local fewest = math.huge
   for i = 1, count do fewest = math.min(fewest, each[i][2] - each[i][1] + 1) end
   Heat.halo = math.max(1, math.min(4, fewest))       -- ghost rows: up to 4, no more than a strip has

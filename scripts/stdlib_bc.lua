@@ -7,13 +7,14 @@
 local stdlib, bc = arg[1], arg[2]
 assert(stdlib and bc, "usage: pdlua scripts/stdlib_bc.lua STDLIB BC")
 local p = assert(io.popen("cd '" .. stdlib .. "' && find . -name '*.lua' | sort"))
-local n = 0
+local n, made = 0, {}
 for rel in p:lines() do
   rel = rel:gsub("^%./", "")
   local src = stdlib .. "/" .. rel
   local f = assert(loadfile(src))            -- chunk name "@" .. src, as require gives
   local out = bc .. "/" .. rel:gsub("%.lua$", ".luac")
-  os.execute("mkdir -p '" .. out:match("^(.*)/[^/]*$") .. "'")
+  local dir = out:match("^(.*)/[^/]*$")
+  if not made[dir] then made[dir] = os.execute("mkdir -p '" .. dir .. "'") end
   local tmp = out .. ".tmp"
   local o = assert(io.open(tmp, "wb"))
   o:write(string.dump(f))
