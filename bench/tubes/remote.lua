@@ -11,25 +11,13 @@ if type(nodes) == "string" then
   nodes = t
 end
 
-local Ping = {}
-function Ping:run()
-  local clock = require("pd.core").now
-  local v, n = self.v, self.reps
-  if self.index == 1 then
-    for _ = 1, 10 do self:push("a", v); self:pop("b") end
-    local t = clock()
-    for _ = 1, n do self:push("a", v); self:pop("b") end
-    return { (clock() - t) / n, os.getenv("PDLUA_NODE_NAME") }
-  end
-  for _ = 1, n + 10 do self:push("b", self:pop("a")) end
-  return { 0, os.getenv("PDLUA_NODE_NAME") }
-end
+local Ping = dofile("bench/tubes/ping.lua")
 
 local function rtt(v, n)
   Ping.v, Ping.reps = v, n
   local best, where = math.huge, nil
   for _ = 1, 3 do
-    local r = pd.tasks(Ping, { count = 2, tubes = { { "a", 1, 2 }, { "b", 2, 1 } }, nodes = nodes })
+    local r = pd.tasks(Ping, { count = 2, tubes = Ping.tubes, nodes = nodes })
     if r[1][1] < best then best = r[1][1] end
     where = tostring(r[1][2]) .. " <-> " .. tostring(r[2][2])
   end
