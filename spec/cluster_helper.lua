@@ -7,6 +7,14 @@ local C = {}
 
 C.HB = "0.2"                 -- PDLUA_HEARTBEAT for every process here
 C.started = {}               -- pid -> description
+C.files = {}                 -- temporary files made here, removed by C.cleanup
+
+-- A new temporary file name (the file exists, empty), removed by C.cleanup.
+local function tmp()
+  local path = os.tmpname()
+  C.files[#C.files + 1] = path
+  return path
+end
 
 local function slurp(path)
   local f = io.open(path, "rb")
@@ -27,10 +35,18 @@ function C.alive(pid)
   return st ~= nil and st ~= "Z" and st ~= "X"
 end
 
+--- A path for a flag file through which a test and its job signal each
+-- other: not there yet; removed by C.cleanup once made.
+function C.flag()
+  local path = tmp()
+  os.remove(path)
+  return path
+end
+
 --- Start `cmd` in the background (sh syntax, already quoted) with its
 -- output in files.  Returns {pid=, out=, err=}.
 function C.spawn(cmd, what)
-  local out, err = os.tmpname(), os.tmpname()
+  local out, err = tmp(), tmp()
   local p = assert(io.popen(cmd .. " >" .. H.q(out) .. " 2>" .. H.q(err) .. " </dev/null & echo $!"))
   local pid = tonumber(p:read("*l"))
   p:close()
@@ -65,7 +81,9 @@ function C.script(text, dir)
     local f = assert(io.open(path, "wb")); f:write(text); f:close()
     return path
   end
-  return H.tmpfile(text, ".lua")
+  local path = H.tmpfile(text, ".lua")
+  C.files[#C.files + 1] = path
+  return path
 end
 
 --- Run `pdlua run SCRIPT words` to completion (bounded by `limit` s).
@@ -124,7 +142,8 @@ function C.kill(pid, sig)
   end
 end
 
---- Kill everything still running that we started; assert it is gone.
+--- Kill everything still running that we started; assert it is gone.  Remove
+-- the temporary files made here.
 function C.cleanup()
   for pid in pairs(C.started) do os.execute("kill -CONT " .. pid .. " 2>/dev/null") end
   for pid in pairs(C.started) do os.execute("kill -TERM " .. pid .. " 2>/dev/null") end
@@ -135,11 +154,13 @@ function C.cleanup()
     end
     C.started[pid] = nil
   end
+  for _, path in ipairs(C.files) do os.remove(path) end   -- already gone: no matter
+  C.files = {}
 end
 
 --- A secret file with the given text and mode.
 function C.secret(text, mode)
-  local path = os.tmpname()
+  local path = tmp()
   local f = assert(io.open(path, "wb")); f:write(text .. "\n"); f:close()
   os.execute("chmod " .. (mode or "600") .. " " .. H.q(path))
   return path

@@ -19,7 +19,7 @@ describe("cluster failures and sharing", function()
   it("reruns the tasks of a node killed mid-job elsewhere, and its workers die with it", function()
     local a = C.node("--cpus 2 --name ka --secret-file " .. q(secret))
     local b = C.node("--cpus 2 --name kb --secret-file " .. q(secret))
-    local go = os.tmpname(); os.remove(go)
+    local go = C.flag()
     local script = C.script(([=[
       local pd = require "pd"
       local list = {}
@@ -54,8 +54,7 @@ describe("cluster failures and sharing", function()
   it("notices a silent node by heartbeats, reruns its tasks, and lets it rejoin", function()
     local a = C.node("--cpus 1 --name sa")
     local b = C.node("--cpus 1 --name sb")
-    local go, back = os.tmpname(), os.tmpname()
-    os.remove(go); os.remove(back)
+    local go, back = C.flag(), C.flag()
     local script = C.script(([=[
       local pd = require "pd"
       local list = {}
@@ -102,7 +101,6 @@ describe("cluster failures and sharing", function()
     assert.matches("second\tsa\tsb", C.slurp(co.out), C.slurp(co.err))
     assert.matches("is back", C.slurp(co.err))
     C.kill(a.pid); C.kill(b.pid)
-    os.remove(go); os.remove(back)
   end)
 
 
@@ -121,7 +119,7 @@ describe("cluster failures and sharing", function()
     -- nothing is left spinning on the node afterwards
     assert.truthy(H.wait_until(function() return #C.workers_of("rw") == 0 end, 10))
     -- a worker killed on the node mid-job: its task runs again
-    local go = os.tmpname(); os.remove(go)
+    local go = C.flag()
     script = C.script(([=[
       local pd = require "pd"
       local list = {}
@@ -145,7 +143,6 @@ describe("cluster failures and sharing", function()
     C.started[co.pid] = nil
     assert.matches("OK\t40", C.slurp(co.out), C.slurp(co.err))
     C.kill(n.pid)
-    os.remove(go)
   end)
   it("leaves a node clean when its coordinator is killed, and keeps serving", function()
     local n = C.node("--cpus 2 --name dc")
@@ -167,7 +164,7 @@ describe("cluster failures and sharing", function()
 
   it("lends less or more while running, without dropping work", function()
     local n = C.node("--cpus 3 --name lend")
-    local go = os.tmpname(); os.remove(go)
+    local go = C.flag()
     local script = C.script(([=[
       local pd = require "pd"
       local list = {}
@@ -206,7 +203,7 @@ describe("cluster failures and sharing", function()
 
   it("shares one node fairly between two coordinators", function()
     local n = C.node("--cpus 2 --name fair")
-    local go = os.tmpname(); os.remove(go)
+    local go = C.flag()
     local script = C.script([=[
       local pd = require "pd"
       local core = require "pd.core"

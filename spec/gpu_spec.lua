@@ -330,6 +330,9 @@ describe("pd.gpu on the stub driver", function()
 
   it("retries a CUBIN the driver refuses as PTX, when the arch was its choice", function()
     if not pd.gpu.nvrtc() then pending("NVRTC is not installed here") return end
+    local cache = os.tmpname()
+    os.remove(cache)
+    finally(function() os.execute("rm -rf " .. q(cache)) end)
     local out, err, rc, log = on_stub(1, [[
       local gpu = require("pd").gpu
       local src = "extern \"C\" __global__ void twice(double *x, int n) { if (n) x[0] *= 2; }"
@@ -338,7 +341,7 @@ describe("pd.gpu on the stub driver", function()
       print(m.kind, m.arch, k)
       -- an explicit CUBIN is taken at its word
       local c = assert(gpu.compile(src, { arch = "sm_90" }))
-      print(c:kernel("twice", "double*, int"))]], "PDLUA_CACHE=" .. q(os.tmpname() .. ".d"))
+      print(c:kernel("twice", "double*, int"))]], "PDLUA_CACHE=" .. q(cache))
     assert.equals(0, rc, err)
     assert.matches("^cubin\tsm_90\tpd.gpu.kernel%(twice%(double%*, int%), device 0%)\n", out)
     assert.matches("\nnil\tloading the cubin for sm_90 on device 0: cuModuleLoadDataEx: no kernel image", out)
@@ -390,8 +393,11 @@ describe("pd.map and pd.minimize with gpus", function()
   end)
 
   it("evaluates a vectorized population on GPU workers (examples/gpu_rastrigin.lua)", function()
+    local cache = os.tmpname()
+    os.remove(cache)
+    finally(function() os.execute("rm -rf " .. q(cache)) end)
     local out, err, rc = H.sh("env PDLUA_CUDA_DRIVER=" .. q(H.build .. "/lib/stubcuda/libcuda.so.1") ..
-                              " PDLUA_STUB_DEVICES=2 PDLUA_CACHE=" .. q(os.tmpname() .. ".d") .. " " ..
+                              " PDLUA_STUB_DEVICES=2 PDLUA_CACHE=" .. q(cache) .. " " ..
                               q(H.pdlua) .. " run " .. q(H.source .. "/examples/gpu_rastrigin.lua") ..
                               " 4 40")
     if not pd.gpu.nvrtc() then

@@ -30,7 +30,9 @@ function H.pdlua_run(words, input) return H.sh(H.q(H.pdlua) .. " " .. words, inp
 
 --- Write text to a new temporary file and return its path.
 function H.tmpfile(text, suffix)
-  local name = os.tmpname() .. (suffix or "")
+  local base = os.tmpname()                  -- Lua 5.4 creates this file
+  local name = base .. (suffix or "")
+  if suffix then os.remove(base) end         -- only `name` is the caller's to remove
   local f = assert(io.open(name, "wb")); f:write(text); f:close()
   return name
 end

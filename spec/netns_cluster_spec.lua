@@ -108,8 +108,7 @@ describe("a cluster of network namespaces", function()
     assert.matches("^OK 12 host", out)
     assert.matches("discovered node tcp://10%.231%.7%.1%d:7000", err)
     -- a job over the three; host d's link goes down mid-job
-    local go, back = os.tmpname(), os.tmpname()
-    os.remove(go); os.remove(back)
+    local go, back = C.flag(), C.flag()
     local script = C.script(([=[
       local pd = require "pd"
       local list = {}
@@ -152,6 +151,5 @@ describe("a cluster of network namespaces", function()
     assert.truthy(H.wait_until(function() return not C.alive(co.pid) end, 40), C.slurp(co.err))
     C.started[co.pid] = nil
     assert.matches("rejoined\tyes", C.slurp(co.out), C.slurp(co.err))
-    os.remove(go); os.remove(back)
   end)
 end)
