@@ -265,6 +265,9 @@ function M.new(opts)
     self.lazy_gap = 0.5 / (self.c1 + self.cmu) / n
   end
   self.eigen_iter = 0
+  -- option lapack_eigen: decompose with LAPACK's dsyevd rather than the
+  -- kernel's own Householder + QL (lua/optim.c; for comparisons)
+  self.lapack_eigen = opts.lapack_eigen and true or nil
   -- tolxstagnation: [1e-9, 20, 0.1], the mean moved less than 1e-9 over
   -- 20 + 0.1 * iterations iterations
   self.xstag = { count = 0, count_x = 0 }
@@ -303,7 +306,7 @@ end
 local buffers = setmetatable({}, { __mode = "k" })
 
 local function update_eigen(self)
-  self.Dmin, self.Dmax = K.cma_eigen(self.C, self.Bt, self.BDt, self.D)
+  self.Dmin, self.Dmax = K.cma_eigen(self.C, self.Bt, self.BDt, self.D, self.lapack_eigen)
   self.eigen_iter = self.countiter
 end
 
