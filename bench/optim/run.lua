@@ -55,8 +55,8 @@ end
 -- ---- the cells: what each algorithm is measured on, and against what --------
 -- {algo, func, dims, anchors}
 local FULL = {
-  { "cmaes", "sphere", { 10, 20, 40 } }, { "cmaes", "ellipsoid", { 10, 20 } },
-  { "cmaes", "rosenbrock", { 10, 20, 40 } }, { "cmaes", "ackley", { 10, 20 } },
+  { "cmaes", "sphere", { 10, 20, 40 } }, { "cmaes", "ellipsoid", { 10, 20, 40 } },
+  { "cmaes", "rosenbrock", { 10, 20, 40 } }, { "cmaes", "ackley", { 10, 20, 40 } },
   { "cmaes", "griewank", { 20 } }, { "cmaes", "sphere", { 2 } },
   { "ipop", "rastrigin", { 2, 10 } }, { "ipop", "griewank", { 10 } },
   { "ipop", "schwefel", { 2 } },
