@@ -103,8 +103,8 @@ static double *scratch(lua_State *L, size_t k) {
  *
  * tred2: V (n x n, row-major) holds the symmetric matrix on entry and the
  * orthogonal Q of A = Q T Q^T on return; d gets T's diagonal, e[i] =
- * T[i-1][i] (e[0] = 0).  Stack: none. */
-static void tred2(int64_t n, double *V, double *d, double *e) {
+ * T[i-1][i] (e[0] = 0); gv is n doubles of scratch.  Stack: none. */
+static void tred2(int64_t n, double *V, double *d, double *e, double *restrict gv) {
 #define v(i, j) V[(i) * n + (j)]
   for (int64_t j = 0; j < n; j++) d[j] = v(n - 1, j);
   for (int64_t i = n - 1; i > 0; i--) {
@@ -147,27 +147,39 @@ static void tred2(int64_t n, double *V, double *d, double *e) {
       }
       double hh = f / (h + h);
       for (int64_t j = 0; j < i; j++) e[j] -= hh * d[j];
+      /* A -= u e^T + e u^T on the lower triangle, row by row (contiguous) */
+      for (int64_t k = 0; k < i; k++) {
+        double *restrict vk = V + k * n;
+        const double ek = e[k], dk = d[k];
+        for (int64_t j = 0; j <= k; j++) vk[j] -= d[j] * ek + e[j] * dk;
+      }
       for (int64_t j = 0; j < i; j++) {
-        f = d[j];
-        g = e[j];
-        for (int64_t k = j; k <= i - 1; k++) v(k, j) -= (f * e[k] + g * d[k]);
         d[j] = v(i - 1, j);
         v(i, j) = 0;
       }
     }
     d[i] = h;
   }
-  /* accumulate the transformations into Q */
+  /* accumulate the transformations into Q: for each i, the leading
+   * (i+1) x (i+1) block B -= (u / h) (B^T u)^T, u its column i + 1; B^T u
+   * summed row by row into gv (contiguous, in the same order as a column
+   * walk would) */
   for (int64_t i = 0; i < n - 1; i++) {
     v(n - 1, i) = v(i, i);
     v(i, i) = 1;
     double h = d[i + 1];
     if (h != 0) {
       for (int64_t k = 0; k <= i; k++) d[k] = v(k, i + 1) / h;
-      for (int64_t j = 0; j <= i; j++) {
-        double g = 0;
-        for (int64_t k = 0; k <= i; k++) g += v(k, i + 1) * v(k, j);
-        for (int64_t k = 0; k <= i; k++) v(k, j) -= g * d[k];
+      for (int64_t j = 0; j <= i; j++) gv[j] = 0;
+      for (int64_t k = 0; k <= i; k++) {
+        const double *restrict vk = V + k * n;
+        const double uk = vk[i + 1];
+        for (int64_t j = 0; j <= i; j++) gv[j] += uk * vk[j];
+      }
+      for (int64_t k = 0; k <= i; k++) {
+        double *restrict vk = V + k * n;
+        const double dk = d[k];
+        for (int64_t j = 0; j <= i; j++) vk[j] -= gv[j] * dk;
       }
     }
     for (int64_t k = 0; k <= i; k++) v(k, i + 1) = 0;
@@ -286,16 +298,16 @@ static int cma_eigen(lua_State *L) {
       C[i * n + j] = C[j * n + i] = s;
     }
   /* LAPACK's minimum workspace for jobz = 'V': 1 + 6n + 2n^2 doubles and
-   * 3 + 5n integers; tred2 needs n^2 + n */
+   * 3 + 5n integers; tred2 needs n^2 + 2n */
   size_t lwork = (size_t)(1 + 6 * n + 2 * n * n), liwork = (size_t)(3 + 5 * n);
   size_t need = lwork * sizeof(double) + liwork * sizeof(lapack_int);
   double *work = (double *)workspace(L, need);
   lapack_int *iwork = (lapack_int *)(work + lwork);
   int done = 0;
   if (!lapack) {
-    double *V = work, *e = work + n * n;
+    double *V = work, *e = work + n * n, *gv = work + n * n + n;
     memcpy(V, C, (size_t)(n * n) * sizeof(double));
-    tred2(n, V, D, e);
+    tred2(n, V, D, e, gv);
     for (int64_t i = 0; i < n; i++)            /* Bt = Q^T */
       for (int64_t j = 0; j < n; j++) Bt[j * n + i] = V[i * n + j];
     done = tql2(n, Bt, D, e) == 0;
