@@ -95,9 +95,9 @@ static double *scratch(lua_State *L, size_t k) {
  * steps (Householder's reduction to tridiagonal form, then the implicit QL
  * method with Wilkinson shifts; Golub & Van Loan, "Matrix Computations",
  * 8.3 and 8.3.5; Bowdler, Martin, Reinsch and Wilkinson's tred2 and tql2).
- * Why not LAPACK: for the sizes CMA-ES decomposes (n <= 100 or so) the
- * reference dsyevd spends most of its time outside the arithmetic.  These
- * two take about 0.7x its time at n = 40 and 0.4x at n = 10, with the same
+ * Why not LAPACK: at the sizes CMA-ES decomposes, dsyevd (OpenBLAS's
+ * bundled reference LAPACK) is the slower: measured inside CMA-ES runs,
+ * these two take about half its time at n = 40 and 0.4x at n = 10, with the same
  * accuracy (residuals of a few ulps of the largest eigenvalue), and the
  * eigenvectors come out as rows, which is how the sampling wants them.
  *

@@ -310,26 +310,20 @@ M.block_of = block_of
 -- protected call per point cost more than the optimiser's own work); the
 -- point being evaluated is remembered, so an error names it as the general
 -- path does.
--- plain_at[1]: the index being evaluated (no closure per batch); a fitness
--- that itself runs pd.minimize finds it restored when its run returns.
-local plain_at = {}
-local function plain_batch(f, points, out)
-  for i = 1, #points do
-    plain_at[1] = i
-    local v = f(points[i])
-    if type(v) ~= "number" or v ~= v then return v end
-    out[i] = v
-  end
-  plain_at[1] = nil
-end
-
 local function evaluate_plain(f, points, ctx)
-  local out, prev = {}, plain_at[1]
-  local ok, bad = xpcall(plain_batch, handler, f, points, out)
-  local k = plain_at[1]
-  plain_at[1] = prev
+  local out, k = {}, 0
+  local bad
+  local function batch()
+    for i = 1, #points do
+      k = i
+      local v = f(points[i])
+      if type(v) ~= "number" or v ~= v then bad = v; return end
+      out[i] = v
+    end
+    k = nil
+  end
+  local ok, e = xpcall(batch, handler)
   if not ok then
-    local e = bad
     e.message = "the fitness raised: " .. tostring(e.message)
     e.point, e.names, e.index = points[k], nil, k
     raise(e)
