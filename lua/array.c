@@ -1121,22 +1121,16 @@ static int arr_cumsum(lua_State *L) {
 
 /* pd.math.minimum(a, b), pd.math.maximum(a, b): element-wise.
  * Stack: [a, b] -> [c] */
-static int l_minimum(lua_State *L) {
+static int minmax(lua_State *L, int op) {
   if (!pdi_array_test(L, 1) && !pdi_array_test(L, 2)) {
     double x = luaL_checknumber(L, 1), y = luaL_checknumber(L, 2);
-    lua_pushnumber(L, y < x ? y : x);
+    lua_pushnumber(L, (op == OP_MIN ? y < x : y > x) ? y : x);
     return 1;
   }
-  return arith(L, OP_MIN);
+  return arith(L, op);
 }
-static int l_maximum(lua_State *L) {
-  if (!pdi_array_test(L, 1) && !pdi_array_test(L, 2)) {
-    double x = luaL_checknumber(L, 1), y = luaL_checknumber(L, 2);
-    lua_pushnumber(L, y > x ? y : x);
-    return 1;
-  }
-  return arith(L, OP_MAX);
-}
+static int l_minimum(lua_State *L) { return minmax(L, OP_MIN); }
+static int l_maximum(lua_State *L) { return minmax(L, OP_MAX); }
 
 /* a:map(fn [, dtype]) -> new array of fn(v) for every element (row-major
  * order); dtype defaults to a's for float arrays, f64 otherwise.
@@ -1353,18 +1347,17 @@ static double variance(lua_State *L, lua_Integer ddof) {
   for (; i < a->n; i++) t += (x[i] - m) * (x[i] - m);
   return t / (double)(a->n - ddof);
 }
-static int arr_var(lua_State *L) {
+/* a:var([ddof]), a:std([ddof]) (root true): see variance.
+ * Stack: [a, ddof?] -> [a, ddof?, v] */
+static int var_std(lua_State *L, int root) {
   lua_Integer ddof = luaL_optinteger(L, 2, 0);
   luaL_argcheck(L, ddof >= 0, 2, "ddof must be 0 or more");
-  lua_pushnumber(L, variance(L, ddof));
+  double v = variance(L, ddof);
+  lua_pushnumber(L, root ? sqrt(v) : v);
   return 1;
 }
-static int arr_std(lua_State *L) {
-  lua_Integer ddof = luaL_optinteger(L, 2, 0);
-  luaL_argcheck(L, ddof >= 0, 2, "ddof must be 0 or more");
-  lua_pushnumber(L, sqrt(variance(L, ddof)));
-  return 1;
-}
+static int arr_var(lua_State *L) { return var_std(L, 0); }
+static int arr_std(lua_State *L) { return var_std(L, 1); }
 
 /* Index of the smallest (want_max 0) or largest element of a contiguous
  * array, the first one on ties; NaN elements are skipped unless all are. */
@@ -1491,6 +1484,8 @@ static keyidx *sorted_pairs(lua_State *L, pdi_array **ap) {
   *ap = a;
   return k;
 }
+/* a:argsort(), a:sort(): see "Sorting" above.  Stack: [a] -> [a, tmp, b]
+ * (tmp: sorted_pairs' scratch userdata, collected with the call) */
 static int arr_argsort(lua_State *L) {
   pdi_array *a;
   keyidx *k = sorted_pairs(L, &a);

@@ -408,25 +408,30 @@ static int m_table(lua_State *L) {
   return 1;
 }
 
-/* pool:completed(id, k) -> i, v for the k-th task to finish, or nothing. */
-static int p_completed(lua_State *L) {
-  lpool *lp = check_pool(L);
-  pd_job *j = check_job(L, lp, 2);
-  uint32_t i = pd_job_completed(j, (uint32_t)(luaL_checkinteger(L, 3) - 1));
+/* Push task i of job j as (i + 1, value), or nothing when i is UINT32_MAX
+ * (no such task).  Returns the number of values pushed (2 or 0).
+ * Stack: [] -> [i, v] or [] */
+static int push_found(lua_State *L, pd_job *j, uint32_t i) {
   if (i == UINT32_MAX) return 0;
   lua_pushinteger(L, (lua_Integer)i + 1);
   push_task(L, j, i);
   return 2;
 }
 
+/* pool:completed(id, k) -> i, v for the k-th task to finish, or nothing.
+ * Stack: [pool, id, k] -> [i, v] or [] */
+static int p_completed(lua_State *L) {
+  lpool *lp = check_pool(L);
+  pd_job *j = check_job(L, lp, 2);
+  return push_found(L, j, pd_job_completed(j, (uint32_t)(luaL_checkinteger(L, 3) - 1)));
+}
+
+/* pool:first_failure(id) -> i, error object of the failed task with the
+ * lowest index, or nothing.  Stack: [pool, id] -> [i, e] or [] */
 static int p_first_failure(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_job *j = check_job(L, lp, 2);
-  uint32_t i = pd_job_first_failure(j);
-  if (i == UINT32_MAX) return 0;
-  lua_pushinteger(L, (lua_Integer)i + 1);
-  push_task(L, j, i);
-  return 2;
+  return push_found(L, j, pd_job_first_failure(j));
 }
 
 /* pool:cancel(id): see pd_pool_cancel.  Stack: [pool, id] -> [] */
