@@ -15,8 +15,9 @@
  *   cma_tell    mean, paths, covariance (one gemm for rank one, rank mu and
  *               the active weights), step size, the coordinate-wise
  *               termination tests
- * and pso_move, ga_pair (PSO's move, the GA's variation, drawing from the
- * generator as the Lua did), rows and maxstd.  The formulas are those of
+ * and pso_move (PSO's move), ga_offspring (a GA island's next generation:
+ * ranking, tournaments and variation, on the population as one array),
+ * rows and maxstd.  The formulas are those of
  * the Lua modules' headers (pycma 4.4.0, SPSO-2011, Deb's operators); Lua
  * keeps the histories, the remaining termination criteria and restarts.
  *
@@ -28,6 +29,7 @@
  */
 #include "array.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -724,43 +726,98 @@ static void mutate(pdi_rng *r, int64_t n, double *x, const double *slo, const do
   }
 }
 
-/* optim.ga_pair(g, pa, pb, B, eta_c, pc, eta_m, pm) -> a, b, a2, b2: two
- * children (a2, b2: copies of them, for the caller to hand out)
- * of the parents pa, pb (lists of n genes, not modified): with probability
- * pc (one uniform from g) bounded SBX of index eta_c, then polynomial
- * mutation of index eta_m and per-gene probability pm of a, then of b,
- * then each clipped to the box.  B is a 4 x n array: the operators' scale
- * (rows 1, 2: xl, xu) and the box (rows 3, 4: lo, hi; infinite allowed).
- * The draws from g are those ga.lua made gene by gene.
- * Stack: [g, pa, pb, B, eta_c, pc, eta_m, pm] -> [a, b, a2, b2] */
-static int ga_pair(lua_State *L) {
+/* One individual of a population being sorted: its value and its row. */
+typedef struct {
+  double f;
+  int64_t row;
+} ga_rank;
+
+/* Ascending value, ties by row: a total order, so the sort is the same
+ * whatever qsort does with equal keys. */
+static int ga_rank_cmp(const void *p, const void *q) {
+  const ga_rank *a = p, *b = q;
+  if (a->f < b->f) return -1;
+  if (a->f > b->f) return 1;
+  return (a->row > b->row) - (a->row < b->row);
+}
+
+/* Binary tournament among the m individuals of rank[]: two uniform draws
+ * of a rank, the lower value wins, the first drawn on a tie.  Returns the
+ * winner's row. */
+static int64_t ga_tournament(pdi_rng *r, const ga_rank *rank, int64_t m) {
+  const ga_rank *a = &rank[pdi_rng_below(r, (uint64_t)m)];
+  const ga_rank *b = &rank[pdi_rng_below(r, (uint64_t)m)];
+  return b->f < a->f ? b->row : a->row;
+}
+
+/* optim.ga_offspring(g, X, F, N, elites, B, eta_c, pc, eta_m, pm)
+ *   -> Y, Fe, out
+ * One island's next generation.  X is the island's m x n population (an
+ * f64 array, a row per individual) and F the list of their m values.  With
+ * the individuals ranked by value (ties by row), Y (N x n) starts with
+ * the best e = min(elites, m) of them, whose values are Fe (a list of e),
+ * and goes on with N - e children made in pairs: each parent by a binary
+ * tournament (ga_tournament), then with probability pc (one uniform from
+ * g) bounded SBX of index eta_c, polynomial mutation of index eta_m and
+ * per-gene probability pm of the first child and then of the second, each
+ * clipped to the box; when one child is left to make, the pair's second is
+ * dropped.  out holds the children again, as new lists, for the caller
+ * to hand out.  B is a 4 x n array: the operators' scale (rows 1, 2: xl,
+ * xu) and the box (rows 3, 4: lo, hi; infinite allowed).
+ * Stack: [g, X, F, N, elites, B, eta_c, pc, eta_m, pm] -> [Y, Fe, out] */
+static int ga_offspring(lua_State *L) {
   pdi_rng *r = rngat(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  pdi_array *ba = pdi_array_check(L, 4);
-  int64_t n = ba->dims[1];
-  double *B = f64at(L, 4, 4, n);
-  double eta_c = luaL_checknumber(L, 5), pc = luaL_checknumber(L, 6);
-  double eta_m = luaL_checknumber(L, 7), pm = luaL_checknumber(L, 8);
-  lua_settop(L, 8);
-  double *a = scratch(L, (size_t)(2 * n)), *b = a + n;
-  getlist(L, 2, (int)n, a);
-  getlist(L, 3, (int)n, b);
+  pdi_array *xa = pdi_array_check(L, 2);
+  luaL_argcheck(L, xa->ndim == 2, 2, "needs a 2-D array");
+  int64_t m = xa->dims[0], n = xa->dims[1];
+  double *X = f64at(L, 2, m, n);
+  luaL_argcheck(L, m >= 1 && lua_rawlen(L, 3) == (size_t)m, 3, "needs a value per row of X");
+  lua_Integer N = luaL_checkinteger(L, 4), elites = luaL_checkinteger(L, 5);
+  luaL_argcheck(L, N >= 1 && N <= INT_MAX, 4, "needs a positive size");
+  double *B = f64at(L, 6, 4, n);
+  double eta_c = luaL_checknumber(L, 7), pc = luaL_checknumber(L, 8);
+  double eta_m = luaL_checknumber(L, 9), pm = luaL_checknumber(L, 10);
+  lua_settop(L, 10);
+  int64_t e = elites < 0 ? 0 : elites > m ? m : elites;
+  if (e > N) e = N;
+  /* workspace: the values, the ranks and two children */
+  double *F = scratch(L, (size_t)(m + 2 * n) + (size_t)m * sizeof(ga_rank) / sizeof(double) + 1);
+  double *a = F + m, *b = a + n;
+  ga_rank *rank = (ga_rank *)(b + n);
+  getlist(L, 3, (int)m, F);
+  for (int64_t k = 0; k < m; k++) { rank[k].f = F[k]; rank[k].row = k; }
+  qsort(rank, (size_t)m, sizeof *rank, ga_rank_cmp);
+  int64_t dims[2] = { N, n };
+  double *Y = (double *)pdi_array_new(L, PDI_F64, 2, dims)->data;   /* [.., Y] */
+  lua_createtable(L, (int)e, 0);                                    /* [.., Y, Fe] */
+  for (int64_t k = 0; k < e; k++) {
+    memcpy(Y + k * n, X + rank[k].row * n, (size_t)n * sizeof(double));
+    lua_pushnumber(L, rank[k].f);
+    lua_rawseti(L, -2, (lua_Integer)(k + 1));
+  }
+  lua_createtable(L, (int)(N - e), 0);                              /* [.., Y, Fe, out] */
+  int out = lua_gettop(L);
   const double *slo = B, *shi = B + n, *lo = B + 2 * n, *hi = B + 3 * n;
-  if (pdi_rng_uniform(r) <= pc) sbx(r, n, a, b, slo, shi, eta_c);
-  mutate(r, n, a, slo, shi, eta_m, pm);
-  mutate(r, n, b, slo, shi, eta_m, pm);
-  for (int64_t i = 0; i < n; i++) {
-    if (a[i] < lo[i]) a[i] = lo[i]; else if (a[i] > hi[i]) a[i] = hi[i];
-    if (b[i] < lo[i]) b[i] = lo[i]; else if (b[i] > hi[i]) b[i] = hi[i];
+  for (int64_t made = e; made < N;) {
+    int64_t pa = ga_tournament(r, rank, m), pb = ga_tournament(r, rank, m);
+    memcpy(a, X + pa * n, (size_t)n * sizeof(double));
+    memcpy(b, X + pb * n, (size_t)n * sizeof(double));
+    if (pdi_rng_uniform(r) <= pc) sbx(r, n, a, b, slo, shi, eta_c);
+    mutate(r, n, a, slo, shi, eta_m, pm);
+    mutate(r, n, b, slo, shi, eta_m, pm);
+    for (int64_t i = 0; i < n; i++) {
+      if (a[i] < lo[i]) a[i] = lo[i]; else if (a[i] > hi[i]) a[i] = hi[i];
+      if (b[i] < lo[i]) b[i] = lo[i]; else if (b[i] > hi[i]) b[i] = hi[i];
+    }
+    for (int c = 0; c < 2 && made < N; c++, made++) {
+      const double *child = c == 0 ? a : b;
+      memcpy(Y + made * n, child, (size_t)n * sizeof(double));
+      lua_createtable(L, (int)n, 0);                                /* [.., out, x] */
+      setlist(L, out + 1, (int)n, child);
+      lua_rawseti(L, out, (lua_Integer)(made - e + 1));             /* [.., out] */
+    }
   }
-  for (int copy = 0; copy < 2; copy++) {
-    lua_createtable(L, (int)n, 0);                    /* [.., a] */
-    setlist(L, lua_gettop(L), (int)n, a);
-    lua_createtable(L, (int)n, 0);                    /* [.., a, b] */
-    setlist(L, lua_gettop(L), (int)n, b);
-  }
-  return 4;                                           /* [.., a, b, a2, b2] */
+  return 3;                                                         /* [.., Y, Fe, out] */
 }
 
 /* ======================================================================
@@ -789,12 +846,12 @@ static int rows(lua_State *L) {
   return 1;
 }
 
-/* optim.maxstd(P [, field]) -> s: the largest standard deviation of a
- * coordinate over the points of P (population variance,
- * s2/m - (s1/m)^2), its square root; 0 for no points.  P is an m x n f64
- * array, or a list of points, each a list of n numbers or, with field, a
- * table holding that list in P[k][field].
- * Stack: [P, field?] -> [s] */
+/* optim.maxstd(P) -> s: the largest standard deviation of a coordinate
+ * over the points of P (population variance, s2/m - (s1/m)^2), its square
+ * root; 0 for no points.  P is an m x n f64 array, a list of points (each
+ * a list of n numbers), or a list of blocks (f64 arrays with n columns,
+ * their rows the points, summed in order: the GA's islands).
+ * Stack: [P] -> [s] */
 static int maxstd(lua_State *L) {
   double best = 0.0;
   pdi_array *a = pdi_array_test(L, 1);
@@ -811,25 +868,33 @@ static int maxstd(lua_State *L) {
     return 1;
   }
   luaL_checktype(L, 1, LUA_TTABLE);
-  const char *field = luaL_optstring(L, 2, NULL);
-  lua_settop(L, 2);
-  int m = (int)lua_rawlen(L, 1);
-  if (m == 0) { lua_pushnumber(L, 0.0); return 1; }
-  lua_rawgeti(L, 1, 1);                               /* [P, f, p1] */
-  if (field) lua_getfield(L, -1, field);              /* [P, f, p1, x1] */
-  int n = (int)lua_rawlen(L, -1);
-  lua_settop(L, 2);
+  lua_settop(L, 1);
+  int k = (int)lua_rawlen(L, 1);
+  if (k == 0) { lua_pushnumber(L, 0.0); return 1; }
+  lua_rawgeti(L, 1, 1);                               /* [P, p1] */
+  pdi_array *b1 = pdi_array_test(L, 2);
+  int64_t n = b1 ? (b1->ndim == 2 ? b1->dims[1] : 0) : (int64_t)lua_rawlen(L, 2);
+  lua_settop(L, 1);
   double *s1 = scratch(L, (size_t)(3 * n)), *s2 = s1 + n, *v = s2 + n;
-  for (int i = 0; i < n; i++) s1[i] = s2[i] = 0.0;
-  for (int k = 1; k <= m; k++) {
-    lua_rawgeti(L, 1, k);                             /* [P, f, pk] */
-    if (field) { lua_getfield(L, -1, field); lua_remove(L, -2); }   /* [P, f, xk] */
-    getlist(L, lua_gettop(L), n, v);
-    lua_pop(L, 1);                                    /* [P, f] */
-    for (int i = 0; i < n; i++) { s1[i] += v[i]; s2[i] += v[i] * v[i]; }
+  for (int64_t i = 0; i < n; i++) s1[i] = s2[i] = 0.0;
+  int64_t m = 0;
+  for (int j = 1; j <= k; j++) {
+    lua_rawgeti(L, 1, j);                             /* [P, pj] */
+    if (b1) {
+      pdi_array *bj = pdi_array_check(L, 2);
+      luaL_argcheck(L, bj->ndim == 2 && bj->dims[1] == n, 1, "blocks need the same number of columns");
+      const double *R = f64at(L, 2, bj->dims[0], n);
+      for (int64_t r = 0; r < bj->dims[0]; r++, m++)
+        for (int64_t i = 0; i < n; i++) { double x = R[r * n + i]; s1[i] += x; s2[i] += x * x; }
+    } else {
+      getlist(L, 2, (int)n, v);
+      for (int64_t i = 0; i < n; i++) { s1[i] += v[i]; s2[i] += v[i] * v[i]; }
+      m++;
+    }
+    lua_pop(L, 1);                                    /* [P] */
   }
-  for (int i = 0; i < n; i++) {
-    double var = s2[i] / m - (s1[i] / m) * (s1[i] / m);
+  for (int64_t i = 0; i < n && m > 0; i++) {
+    double var = s2[i] / (double)m - (s1[i] / (double)m) * (s1[i] / (double)m);
     if (var > best) best = var;
   }
   lua_pushnumber(L, sqrt(best));
@@ -842,7 +907,7 @@ static int maxstd(lua_State *L) {
 
 static const luaL_Reg optim_funcs[] = {
   {"cma_eigen", cma_eigen}, {"cma_ask", cma_ask}, {"cma_rank", cma_rank}, {"cma_tell", cma_tell},
-  {"pso_move", pso_move}, {"ga_pair", ga_pair}, {"rows", rows}, {"maxstd", maxstd},
+  {"pso_move", pso_move}, {"ga_offspring", ga_offspring}, {"rows", rows}, {"maxstd", maxstd},
   {NULL, NULL},
 };
 

@@ -259,7 +259,7 @@ describe("the optimisers' native kernels (lua/optim.c) against plain Lua", funct
     assert.are.equal(g2:uniform(), g1:uniform())   -- the same draws, in the same order
   end)
 
-  it("ga_pair is bounded SBX then polynomial mutation, drawing as gene-by-gene Lua", function()
+  it("ga_offspring ranks, keeps the elites, draws tournaments, then SBX and mutation as gene-by-gene Lua", function()
     local n = 8
     local g1, g2 = pd.random.new(4, 2), pd.random.new(4, 2)
     local xl, xu, lo, hi = -2, 3, -1, 2.5
@@ -296,32 +296,65 @@ describe("the optimisers' native kernels (lua/optim.c) against plain Lua", funct
         end
       end
     end
-    for trial = 1, 20 do
-      local pa, pb = {}, {}
-      for i = 1, n do pa[i], pb[i] = i / 4 - 1, 2 - i / 3 + trial / 10 end
-      local a, b, a2, b2 = K.ga_pair(g1, pa, pb, B, 20, 0.9, 20, 0.5)
+    -- an island of m individuals, two of them tied in value (ties go by row)
+    local m, N, elites = 7, 9, 2
+    local rowsX, F = {}, {}
+    for k = 1, m do
+      rowsX[k] = {}
+      for i = 1, n do rowsX[k][i] = ((k * 7 + i * 3) % 11) / 3 - 1 end
+      F[k] = (k * 5) % 7
+    end
+    F[6] = F[2]
+    local X = A.array(rowsX)
+    local Y, Fe, out = K.ga_offspring(g1, X, F, N, elites, B, 20, 0.9, 20, 0.5)
+    local rank = {}
+    for k = 1, m do rank[k] = k end
+    table.sort(rank, function(a, b) return F[a] < F[b] or (F[a] == F[b] and a < b) end)
+    local ny, nx = Y:shape()
+    assert.are.equal(N, ny); assert.are.equal(n, nx)
+    assert.are.equal(elites, #Fe); assert.are.equal(N - elites, #out)
+    for e = 1, elites do
+      assert.are.equal(F[rank[e]], Fe[e])
+      for i = 1, n do assert.are.equal(rowsX[rank[e]][i], Y:get(e, i)) end
+    end
+    local function tournament()
+      local a, b = rank[g2:integers(1, m)], rank[g2:integers(1, m)]
+      return F[b] < F[a] and b or a
+    end
+    local made = elites
+    while made < N do
+      local pa, pb = tournament(), tournament()
       local ra, rb = {}, {}
-      for i = 1, n do ra[i], rb[i] = pa[i], pb[i] end
+      for i = 1, n do ra[i], rb[i] = rowsX[pa][i], rowsX[pb][i] end
       if g2:uniform() <= 0.9 then sbx(ra, rb, 20) end
       mutate(ra, 20, 0.5); mutate(rb, 20, 0.5)
-      for i = 1, n do
-        ra[i] = math.min(math.max(ra[i], lo), hi); rb[i] = math.min(math.max(rb[i], lo), hi)
-        assert.are.equal(ra[i], a[i]); assert.are.equal(rb[i], b[i])
-        assert.are.equal(a[i], a2[i]); assert.are.equal(b[i], b2[i])
+      for _, child in ipairs { ra, rb } do
+        if made < N then
+          made = made + 1
+          for i = 1, n do
+            local want = math.min(math.max(child[i], lo), hi)
+            assert.are.equal(want, Y:get(made, i))
+            assert.are.equal(want, out[made - elites][i])
+          end
+        end
       end
-      assert.are_not.equal(a, a2)
     end
+    assert.are.equal(g2:uniform(), g1:uniform())   -- the same draws, in the same order
+    -- the lists handed out are the caller's: changing one leaves Y alone
+    local before = Y:get(elites + 1, 1)
+    out[1][1] = 1e9
+    assert.are.equal(before, Y:get(elites + 1, 1))
   end)
 
-  it("maxstd: the largest coordinate standard deviation of an array, lists or records", function()
+  it("maxstd: the largest coordinate standard deviation of an array, lists or blocks", function()
     local P = pd.random.new(6, 0):normal(0, 1, 30, 4)
     P:col(3):scale(5)
-    local rows, recs = P:totable(), {}
-    for k, x in ipairs(rows) do recs[k] = { x = x } end
+    local rows, top, rest = P:totable(), {}, {}
+    for k, x in ipairs(rows) do if k <= 12 then top[#top + 1] = x else rest[#rest + 1] = x end end
     local want = P:col(3):std()
     assert.is_true(rel(K.maxstd(P), want) < 1e-12)
     assert.is_true(rel(K.maxstd(rows), want) < 1e-12)
-    assert.is_true(rel(K.maxstd(recs, "x"), want) < 1e-12)
+    assert.is_true(rel(K.maxstd({ A.array(top), A.array(rest) }), want) < 1e-12)
     assert.are.equal(0, K.maxstd({}))
   end)
 end)

@@ -9,7 +9,7 @@ importable, on the functions of bench/optim/functions.lua with the same
 protocol (x0 ~ U(box), sigma0 = 0.25 range, budget 1e5, success when
 f - f* < 1e-8), and prints rows in the format of run.lua.
 
-  /usr/bin/python3 bench/optim/ref.py [--seeds N] [--algos deap-ga,deap-cma,pyswarms,pycma]
+  /usr/bin/python3 bench/optim/ref.py [--seeds N] [--first-seed S] [--algos deap-ga,deap-cma,pyswarms,pycma]
                                       [--funcs sphere,...] [--dims 10,20]
 """
 import argparse
@@ -147,6 +147,7 @@ ALGOS = {"deap-ga": deap_ga, "deap-cma": deap_cma, "pyswarms": pyswarms_gbest, "
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--algos", default="deap-ga,deap-cma,pyswarms,pycma")
     ap.add_argument("--funcs", default="sphere")
     ap.add_argument("--dims", default="10")
@@ -161,7 +162,7 @@ def main():
         for fname in a.funcs.split(","):
             for n in [int(d) for d in a.dims.split(",")]:
                 hits, bests, costs, used = [], [], [], 0
-                for seed in range(1, a.seeds + 1):
+                for seed in range(a.first_seed, a.first_seed + a.seeds):
                     f, fopt = f_of(fname, n)
                     cnt = Counter(f, fopt)
                     t0 = time.process_time()

@@ -21,7 +21,7 @@
 -- Ask and tell: X = o:ask() gives the new individuals of every island
 -- (elites are not evaluated again), o:tell(X, F) their values.
 local la = require "pd.optim.la"
-local K = la.kernels          -- ga_pair, maxstd (lua/optim.c)
+local K = la.kernels          -- ga_offspring, rows, maxstd (lua/optim.c)
 
 local M = {}
 local GA = {}
@@ -65,7 +65,7 @@ function M.new(opts)
     self.ilo[i], self.ihi[i] = il, iu
   end
   -- the operators' scale and the box as one array, for the native
-  -- variation step (K.ga_pair)
+  -- generation step (K.ga_offspring)
   self.B = la.matrix(4, n)
   for i = 1, n do
     self.B:set(1, i, self.slo[i]); self.B:set(2, i, self.shi[i])
@@ -76,7 +76,10 @@ function M.new(opts)
   self.target = opts.target
   self.countiter, self.countevals = 0, 0
   self.best_f, self.best_x = huge, nil
-  self.pop = {}            -- pop[island] = list of {x = , f = }
+  -- pop[island] = {X = the island's individuals as the rows of an f64
+  -- array, F = their values}
+  self.pop = {}
+  self.migrations = 0
   return self
 end
 
@@ -87,17 +90,26 @@ end
 
 local copy = la.copy
 
--- Variation (ga_pair in lua/optim.c, drawing from the generator exactly
--- as the gene-by-gene Lua did): with probability pc bounded SBX (per gene
--- with probability 1/2, children spread by beta_q, clipped to the scale,
--- swapped with probability 1/2), then bounded polynomial mutation of each
--- child (per gene with probability pm), then clipping to the box.
+-- A generation of an island (ga_offspring in lua/optim.c): the island is
+-- ranked by value (ties by row), its best `elites` survive, and the other
+-- individuals are children made in pairs: each parent by binary
+-- tournament, then with probability pc bounded SBX (per gene with
+-- probability 1/2, children spread by beta_q, clipped to the scale,
+-- swapped with probability 1/2), bounded polynomial mutation of each child
+-- (per gene with probability pm), and clipping to the box.
 
-local function by_f(a, b) return a.f < b.f end
-
-local function tournament(self, P)
-  local a, b = P[self.rng:int(#P)], P[self.rng:int(#P)]
-  return (b.f < a.f) and b or a
+-- The rows of island P in ranked order (value, then row) as lists, and
+-- their values.
+local function ranked(P)
+  local F, idx = P.F, {}
+  for k = 1, #F do idx[k] = k end
+  table.sort(idx, function(a, b)
+    local fa, fb = F[a], F[b]
+    return fa < fb or (fa == fb and a < b)
+  end)
+  local Fs = {}
+  for j, k in ipairs(idx) do Fs[j] = F[k] end
+  return K.rows(P.X, idx), Fs
 end
 
 -- The edges {from, to} of the migration topology.
@@ -113,67 +125,64 @@ local function edges(self)
   return e
 end
 
+local function by_f(a, b) return a.f < b.f end
+
+-- Each island sends copies of its best `count` along the edges; an island
+-- takes the best of what it receives in place of its worst, each migrant
+-- only where it is better than the individual it would replace.
 local function migrate(self)
-  local incoming = {}
+  local rows, vals, incoming = {}, {}, {}
   for i = 1, self.k do
-    table.sort(self.pop[i], by_f)
+    rows[i], vals[i] = ranked(self.pop[i])
     incoming[i] = {}
   end
   for _, e in ipairs(edges(self)) do
     local from, to = e[1], e[2]
-    for m = 1, min(self.count, #self.pop[from]) do
-      local ind = self.pop[from][m]
+    for m = 1, min(self.count, #rows[from]) do
       local t = incoming[to]
-      t[#t + 1] = { x = copy(ind.x), f = ind.f }
+      t[#t + 1] = { x = copy(rows[from][m]), f = vals[from][m] }
     end
   end
   for i = 1, self.k do
-    local inc, P = incoming[i], self.pop[i]
+    local inc, R, F = incoming[i], rows[i], vals[i]
     table.sort(inc, by_f)
     for m = 1, min(self.count, #inc) do
-      local slot = #P - m + 1
-      if inc[m].f < P[slot].f then P[slot] = inc[m] end
+      local slot = #R - m + 1
+      if inc[m].f < F[slot] then R[slot], F[slot] = inc[m].x, inc[m].f end
     end
+    self.pop[i] = { X = la.from_rows(R), F = F }
   end
+  self.migrations = self.migrations + 1
 end
 
 --- The individuals to evaluate next.
 function GA:ask()
   if self.pending then return self.pending_x end
-  local X, owner, out = {}, {}, {}
+  local owner, out = {}, {}
   local rng = self.rng
+  local next_pop = {}
   if self.countiter == 0 then
     for isl = 1, self.k do
+      local R = {}
       for _ = 1, self.N do
         local x = {}
         for i = 1, self.n do x[i] = rng:range(self.ilo[i], self.ihi[i]) end
-        X[#X + 1] = x; owner[#owner + 1] = isl; out[#out + 1] = copy(x)
+        R[#R + 1] = x; owner[#owner + 1] = isl; out[#out + 1] = copy(x)
       end
+      next_pop[isl] = { X = la.from_rows(R), F = {} }
     end
   else
     if self.k > 1 and self.countiter % self.every == 0 then migrate(self) end
-    self.next_pop = {}
     for isl = 1, self.k do
       local P = self.pop[isl]
-      table.sort(P, by_f)
-      local newp = {}
-      for e = 1, min(self.elites, #P) do newp[e] = P[e] end
-      self.next_pop[isl] = newp
-      local need = self.N - #newp
-      local made = 0
-      local g, B, eta_c, pc, eta_m, pm = rng.g, self.B, self.eta_c, self.pc, self.eta_m, self.pm
-      while made < need do
-        local pa = tournament(self, P).x
-        local pb = tournament(self, P).x
-        local a, b, a2, b2 = K.ga_pair(g, pa, pb, B, eta_c, pc, eta_m, pm)
-        X[#X + 1] = a; owner[#owner + 1] = isl; out[#out + 1] = a2; made = made + 1
-        if made < need then
-          X[#X + 1] = b; owner[#owner + 1] = isl; out[#out + 1] = b2; made = made + 1
-        end
-      end
+      local Y, Fe, kids = K.ga_offspring(rng.g, P.X, P.F, self.N, self.elites, self.B,
+                                         self.eta_c, self.pc, self.eta_m, self.pm)
+      next_pop[isl] = { X = Y, F = Fe }
+      for k = 1, #kids do out[#out + 1] = kids[k]; owner[#owner + 1] = isl end
     end
   end
-  self.pending, self.pending_x = owner, X
+  self.next_pop = next_pop
+  self.pending, self.pending_x = owner, out
   return out
 end
 
@@ -182,15 +191,14 @@ function GA:tell(X, F)
   local owner = assert(self.pending, "ga: tell() without a pending ask()")
   if F == nil then F = X end
   la.check_values("ga", F, #owner)
-  local Xs = self.pending_x
   self.pending, self.pending_x = nil, nil
   self.countevals = self.countevals + #F
-  local pops = self.next_pop or {}
-  if self.countiter == 0 then for isl = 1, self.k do pops[isl] = {} end end
+  local pops = self.next_pop
   for k = 1, #F do
     local P = pops[owner[k]]
-    P[#P + 1] = { x = Xs[k], f = F[k] }
-    if F[k] < self.best_f then self.best_f, self.best_x = F[k], copy(Xs[k]) end
+    local row = #P.F + 1
+    P.F[row] = F[k]
+    if F[k] < self.best_f then self.best_f, self.best_x = F[k], K.rows(P.X, { row })[1] end
   end
   self.pop, self.next_pop = pops, nil
   self.countiter = self.countiter + 1
@@ -204,11 +212,9 @@ function GA:best() return self.best_x, self.best_f end
 
 --- Spread: the largest standard deviation of a coordinate over all islands.
 function GA:spread()
-  local all = {}
-  for isl = 1, self.k do
-    for _, ind in ipairs(self.pop[isl] or {}) do all[#all + 1] = ind end
-  end
-  return K.maxstd(all, "x")
+  local blocks = {}
+  for isl = 1, self.k do blocks[#blocks + 1] = self.pop[isl] and self.pop[isl].X end
+  return K.maxstd(blocks)
 end
 
 return M

@@ -2,7 +2,8 @@
 --
 -- Every optimiser in pd.optim goes through this file for its random numbers
 -- and its linear algebra: the matrices are native pd.arrays (BLAS gemm for
--- the covariance update, LAPACK dsyevd for the eigendecomposition).
+-- the covariance update; the eigendecomposition is optim.c's own, with
+-- LAPACK's dsyevd as its fallback).
 --
 -- Conventions.  A vector is a Lua list of n numbers; a matrix is an n x n
 -- f64 pd.array.  Random numbers come from pd.random, so a seed gives the
@@ -111,6 +112,9 @@ function M.diag_matrix(n, d)
   for i = 1, n do m:set(i, i, d[i]) end
   return m
 end
+
+--- An m x n f64 array whose rows are the m lists of Z (n numbers each).
+function M.from_rows(Z) return A.array(Z) end
 
 --- rows(Z) * T for a list of row vectors Z and an n x n matrix T: the
 -- list of row vectors z_k' T.  One gemm.
