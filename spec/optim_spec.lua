@@ -577,7 +577,7 @@ describe("pd.minimize specs", function()
     assert.are.equal(25, blocks)
     assert.are.same(a.x, b.x)
   end)
-  it("gives the same result serially and on 1 or 2 workers, vectorized or not", function()
+  it("gives the same result serially and on 1 or 2 workers, vectorized or not, in any batches", function()
     local spec = { dim = 4, bounds = { -2, 2 }, seed = 6, maxiter = 20, algorithm = "pso" }
     local a = pd.minimize(rosenbrock, spec)
     for _, cpus in ipairs { 1, 2 } do
@@ -585,6 +585,9 @@ describe("pd.minimize specs", function()
       spec.vectorized = nil
       local b = pd.minimize(rosenbrock, spec)
       assert.are.same(a.x, b.x)
+      spec.chunk = 1                    -- point by point instead of a batch per worker
+      assert.are.same(a.x, pd.minimize(rosenbrock, spec).x)
+      spec.chunk = nil
       spec.vectorized = true
       local c = pd.minimize(function(X)
         local out = {}

@@ -2,9 +2,15 @@
 -- table (research/optim.md section 2; bench/optim/anchors.csv holds the
 -- measured pycma, DEAP, pyswarms, SPSO-2011 and Playdoh figures).
 --
---   build/pdlua run bench/optim/run.lua [--quick | --full] [--seeds N]
+--   build/pdlua run bench/optim/run.lua [--quick | --full | --rates] [--seeds N]
 --       [--first-seed S] [--algos cmaes,ipop,pso,ga,ga4] [--funcs sphere,...]
 --       [--dims 10,20] [--option name=value ...]
+--
+-- --rates compares CMA-ES's success rates with pycma's over many seeds
+-- (bench/optim/rates.csv: pycma 4.4.0 run here with ref.py, 200 to 1000
+-- seeds a cell), where the 15-seed anchors cannot tell rates apart: each
+-- row runs ours on as many seeds (or --seeds N) and prints both rates, the
+-- difference and its standard error.
 --
 -- Seeds are S .. S + N - 1 (S = 1); --option sets an algorithm option
 -- (spec.options), e.g. --option updatecovwait=0.
@@ -32,6 +38,7 @@ while arg[i] do
   local a = arg[i]
   if a == "--quick" then opt.mode = "quick"
   elseif a == "--full" then opt.mode = "full"
+  elseif a == "--rates" then opt.mode = "rates"
   elseif a == "--seeds" then opt.seeds = tonumber(arg[i + 1]); i = i + 1
   elseif a == "--first-seed" then opt.first = tonumber(arg[i + 1]); i = i + 1
   elseif a == "--option" then
@@ -170,6 +177,49 @@ local function fmt(v, p)
   if type(v) == "string" then return v end
   if p == "g" then return string.format("%.3g", v) end
   return string.format("%d", math.floor(v + 0.5))
+end
+
+-- ---- --rates: success rates over many seeds against pycma's ---------------
+if opt.mode == "rates" then
+  local rows, header = {}, nil
+  local f = assert(io.open(here .. "rates.csv"))
+  for line in f:lines() do
+    if not line:match("^#") then
+      local row = split(line)
+      if not header then header = row else
+        local t = {}
+        for k, name in ipairs(header) do t[name] = row[k] end
+        rows[#rows + 1] = t
+      end
+    end
+  end
+  f:close()
+  print(string.format("pdlua %s, CMA-ES success rates against pycma's (rates.csv), budget 1e5, target 1e-8", pd.vm))
+  print(string.format("%-10s %3s | %-17s | %-17s | %7s %6s  %s", "func", "n", "pdlua", "pycma 4.4.0",
+                      "diff", "s.e.", "verdict"))
+  local want = {}
+  for _, w in ipairs(split(opt.funcs or "")) do want[w] = true end
+  for _, w in ipairs(split(opt.dims or "")) do want[w] = true end
+  local t0 = clock()
+  for _, row in ipairs(rows) do
+    local fname, n, N = row.func, row.dim, opt.seeds or row.seeds
+    if (not opt.funcs or want[fname]) and (not opt.dims or want[n]) then
+      local succ = 0
+      for seed = opt.first or 1, (opt.first or 1) + N - 1 do
+        if one("cmaes", fname, n, seed).hit then succ = succ + 1 end
+      end
+      local p1, p2 = succ / N, row.succ / row.seeds
+      local se = math.sqrt(p1 * (1 - p1) / N + p2 * (1 - p2) / row.seeds)
+      local d = p1 - p2
+      local verdict = d >= 0 and "at least pycma's"
+        or (-d <= 2 * se and "below, within 2 s.e." or "below")
+      print(string.format("%-10s %3d | %4d/%-4d %6.1f%% | %4d/%-4d %6.1f%% | %+6.1f%% %5.1f%%  %s",
+        fname, n, succ, N, 100 * p1, row.succ, row.seeds, 100 * p2, 100 * d, 100 * se, verdict))
+      io.stdout:flush()
+    end
+  end
+  print(string.format("total CPU %.1f s", clock() - t0))
+  return
 end
 
 print(string.format("pdlua %s, %s mode, %d seeds, budget 1e5, target 1e-8; timing f costs %.2f us/eval (subtracted)",
