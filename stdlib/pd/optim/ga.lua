@@ -84,7 +84,13 @@ function M.new(opts)
 end
 
 function M.restore(t)
+  for _, P in ipairs(t.pop) do
+    if P.X == nil then   -- before 2026-11-21 an island was a list of {x =, f =}
+      error("ga: this checkpoint holds the islands as an older pdlua wrote them; start the run again without resume", 0)
+    end
+  end
   la.rng_restore(t.rng)
+  t.migrations = t.migrations or 0
   return setmetatable(t, GA)
 end
 
