@@ -10,15 +10,17 @@
 -- anything else running takes from P = 2 first.
 --
 --   build/pdlua run bench/optim/speedup.lua [--ms 1] [--workers 2] [--iters 40] [--reps 3]
+--       [--chunk N]   (spec.chunk: points per message; default pd.map's adaptive batches)
 local pd = require "pd"
 local core = require "pd.core"
 
-local ms, workers, iters, reps = 1, 2, 40, 3
+local ms, workers, iters, reps, chunk = 1, 2, 40, 3, nil
 for i = 1, #arg do
   if arg[i] == "--ms" then ms = tonumber(arg[i + 1]) end
   if arg[i] == "--workers" then workers = tonumber(arg[i + 1]) end
   if arg[i] == "--iters" then iters = tonumber(arg[i + 1]) end
   if arg[i] == "--reps" then reps = tonumber(arg[i + 1]) end
+  if arg[i] == "--chunk" then chunk = tonumber(arg[i + 1]) end
 end
 
 -- Calibrate a busy loop to `ms` milliseconds of CPU.
@@ -49,7 +51,7 @@ end
 print(string.format("fitness %.2f ms, %s, %d iterations, best of %d", ms, pd.vm, iters, reps))
 print(string.format("%6s %8s %10s %10s %8s", "lambda", "workers", "evals/s", "vs P=1", "ideal"))
 for _, lam in ipairs { 10, 20, 40 } do
-  local spec = { dim = 10, bounds = { -5, 5 }, popsize = lam, maxiter = iters, seed = 1 }
+  local spec = { dim = 10, bounds = { -5, 5 }, popsize = lam, maxiter = iters, seed = 1, chunk = chunk }
   local serial = pd.minimize(fitness, spec)
   -- the configurations measured in turn, rep after rep, so that a change
   -- in the machine's load or clock falls on all of them alike

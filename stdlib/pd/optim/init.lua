@@ -432,13 +432,10 @@ local function evaluate_map(f, points, ctx)
     end
     return out
   end
-  -- the points in one batch per worker slot (as the blocks above): the
-  -- evaluations of a generation usually take alike, and every batch is a
-  -- message out, a result back and a wake-up of the coordinator;
-  -- spec.chunk = 1 balances uneven evaluations point by point instead
-  local nb = ctx.blocks
-  if type(nb) == "function" then nb = nb() end
-  mopts.chunk = ctx.chunk or math.ceil(#points / math.max(1, nb or 1))
+  -- spec.chunk: points per message; by default pd.map's scheduler sizes
+  -- the batches (points one by one until it knows how long one takes, so
+  -- that a slow or busy worker gets fewer)
+  mopts.chunk = ctx.chunk
   local items = {}
   for k = 1, #points do items[k] = { points[k], ctx.groups and ctx.groups[k] or nil } end
   local task = function(item)
@@ -768,11 +765,10 @@ local function run(f, spec, sign)
     ctx.parallel = (spec.cpus or spec.nodes or spec.gpus or popts.cpus or popts.nodes
                     or popts.discover or session.cpus or session.cluster) and true or false
   end
-  if ctx.parallel then
-    -- one block (vectorized) or batch of points per worker: the local ones
-    -- and every node's, counted at each batch (a node tells its CPUs once
-    -- it has joined; the blocks do not change the values, so a seed still
-    -- gives the same run)
+  if ctx.parallel and ctx.vectorized then
+    -- one block per worker: the local ones and every node's, counted at
+    -- each batch (a node tells its CPUs once it has joined; the blocks do
+    -- not change the values, so a seed still gives the same run)
     ctx.blocks = function()
       -- gpus: one block per GPU worker (pd.map{gpus=} starts one per device)
       local n = spec.blocks or (spec.gpus and spec.gpus > 0 and spec.gpus) or spec.cpus
