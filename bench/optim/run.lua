@@ -102,20 +102,27 @@ if opt.algos or opt.funcs or opt.dims then
 end
 
 -- ---- anchors ---------------------------------------------------------------
-local anchors = {}
-do
-  local f = assert(io.open(here .. "anchors.csv"))
-  local header
+-- The rows of a CSV file of ours (a header line, then values; lines
+-- starting with # are comments) as tables keyed by the header's names.
+local function read_csv(name)
+  local rows, header = {}, nil
+  local f = assert(io.open(here .. name))
   for line in f:lines() do
-    local row = split(line)
-    if not header then header = row else
-      local t = {}
-      for k, name in ipairs(header) do t[name] = row[k] end
-      anchors[t.algo .. "/" .. t.func .. "/" .. t.dim] = t
+    if not line:match("^#") then
+      local row = split(line)
+      if not header then header = row else
+        local t = {}
+        for k, key in ipairs(header) do t[key] = row[k] end
+        rows[#rows + 1] = t
+      end
     end
   end
   f:close()
+  return rows
 end
+
+local anchors = {}
+for _, t in ipairs(read_csv("anchors.csv")) do anchors[t.algo .. "/" .. t.func .. "/" .. t.dim] = t end
 
 -- ---- one run -----------------------------------------------------------------
 local clock = os.clock
@@ -181,29 +188,17 @@ end
 
 -- ---- --rates: success rates over many seeds against pycma's ---------------
 if opt.mode == "rates" then
-  local rows, header = {}, nil
-  local f = assert(io.open(here .. "rates.csv"))
-  for line in f:lines() do
-    if not line:match("^#") then
-      local row = split(line)
-      if not header then header = row else
-        local t = {}
-        for k, name in ipairs(header) do t[name] = row[k] end
-        rows[#rows + 1] = t
-      end
-    end
-  end
-  f:close()
+  local rows = read_csv("rates.csv")
   print(string.format("pdlua %s, CMA-ES success rates against pycma's (rates.csv), budget 1e5, target 1e-8", pd.vm))
   print(string.format("%-10s %3s | %-17s | %-17s | %7s %6s  %s", "func", "n", "pdlua", "pycma 4.4.0",
                       "diff", "s.e.", "verdict"))
-  local want = {}
-  for _, w in ipairs(split(opt.funcs or "")) do want[w] = true end
-  for _, w in ipairs(split(opt.dims or "")) do want[w] = true end
+  local funcs, dims = {}, {}
+  for _, w in ipairs(split(opt.funcs or "")) do funcs[w] = true end
+  for _, w in ipairs(split(opt.dims or "")) do dims[w] = true end
   local t0 = clock()
   for _, row in ipairs(rows) do
     local fname, n, N = row.func, row.dim, opt.seeds or row.seeds
-    if (not opt.funcs or want[fname]) and (not opt.dims or want[n]) then
+    if (not opt.funcs or funcs[fname]) and (not opt.dims or dims[n]) then
       local succ = 0
       for seed = opt.first or 1, (opt.first or 1) + N - 1 do
         if one("cmaes", fname, n, seed).hit then succ = succ + 1 end

@@ -90,7 +90,6 @@ function M.restore(t)
     end
   end
   la.rng_restore(t.rng)
-  t.migrations = t.migrations or 0
   return setmetatable(t, GA)
 end
 
