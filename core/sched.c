@@ -728,6 +728,7 @@ static int on_frame(pd_pool *p, worker *w, const char *f, size_t n) {
   double secs;
   memcpy(&secs, f + 9, 8);
   pd_job *j = find_job(p, id);
+  if (secs > 0 && secs < 1e9) p->stats.task_seconds += secs;
   if (j && count) {
     double t = secs / count;
     j->t_est = j->t_est > 0 ? 0.5 * j->t_est + 0.5 * t : t;

@@ -476,17 +476,19 @@ static int p_pids(lua_State *L) {
   return 1;
 }
 
-/* pool:stats() -> {spawned=, lost=, frames_out=, frames_in=, tasks_done=} */
+/* pool:stats() -> {spawned=, lost=, frames_out=, frames_in=, tasks_done=, task_seconds=}
+ * (task_seconds: the workers' time in tasks, by their own clocks) */
 static int p_stats(lua_State *L) {
   lpool *lp = check_pool(L);
   pd_pool_stats s;
   pd_pool_stats_get(lp->p, &s);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   lua_pushinteger(L, (lua_Integer)s.spawned); lua_setfield(L, -2, "spawned");
   lua_pushinteger(L, (lua_Integer)s.lost); lua_setfield(L, -2, "lost");
   lua_pushinteger(L, (lua_Integer)s.frames_out); lua_setfield(L, -2, "frames_out");
   lua_pushinteger(L, (lua_Integer)s.frames_in); lua_setfield(L, -2, "frames_in");
   lua_pushinteger(L, (lua_Integer)s.tasks_done); lua_setfield(L, -2, "tasks_done");
+  lua_pushnumber(L, s.task_seconds); lua_setfield(L, -2, "task_seconds");
   return 1;
 }
 

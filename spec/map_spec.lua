@@ -51,6 +51,18 @@ describe("pd.map", function()
     assert.same({ 13, 17, n = 2 }, r)
   end)
 
+  it("sends a table upvalue as it is at each map, and a pinned function as it was first", function()
+    local t = { v = 1 }
+    local f = function(x) return x + t.v end
+    assert.same({ 2, n = 1 }, pd.map(f, { 1 }))
+    t.v = 5
+    assert.same({ 6, n = 1 }, pd.map(f, { 1 }))     -- packed again: the table may have changed
+    local g = require("pd.map")._pin(function(x) return x + t.v end)
+    assert.same({ 6, n = 1 }, pd.map(g, { 1 }))
+    t.v = 7                                         -- a pin promises this does not happen
+    assert.same({ 6, n = 1 }, pd.map(g, { 1 }))     -- packed once: the first value travels
+  end)
+
   it("shares read-only values with every task as pd.shared", function()
     local r = pd.map(function(i) return require("pd").shared.t[i] end, { 1, 2, 3 },
                      { shared = { t = { "a", "b", "c" } } })

@@ -141,14 +141,31 @@ end
 
 local S   -- the session (below); _pack looks at its cluster
 
+-- Pinned functions (M._pin) pack once for as long as they live, whatever
+-- their upvalues and `shared` hold: their owner promises that none of it
+-- changes meanwhile.  pd.optim pins a run's evaluation task, which closes
+-- over the fitness and its extra arguments (a table), so that a run of
+-- many generations packs it once, not once per generation.
+local pinned = setmetatable({}, { __mode = "k" })
+local PINNED = { n = -1 }          -- the cache key of a pinned function
+
+--- pd.map._pin(f) -> f, packed once from now on (see above).
+function M._pin(f)
+  pinned[f] = true
+  return f
+end
+
 function M._pack(f, shared)
-  local key = shared == nil and upvalues_key(f)
+  local key
+  if pinned[f] then key = PINNED
+  else key = shared == nil and upvalues_key(f) end
   local hit = key and blob_cache[f]
   -- cluster: the script's modules travel only when nodes may run the job
   -- (reading and hashing them costs a local-only job's cold start)
   local remote = S.cluster ~= nil
-  if hit and same(hit.key, key) and hit.path == package.path and hit.cpath == package.cpath
-     and hit.remote == remote then
+  if hit and (key == PINNED and hit.key == PINNED and rawequal(hit.shared, shared)
+              or key ~= PINNED and hit.key ~= PINNED and same(hit.key, key))
+     and hit.path == package.path and hit.cpath == package.cpath and hit.remote == remote then
     return hit.blob
   end
   local paths = cmap.encode { path = package.path, cpath = package.cpath,
@@ -156,7 +173,7 @@ function M._pack(f, shared)
   local blob = #paths .. ":" .. paths .. encode_job(f, shared)
   if key then
     blob_cache[f] = { key = key, blob = blob, path = package.path, cpath = package.cpath,
-                      remote = remote }
+                      remote = remote, shared = key == PINNED and shared or nil }
   end
   return blob
 end
@@ -188,6 +205,7 @@ local function settings()
     progress = S.progress,
     json = o.json,
     avail = avail,
+    tty = cmap.isatty(2),     -- once, not a system call per map
   }
   return cached
 end
@@ -626,7 +644,7 @@ local function start(f, list, opts)
   if progress == nil then progress = st.progress end
   if progress == nil then progress = options.progress end
   local json = st.json and progress ~= false
-  local bar = progress ~= false and (progress == true or cmap.isatty(2)) and not st.json
+  local bar = progress ~= false and (progress == true or st.tty) and not st.json
   return pool, id, n, seed, opts.errors == "collect", json, bar
 end
 

@@ -334,6 +334,7 @@ int pd_pool_busy(const pd_pool *p);
 int pd_pool_pids(const pd_pool *p, int *pids, int max);
 typedef struct pd_pool_stats {
   uint64_t spawned, lost, frames_out, frames_in, tasks_done;
+  double task_seconds;  /* seconds the workers spent running tasks, as they report */
 } pd_pool_stats;
 void pd_pool_stats_get(const pd_pool *p, pd_pool_stats *s);
 

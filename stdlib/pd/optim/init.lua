@@ -383,6 +383,24 @@ local function evaluate_here(f, points, ctx)
   return out
 end
 
+-- The function the workers run for f: made once per run and kind (ctx[kind]
+-- caches it), and pinned in pd.map, so that it is packed and sent once per
+-- run rather than once per generation (f, the space and the extra
+-- arguments do not change while a run lasts).
+local function run_task(ctx, kind, f, make)
+  local cache = rawget(ctx, kind)
+  if not cache then
+    cache = setmetatable({}, { __mode = "k" })
+    rawset(ctx, kind, cache)
+  end
+  local task = cache[f]
+  if not task then
+    task = require("pd.map")._pin(make())
+    cache[f] = task
+  end
+  return task
+end
+
 -- Parallel evaluation with pd.map: one task per point (map batches them),
 -- or with vectorized one block of rows per worker.  A worker lost on the
 -- way costs only its tasks, which pd.map runs again (opts.retries).
@@ -410,10 +428,12 @@ local function evaluate_map(f, points, ctx)
       items[b] = { block_of(S, points, a, e), g }
       ranges[b] = { a, e }
     end
-    local task = function(item)
-      if item[2] then return f(item[1], item[2], unpack(args, 1, nargs)) end
-      return f(item[1], unpack(args, 1, nargs))
-    end
+    local task = run_task(ctx, "vtasks", f, function()
+      return function(item)
+        if item[2] then return f(item[1], item[2], unpack(args, 1, nargs)) end
+        return f(item[1], unpack(args, 1, nargs))
+      end
+    end)
     local res = pd.map(task, items, mopts)
     for b = 1, nb do
       local r, a, e = res[b], ranges[b][1], ranges[b][2]
@@ -438,16 +458,18 @@ local function evaluate_map(f, points, ctx)
   mopts.chunk = ctx.chunk
   local items = {}
   for k = 1, #points do items[k] = { points[k], ctx.groups and ctx.groups[k] or nil } end
-  local task = function(item)
-    local x = item[1]
-    if names then
-      local t = {}
-      for i, name in ipairs(names) do t[name] = x[i] end
-      x = t
+  local task = run_task(ctx, "tasks", f, function()
+    return function(item)
+      local x = item[1]
+      if names then
+        local t = {}
+        for i, name in ipairs(names) do t[name] = x[i] end
+        x = t
+      end
+      if item[2] then return f(x, item[2], unpack(args, 1, nargs)) end
+      return f(x, unpack(args, 1, nargs))
     end
-    if item[2] then return f(x, item[2], unpack(args, 1, nargs)) end
-    return f(x, unpack(args, 1, nargs))
-  end
+  end)
   local res = pd.map(task, items, mopts)
   for k = 1, #points do
     local v = res[k]
