@@ -384,9 +384,10 @@ local function evaluate_here(f, points, ctx)
 end
 
 -- The function the workers run for f: made once per run and kind (ctx[kind]
--- caches it), and pinned in pd.map, so that it is packed and sent once per
--- run rather than once per generation (f, the space and the extra
--- arguments do not change while a run lasts).
+-- caches it), and pinned in pd.map, so that it is packed once per run
+-- rather than once per generation (f, the space and the extra arguments do
+-- not change while a run lasts; each generation's job still carries the
+-- packed bytes to the workers, whose cache knows them).
 local function run_task(ctx, kind, f, make)
   local cache = rawget(ctx, kind)
   if not cache then
