@@ -5,9 +5,11 @@
 -- the evaluations per second in the coordinator alone (serial) and with
 -- pd.minimize spreading every generation over P = 1 .. workers worker
 -- processes, and the ratio to P = 1 (ideal: lambda / ceil(lambda / P), 2
--- for P = 2 and even lambda).  Each figure is the best of `reps` runs (the
--- machine may be shared), with wall-clock time; on a 2-core machine
--- anything else running takes from P = 2 first.
+-- for P = 2 and even lambda).  Wall-clock time; "best" is the ratio of the
+-- best rates of `reps` runs, "median" the median of each repetition's own
+-- ratio, and "machine" the same ratio for k plain processes running the
+-- busy loop with no coordinator (measured next to each repetition: a VM's
+-- host, or another job, takes from P = 2 first, and this shows how much).
 --
 --   build/pdlua run bench/optim/speedup.lua [--ms 1] [--workers 2] [--iters 40] [--reps 3]
 --       [--chunk N]   (spec.chunk: points per message; default pd.map's adaptive batches)
