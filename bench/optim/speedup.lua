@@ -112,9 +112,9 @@ for _, lam in ipairs { 10, 20, 40 } do
       if eps > c.best then c.best = eps end
       c.rates[rep] = eps
     end
-    local one = plain(1, secs)
+    local alone = plain(1, secs)
     for _, c in ipairs(configs) do
-      if c.P then c.machine[rep] = c.P == 1 and 1 or plain(c.P, secs) / one end
+      if c.P then c.machine[rep] = c.P == 1 and 1 or plain(c.P, secs) / alone end
     end
   end
   local one = configs[2]

@@ -163,8 +163,9 @@ function M._pack(f, shared)
   -- cluster: the script's modules travel only when nodes may run the job
   -- (reading and hashing them costs a local-only job's cold start)
   local remote = S.cluster ~= nil
-  if hit and (key == PINNED and hit.key == PINNED and rawequal(hit.shared, shared)
-              or key ~= PINNED and hit.key ~= PINNED and same(hit.key, key))
+  -- (same() tells PINNED from any upvalue list by its n; shared is nil
+  -- unless pinned)
+  if hit and same(hit.key, key) and rawequal(hit.shared, shared)
      and hit.path == package.path and hit.cpath == package.cpath and hit.remote == remote then
     return hit.blob
   end
@@ -173,7 +174,7 @@ function M._pack(f, shared)
   local blob = #paths .. ":" .. paths .. encode_job(f, shared)
   if key then
     blob_cache[f] = { key = key, blob = blob, path = package.path, cpath = package.cpath,
-                      remote = remote, shared = key == PINNED and shared or nil }
+                      remote = remote, shared = shared }
   end
   return blob
 end
