@@ -810,7 +810,8 @@ describe("checkpoint and resume", function()
       local s = 0
       for i = 1, #x - 1 do s = s + 100 * (x[i+1] - x[i]^2)^2 + (1 - x[i])^2 end
       return s
-    end, { algorithm = arg[1], dim = 4, bounds = {-2, 2}, seed = 3, maxiter = 60,
+    end, { algorithm = arg[1], dim = 4, bounds = {-2, 2}, seed = 3,
+           maxiter = tonumber(os.getenv("MAXITER") or "60"),
            islands = tonumber(arg[3]), migration = { every = 7, count = 2 },
            checkpoint = arg[2] ~= "" and arg[2] or nil, resume = arg[2] ~= "" and arg[2] or nil })
     local digest = 0
@@ -839,4 +840,52 @@ describe("checkpoint and resume", function()
       os.remove(ck); os.remove(ck .. ".hist"); os.remove(file)
     end)
   end
+  for _, case in ipairs { { "cmaes", 1 }, { "pso", 1 }, { "ga", 1 }, { "cmaes", 3 } } do
+    local alg, k = case[1], case[2]
+    it("a finished " .. alg .. " run (" .. k .. " islands) resumed with a larger maxiter goes on to where a run with that maxiter ends", function()
+      local file = H.tmpfile(script, ".lua")
+      local ck = os.tmpname()
+      os.remove(ck)
+      local plain, err, rc = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " '' " .. k)
+      assert.are.equal(0, rc, err)
+      local short, err2, rc2 = H.sh("MAXITER=25 " .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
+      assert.are.equal(0, rc2, err2)
+      assert.are.equal("25", short:match("^%S+ %d+ (%d+)"))          -- it ended at maxiter
+      local again = H.sh("MAXITER=25 " .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
+      assert.are.equal(short, again)                              -- the same maxiter: the same result
+      local resumed, err3, rc3 = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
+      assert.are.equal(0, rc3, err3)
+      assert.are.equal(plain, resumed)
+      os.remove(ck); os.remove(ck .. ".hist"); os.remove(file)
+    end)
+  end
+  it("a CMA-ES run that maxiter and its own criteria stopped at once restarts when resumed with a larger maxiter, as an uninterrupted run does", function()
+    local spec = { dim = 2, bounds = { -3, 3 }, seed = 5 }
+    local alone = pd.minimize(sphere, spec)            -- where the first run stops by itself
+    assert.are_not.equal("maxiter", alone.stop)
+    local K = alone.iterations
+    local ck = os.tmpname()
+    os.remove(ck)
+    local function run(maxiter, file)
+      return pd.minimize(sphere, { dim = 2, bounds = { -3, 3 }, seed = 5, restarts = 2, maxiter = maxiter,
+                                   checkpoint = file, resume = file })
+    end
+    local plain = run(K + 40)
+    assert.is_true(plain.runs > 1)                     -- it restarted after iteration K
+    local first = run(K, ck)
+    assert.are.equal("maxiter", first.stop)
+    assert.are.equal(1, first.runs)
+    local resumed = run(K + 40, ck)
+    assert.are.equal(plain.runs, resumed.runs)
+    assert.are.equal(plain.evaluations, resumed.evaluations)   -- the final mean's evaluation included
+    assert.are.equal(plain.f, resumed.f)
+    assert.are.same(plain.x, resumed.x)
+    assert.are.equal(plain.stop, resumed.stop)
+    assert.are.equal(#plain.history, #resumed.history)
+    for i, h in ipairs(plain.history) do
+      assert.are.equal(h.evaluations, resumed.history[i].evaluations)
+      assert.are.equal(h.best, resumed.history[i].best)
+    end
+    os.remove(ck); os.remove(ck .. ".hist")
+  end)
 end)

@@ -753,7 +753,7 @@ local function run(f, spec, sign)
   local ckpt = spec.checkpoint
   local resume = spec.resume
   if resume == true then resume = ckpt end
-  local state
+  local state, resumed
   if resume then
     state = load_checkpoint(resume)
     if state then
@@ -761,6 +761,7 @@ local function run(f, spec, sign)
         error("pd.minimize: checkpoint " .. resume .. " is for another problem", 3)
       end
       attach(state)
+      resumed = true
     end
   end
   ckpt = ckpt or (type(spec.resume) == "string" and spec.resume) or nil
@@ -812,6 +813,44 @@ local function run(f, spec, sign)
   end
   local progress = spec.progress
   local out = type(progress) == "function" and progress or function(line) io.stderr:write(line, "\n") end
+
+  -- Why group g stops after its iteration (nil: it goes on).  When a
+  -- CMA-ES run's own criteria stop it, its final mean is evaluated once
+  -- (pycma's eval_final_mean: an evaluation like any other, and often
+  -- better than the last samples), and it restarts while restarts are left.
+  local function settle(gi, g)
+    if target and g.best_f <= target then return "target" end
+    if g.evals >= budget then return "budget" end
+    if g.iter >= maxiter then return "maxiter" end
+    if not g.algo.stop then return nil end
+    if g.kind == "cmaes" and not g.algo.members
+       and group_options(spec, g.index).eval_final_mean ~= false then
+      local xm = g.algo:mean_x()
+      local ctx1 = ctx
+      if ngroups > 1 then ctx1 = setmetatable({ groups = { gi } }, { __index = ctx }) end
+      local v = sign * M.evaluate(f, { xm }, ctx1)[1]
+      state.evaluations, g.evals = state.evaluations + 1, g.evals + 1
+      if v < g.best_f then g.best_f, g.best_x = v, xm end
+    end
+    if target and g.best_f <= target then return "target" end
+    if not restart(g, S, inner, budget - g.evals, target) then return g.algo.stop end
+  end
+
+  -- A finished run resumed with a larger maxiter goes on: its groups that
+  -- maxiter stopped are settled again under the new limit, as a run given
+  -- that maxiter from the start would have been at that iteration.
+  if resumed then
+    local reopened = false
+    for gi, g in ipairs(state.groups) do
+      if g.done and g.stop == "maxiter" and g.iter < maxiter then
+        g.done, g.stop = false, nil
+        local why = settle(gi, g)
+        if why then g.done, g.stop = true, why end
+        reopened = true
+      end
+    end
+    if reopened and ckpt then save_checkpoint(ckpt, state) end
+  end
 
   while true do
     -- ask every live group
@@ -871,29 +910,8 @@ local function run(f, spec, sign)
           round_scale = max(round_scale, scale)
           completed = true
         end
+        local why = settle(gi, g)              -- (may evaluate the final mean)
         round_best = min(round_best, g.best_f)
-        -- stop or restart
-        local why
-        if target and g.best_f <= target then why = "target"
-        elseif g.evals >= budget then why = "budget"
-        elseif g.iter >= maxiter then why = "maxiter"
-        elseif g.algo.stop then
-          -- pycma's eval_final_mean: when a CMA-ES run stops by its own
-          -- criteria its final mean is evaluated once (an evaluation like
-          -- any other, and often better than the last samples)
-          if g.kind == "cmaes" and not g.algo.members
-             and group_options(spec, g.index).eval_final_mean ~= false then
-            local xm = g.algo:mean_x()
-            local ctx1 = ctx
-            if ctx.groups then ctx1 = setmetatable({ groups = { gi } }, { __index = ctx }) end
-            local v = sign * M.evaluate(f, { xm }, ctx1)[1]
-            state.evaluations, g.evals = state.evaluations + 1, g.evals + 1
-            if v < g.best_f then g.best_f, g.best_x = v, xm end
-            round_best = min(round_best, g.best_f)
-          end
-          if target and g.best_f <= target then why = "target"
-          elseif not restart(g, S, inner, budget - g.evals, target) then why = g.algo.stop end
-        end
         if why then g.done, g.stop = true, why end
       end
     end
