@@ -820,43 +820,48 @@ describe("checkpoint and resume", function()
     end
     io.write(string.format("%.17g %d %d %d %.17g", r.f, r.evaluations, r.iterations, #r.history, digest))
   ]]
+  -- For algorithm alg on k islands: body(run, ck) leaves a checkpoint in
+  -- file ck, and a run resumed from it must then print what a run without
+  -- one prints.  run(env, ckpt) runs the script (env: "NAME=value " words)
+  -- with the checkpoint or without one: stdout, stderr, exit status.
+  local function resumes_as_plain(alg, k, body)
+    local file = H.tmpfile(script, ".lua")
+    local ck = os.tmpname()
+    os.remove(ck)
+    local function run(env, ckpt)
+      return H.sh(env .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " "
+                  .. (ckpt and H.q(ck) or "''") .. " " .. k)
+    end
+    local plain, err, rc = run("", false)
+    assert.are.equal(0, rc, err)
+    body(run, ck)
+    local resumed, err2, rc2 = run("", true)
+    assert.are.equal(0, rc2, err2)
+    assert.are.equal(plain, resumed)
+    os.remove(ck); os.remove(ck .. ".hist"); os.remove(file)
+  end
   for _, case in ipairs { { "cmaes", 1 }, { "pso", 1 }, { "ga", 1 }, { "pso", 3 }, { "ga", 3 },
                           { "cmaes", 3 } } do
     local alg, k = case[1], case[2]
     it("a killed " .. alg .. " run (" .. k .. " islands) resumes and ends where an uninterrupted run ends", function()
-      local file = H.tmpfile(script, ".lua")
-      local ck = os.tmpname()
-      os.remove(ck)
-      local plain, err, rc = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " '' " .. k)
-      assert.are.equal(0, rc, err)
-      local _, _, rc2 = H.sh("KILL_AT=300 " .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
-      assert.are.equal(9, rc2)
-      local f = io.open(ck, "rb")
-      assert.truthy(f)
-      f:close()
-      local resumed, err3, rc3 = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
-      assert.are.equal(0, rc3, err3)
-      assert.are.equal(plain, resumed)
-      os.remove(ck); os.remove(ck .. ".hist"); os.remove(file)
+      resumes_as_plain(alg, k, function(run, ck)
+        local _, _, rc = run("KILL_AT=300 ", true)
+        assert.are.equal(9, rc)
+        local f = io.open(ck, "rb")
+        assert.truthy(f)
+        f:close()
+      end)
     end)
   end
   for _, case in ipairs { { "cmaes", 1 }, { "pso", 1 }, { "ga", 1 }, { "cmaes", 3 } } do
     local alg, k = case[1], case[2]
     it("a finished " .. alg .. " run (" .. k .. " islands) resumed with a larger maxiter goes on to where a run with that maxiter ends", function()
-      local file = H.tmpfile(script, ".lua")
-      local ck = os.tmpname()
-      os.remove(ck)
-      local plain, err, rc = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " '' " .. k)
-      assert.are.equal(0, rc, err)
-      local short, err2, rc2 = H.sh("MAXITER=25 " .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
-      assert.are.equal(0, rc2, err2)
-      assert.are.equal("25", short:match("^%S+ %d+ (%d+)"))          -- it ended at maxiter
-      local again = H.sh("MAXITER=25 " .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
-      assert.are.equal(short, again)                              -- the same maxiter: the same result
-      local resumed, err3, rc3 = H.pdlua_run("run " .. H.q(file) .. " " .. alg .. " " .. H.q(ck) .. " " .. k)
-      assert.are.equal(0, rc3, err3)
-      assert.are.equal(plain, resumed)
-      os.remove(ck); os.remove(ck .. ".hist"); os.remove(file)
+      resumes_as_plain(alg, k, function(run)
+        local short, err, rc = run("MAXITER=25 ", true)
+        assert.are.equal(0, rc, err)
+        assert.are.equal("25", short:match("^%S+ %d+ (%d+)"))   -- it ended at maxiter
+        assert.are.equal(short, (run("MAXITER=25 ", true)))     -- the same maxiter: the same result
+      end)
     end)
   end
   it("a CMA-ES run that maxiter and its own criteria stopped at once restarts when resumed with a larger maxiter, as an uninterrupted run does", function()
