@@ -24,6 +24,14 @@ local function rosenbrock(x)
   return s
 end
 
+-- One generation of an ask-and-tell optimiser o on f.
+local function generation(o, f)
+  local X = o:ask()
+  local F = {}
+  for k = 1, #X do F[k] = f(X[k]) end
+  o:tell(X, F)
+end
+
 local function rastrigin(x)
   local s = 10 * #x
   for i = 1, #x do s = s + x[i] ^ 2 - 10 * math.cos(2 * math.pi * x[i]) end
@@ -141,12 +149,7 @@ describe("the optimisers' native kernels (lua/optim.c) against plain Lua", funct
     for i = 1, n do lo[i], hi[i] = -3, 3 end
     local es = cmaes.new { dim = n, x0 = { 1, -1, 0.5, 2, 0 }, sigma0 = 1, lower = lo, upper = hi, seed = 5 }
     -- a few generations first, so that C, B, D and the paths are not trivial
-    for _ = 1, 6 do
-      local X = es:ask()
-      local F = {}
-      for k = 1, #X do F[k] = rosenbrock(X[k]) end
-      es:tell(X, F)
-    end
+    for _ = 1, 6 do generation(es, rosenbrock) end
     local X = es:ask()
     local F = {}
     for k = 1, #X do F[k] = rosenbrock(X[k]) end
@@ -786,12 +789,7 @@ describe("ask and tell", function()
   for _, alg in ipairs { "cmaes", "pso", "ga" } do
     it("pd.optim." .. alg .. " runs in the user's own loop", function()
       local o = pd.optim[alg] { dim = 4, bounds = { -3, 3 }, seed = 1 }
-      for _ = 1, 150 do
-        local X = o:ask()
-        local F = {}
-        for k = 1, #X do F[k] = sphere(X[k]) end
-        o:tell(X, F)
-      end
+      for _ = 1, 150 do generation(o, sphere) end
       local x, f = o:best()
       assert.are.equal(4, #x)
       assert.is_true(f < 1e-2, alg .. " " .. f)
@@ -828,6 +826,7 @@ describe("checkpoint and resume", function()
     local file = H.tmpfile(script, ".lua")
     local ck = os.tmpname()
     os.remove(ck)
+    finally(function() os.remove(ck); os.remove(ck .. ".hist"); os.remove(file) end)
     local function run(env, ckpt)
       return H.sh(env .. H.q(H.pdlua) .. " run " .. H.q(file) .. " " .. alg .. " "
                   .. (ckpt and H.q(ck) or "''") .. " " .. k)
@@ -838,7 +837,6 @@ describe("checkpoint and resume", function()
     local resumed, err2, rc2 = run("", true)
     assert.are.equal(0, rc2, err2)
     assert.are.equal(plain, resumed)
-    os.remove(ck); os.remove(ck .. ".hist"); os.remove(file)
   end
   for _, case in ipairs { { "cmaes", 1 }, { "pso", 1 }, { "ga", 1 }, { "pso", 3 }, { "ga", 3 },
                           { "cmaes", 3 } } do
@@ -865,22 +863,23 @@ describe("checkpoint and resume", function()
     end)
   end
   it("a CMA-ES run that maxiter and its own criteria stopped at once restarts when resumed with a larger maxiter, as an uninterrupted run does", function()
-    local spec = { dim = 2, bounds = { -3, 3 }, seed = 5 }
-    local alone = pd.minimize(sphere, spec)            -- where the first run stops by itself
+    local function run(extra)                          -- one problem, these settings
+      local spec = { dim = 2, bounds = { -3, 3 }, seed = 5 }
+      for k, v in pairs(extra) do spec[k] = v end
+      return pd.minimize(sphere, spec)
+    end
+    local alone = run {}                               -- where the first run stops by itself
     assert.are_not.equal("maxiter", alone.stop)
     local K = alone.iterations
     local ck = os.tmpname()
     os.remove(ck)
-    local function run(maxiter, file)
-      return pd.minimize(sphere, { dim = 2, bounds = { -3, 3 }, seed = 5, restarts = 2, maxiter = maxiter,
-                                   checkpoint = file, resume = file })
-    end
-    local plain = run(K + 40)
+    finally(function() os.remove(ck); os.remove(ck .. ".hist") end)
+    local plain = run { restarts = 2, maxiter = K + 40 }
     assert.is_true(plain.runs > 1)                     -- it restarted after iteration K
-    local first = run(K, ck)
+    local first = run { restarts = 2, maxiter = K, checkpoint = ck, resume = ck }
     assert.are.equal("maxiter", first.stop)
     assert.are.equal(1, first.runs)
-    local resumed = run(K + 40, ck)
+    local resumed = run { restarts = 2, maxiter = K + 40, checkpoint = ck, resume = ck }
     assert.are.equal(plain.runs, resumed.runs)
     assert.are.equal(plain.evaluations, resumed.evaluations)   -- the final mean's evaluation included
     assert.are.equal(plain.f, resumed.f)
@@ -891,6 +890,5 @@ describe("checkpoint and resume", function()
       assert.are.equal(h.evaluations, resumed.history[i].evaluations)
       assert.are.equal(h.best, resumed.history[i].best)
     end
-    os.remove(ck); os.remove(ck .. ".hist")
   end)
 end)
