@@ -84,12 +84,6 @@ struct pd_cluster {
   int beacon_fd;
 };
 
-static double unix_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
-}
-
 static void poke(int fd) {
   char b = 1;
   ssize_t r = write(fd, &b, 1);
@@ -350,22 +344,22 @@ static int on_node_frame(pd_cluster *c, cnode *n, const char *f, size_t len) {
   switch (t) {
   case 'G':
     if (pn < 24) return 0;
-    n->info.granted = (int)pdi_get32(p);
-    n->info.cpus = (int)pdi_get32(p + 4);
-    n->info.gpus = (int)pdi_get32(p + 8);
-    n->info.busy = (int)pdi_get32(p + 12);
-    n->info.sessions = (int)pdi_get32(p + 20);
+    n->info.granted = (int)pdi_le32_get(p);
+    n->info.cpus = (int)pdi_le32_get(p + 4);
+    n->info.gpus = (int)pdi_le32_get(p + 8);
+    n->info.busy = (int)pdi_le32_get(p + 12);
+    n->info.sessions = (int)pdi_le32_get(p + 20);
     snprintf(n->info.name, sizeof n->info.name, "%.*s", (int)(pn - 24 > 120 ? 120 : pn - 24),
              p + 24);
     apply_grant(c, n);
     return 0;
   case 'S':
-    if (pn >= 4) slot_open(c, n, pdi_get32(p));
+    if (pn >= 4) slot_open(c, n, pdi_le32_get(p));
     return 0;
   case 'X':
     if (pn < 4) return 0;
     for (int k = 0; k < n->nslots; k++)
-      if (n->slots[k].slot == pdi_get32(p)) {
+      if (n->slots[k].slot == pdi_le32_get(p)) {
         slot_remove(n, k);
         break;
       }
@@ -374,7 +368,7 @@ static int on_node_frame(pd_cluster *c, cnode *n, const char *f, size_t len) {
   case 'F':
     if (pn < 5) return 0;
     for (int k = 0; k < n->nslots; k++)
-      if (n->slots[k].slot == pdi_get32(p)) {
+      if (n->slots[k].slot == pdi_le32_get(p)) {
         pd_conn_put(&n->slots[k].c, (unsigned char)p[4], p + 5, pn - 5);
         break;
       }
@@ -415,7 +409,7 @@ static void on_beacon(pd_cluster *c) {
     ssize_t r = recv(c->beacon_fd, buf, sizeof buf, MSG_DONTWAIT);
     if (r <= 0) return;
     pd_beacon b;
-    if (pd_beacon_decode(buf, (size_t)r, c->secret.len ? &c->secret : NULL, unix_now(), &b))
+    if (pd_beacon_decode(buf, (size_t)r, c->secret.len ? &c->secret : NULL, pdi_unix_now(), &b))
       continue;
     if (c->secret.len && !b.authenticated) continue;
     if (!find_node(c, b.url) && add_locked(c, b.url) >= 0)
@@ -541,7 +535,7 @@ static void *bridge(void *arg) {
       int got;
       while ((got = pd_conn_next(&s->c, &fp, &fn)) == 1) {
         size_t m = pd_conn_begin(&n->c, 'F');
-        pdi_put32(&n->c.out, s->slot);
+        pdi_le32_append(&n->c.out, s->slot);
         pd_buf_append(&n->c.out, fp, fn);
         pd_conn_end(&n->c, m);
       }
@@ -774,8 +768,8 @@ int pd_node_query(const char *url, const pd_secret *k, const pd_tls *tls, int se
   }
   if (set_cpus >= 0 || set_gpus >= 0) {
     size_t m = pd_conn_begin(&cn, 'C');
-    pdi_put32(&cn.out, set_cpus >= 0 ? (uint32_t)set_cpus : ~0u);
-    pdi_put32(&cn.out, set_gpus >= 0 ? (uint32_t)set_gpus : ~0u);
+    pdi_le32_append(&cn.out, set_cpus >= 0 ? (uint32_t)set_cpus : ~0u);
+    pdi_le32_append(&cn.out, set_gpus >= 0 ? (uint32_t)set_gpus : ~0u);
     pd_conn_end(&cn, m);
   } else {
     pd_conn_put(&cn, 'I', NULL, 0);
@@ -783,10 +777,10 @@ int pd_node_query(const char *url, const pd_secret *k, const pd_tls *tls, int se
   if (next_frame(&cn, deadline, &f, &n, err, en) < 0) goto done;
   if (f[0] == 'E') { snprintf(err, en, "refused by the node: %.*s", (int)n - 1, f + 1); goto done; }
   if (f[0] != 'G' || n < 25) { snprintf(err, en, "unexpected answer"); goto done; }
-  out->cpus = (int)pdi_get32(f + 5);
-  out->gpus = (int)pdi_get32(f + 9);
-  out->busy = (int)pdi_get32(f + 13);
-  out->sessions = (int)pdi_get32(f + 21);
+  out->cpus = (int)pdi_le32_get(f + 5);
+  out->gpus = (int)pdi_le32_get(f + 9);
+  out->busy = (int)pdi_le32_get(f + 13);
+  out->sessions = (int)pdi_le32_get(f + 21);
   snprintf(out->name, sizeof out->name, "%.*s", (int)(n - 25 > 120 ? 120 : n - 25), f + 25);
   out->alive = 1;
   rc = 0;

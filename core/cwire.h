@@ -28,24 +28,14 @@
 #include <string.h>
 
 #include "pd/pd.h"
+#include "pd/pdi.h"
 
 #define PDI_PREAUTH_MAX 4096
-
-static inline void pdi_put32(pd_buf *b, uint32_t v) {
-  unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
-                        (unsigned char)(v >> 24)};
-  pd_buf_append(b, x, 4);
-}
-
-static inline uint32_t pdi_get32(const char *p) {
-  const unsigned char *u = (const unsigned char *)p;
-  return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
-}
 
 /* Queue one frame: type, then a u32, then n bytes. */
 static inline void pdi_put_u32frame(pd_conn *c, int type, uint32_t v, const void *p, size_t n) {
   size_t m = pd_conn_begin(c, type);
-  pdi_put32(&c->out, v);
+  pdi_le32_append(&c->out, v);
   if (n) pd_buf_append(&c->out, p, n);
   pd_conn_end(c, m);
 }

@@ -96,12 +96,6 @@ static void logf_(node *nd, const char *fmt, ...) {
   fflush(stderr);
 }
 
-static double unix_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
-}
-
 /* ---- workers ---------------------------------------------------------------------- */
 
 static int spawn_worker(node *nd, int si) {
@@ -159,12 +153,12 @@ static int nsessions(const node *nd) {
 
 static void send_info(node *nd, sess *s) {
   size_t m = pd_conn_begin(&s->c, 'G');
-  pdi_put32(&s->c.out, s->grant);
-  pdi_put32(&s->c.out, (uint32_t)nd->cpus);
-  pdi_put32(&s->c.out, (uint32_t)nd->gpus);
-  pdi_put32(&s->c.out, (uint32_t)busy(nd));
-  pdi_put32(&s->c.out, (uint32_t)nd->nworkers);
-  pdi_put32(&s->c.out, (uint32_t)nsessions(nd));
+  pdi_le32_append(&s->c.out, s->grant);
+  pdi_le32_append(&s->c.out, (uint32_t)nd->cpus);
+  pdi_le32_append(&s->c.out, (uint32_t)nd->gpus);
+  pdi_le32_append(&s->c.out, (uint32_t)busy(nd));
+  pdi_le32_append(&s->c.out, (uint32_t)nd->nworkers);
+  pdi_le32_append(&s->c.out, (uint32_t)nsessions(nd));
   const char *name = nd->o->name ? nd->o->name : "";
   pd_buf_append(&s->c.out, name, strlen(name));
   pd_conn_end(&s->c, m);
@@ -357,8 +351,8 @@ static int on_sess_frame(node *nd, int i, const char *f, size_t n) {
     if (pn < 4) return -1;
     if (s->role != R_COORD) logf_(nd, "coordinator %s joined", s->peer);
     s->role = R_COORD;
-    s->want = pdi_get32(p);
-    if (pn >= 8) s->ping = pdi_get32(p + 4) / 1000.0;
+    s->want = pdi_le32_get(p);
+    if (pn >= 8) s->ping = pdi_le32_get(p + 4) / 1000.0;
     regrant(nd);
     send_info(nd, s);
     return 0;
@@ -369,7 +363,7 @@ static int on_sess_frame(node *nd, int i, const char *f, size_t n) {
     return 0;
   case 'C': {
     if (pn < 8) return -1;
-    uint32_t c = pdi_get32(p), g = pdi_get32(p + 4);
+    uint32_t c = pdi_le32_get(p), g = pdi_le32_get(p + 4);
     if (c != ~0u) nd->cpus = (int)c;
     if (g != ~0u) nd->gpus = (int)g;
     if (s->role == R_NONE) s->role = R_QUERY;
@@ -382,7 +376,7 @@ static int on_sess_frame(node *nd, int i, const char *f, size_t n) {
   }
   case 'F': {
     if (pn < 5) return -1;
-    uint32_t slot = pdi_get32(p);
+    uint32_t slot = pdi_le32_get(p);
     for (int k = 0; k < MAX_WORK; k++) {
       nwork *w = &nd->w[k];
       if (!w->used || w->sess != i || w->slot != slot) continue;
@@ -394,7 +388,7 @@ static int on_sess_frame(node *nd, int i, const char *f, size_t n) {
   }
   case 'X': {
     if (pn < 4) return -1;
-    uint32_t slot = pdi_get32(p);
+    uint32_t slot = pdi_le32_get(p);
     for (int k = 0; k < MAX_WORK; k++)
       if (nd->w[k].used && nd->w[k].sess == i && nd->w[k].slot == slot) {
         drop_worker(nd, k, 0);
@@ -417,7 +411,7 @@ static void send_beacon(node *nd) {
   snprintf(b.url, sizeof b.url, "%s", nd->announce[0] ? nd->announce : nd->url);
   b.cpus = nd->cpus;
   b.gpus = nd->gpus;
-  b.time = unix_now();
+  b.time = pdi_unix_now();
   unsigned char buf[PD_BEACON_MAX];
   int n = pd_beacon_encode(&b, nd->o->secret, buf, sizeof buf);
   if (n > 0)
@@ -589,7 +583,7 @@ int pd_node_run(const pd_node_opts *o) {
         while ((got = pd_conn_next(&w->c, &fp, &fn)) == 1) {
           if ((unsigned char)fp[0] == PD_F_RESULTS && w->pending > 0) w->pending--;
           size_t m = pd_conn_begin(&s->c, 'F');
-          pdi_put32(&s->c.out, w->slot);
+          pdi_le32_append(&s->c.out, w->slot);
           pd_buf_append(&s->c.out, fp, fn);
           pd_conn_end(&s->c, m);
         }

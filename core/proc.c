@@ -1,10 +1,12 @@
 /* proc.c: starting and stopping worker processes (see pd.h). */
 #define _GNU_SOURCE
 #include "pd/pd.h"
+#include "pd/pdi.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -129,4 +131,12 @@ int pd_kill_reap(int pid) {
   while (waitpid((pid_t)pid, &st, 0) < 0)
     if (errno != EINTR) return -1;
   return st;
+}
+
+const char *pdi_describe_status(int st, char *buf, size_t n) {
+  if (st < 0) snprintf(buf, n, "vanished");
+  else if (WIFSIGNALED(st)) snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
+  else if (WIFEXITED(st)) snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
+  else snprintf(buf, n, "stopped");
+  return buf;
 }

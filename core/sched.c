@@ -24,6 +24,7 @@
  */
 #define _GNU_SOURCE
 #include "pd/pd.h"
+#include "pd/pdi.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -115,22 +116,6 @@ struct pd_pool {
 };
 
 /* ---- little helpers ----------------------------------------------------------- */
-
-static void put32(pd_buf *b, uint32_t v) {
-  unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8),
-                        (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
-  pd_buf_append(b, x, 4);
-}
-
-static void put64(pd_buf *b, uint64_t v) {
-  put32(b, (uint32_t)v);
-  put32(b, (uint32_t)(v >> 32));
-}
-
-static uint32_t get32(const char *p) {
-  const unsigned char *u = (const unsigned char *)p;
-  return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
-}
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
   if (need <= *cap) return 0;
@@ -380,14 +365,6 @@ static int spawn_one(pd_pool *p) {
   return 0;
 }
 
-static const char *describe(int st, char *buf, size_t n) {
-  if (st < 0) snprintf(buf, n, "vanished");
-  else if (WIFSIGNALED(st)) snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
-  else if (WIFEXITED(st)) snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
-  else snprintf(buf, n, "stopped");
-  return buf;
-}
-
 /* Worker k is gone or must go: kill and reap it, settle its in-flight tasks
  * as `why` says, and take it out of the pool (the last worker moves into
  * slot k).  Returns the number of tasks that reached a final state. */
@@ -397,7 +374,7 @@ static int worker_lost(pd_pool *p, int k, int why) {
   int reported = why == KILL_CRASH && st >= 0 && WIFEXITED(st) &&
                  WEXITSTATUS(st) == PD_EXIT_REPORTED;
   char how[64];
-  describe(st, how, sizeof how);
+  pdi_describe_status(st, how, sizeof how);
   if (w->ext) snprintf(how, sizeof how, "its node or link went away");
   int final = 0;
   for (size_t e = w->qhead; e < w->qlen; e++) {
@@ -621,10 +598,10 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
   if (!worker_has(w, j->id)) {
     if (grow((void **)&w->jobs, &w->capjobs, w->njobs + 1, sizeof *w->jobs)) return 0;
     size_t m = pd_conn_begin(c, PD_F_JOB);
-    put32(&c->out, j->id);
+    pdi_le32_append(&c->out, j->id);
     unsigned char fl = j->o.unpack ? PD_JOBF_UNPACK : 0;
     pd_buf_append(&c->out, &fl, 1);
-    put64(&c->out, j->o.seed);
+    pdi_le64_append(&c->out, j->o.seed);
     pd_buf_append(&c->out, j->fn.data, j->fn.len);
     pd_conn_end(c, m);
     w->jobs[w->njobs++] = j->id;
@@ -632,9 +609,9 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
   }
   if (grow((void **)&w->q, &w->qcap, w->qlen + chunk, sizeof *w->q)) return 0;
   size_t m = pd_conn_begin(c, PD_F_TASKS);
-  put32(&c->out, j->id);
+  pdi_le32_append(&c->out, j->id);
   size_t countat = c->out.len;
-  put32(&c->out, 0);
+  pdi_le32_append(&c->out, 0);
   uint32_t sent = 0;
   if (!j->nretry) {                     /* fresh tasks: one reserve, then copies */
     uint32_t end = j->next + chunk < j->n ? j->next + chunk : j->n;
@@ -654,8 +631,8 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
         pd_buf_reserve(&c->out, 8 + (size_t)(b - a))) break;
     char *o = c->out.data + c->out.len;
     uint32_t len = (uint32_t)(b - a);
-    memcpy(o, &i, 4);                   /* little-endian hosts (as the rest) */
-    memcpy(o + 4, &len, 4);
+    pdi_le32_put(o, i);
+    pdi_le32_put(o + 4, len);
     memcpy(o + 8, j->args.data + a, len);
     c->out.len += 8 + (size_t)len;
     j->st[i] = PD_T_INFLIGHT;
@@ -667,8 +644,7 @@ static uint32_t send_batch(pd_pool *p, worker *w, pd_job *j, uint32_t chunk) {
     if (j->att[i]) break;                            /* a retried task runs alone */
   }
   unsigned char *cp = (unsigned char *)c->out.data + countat;
-  cp[0] = (unsigned char)sent; cp[1] = (unsigned char)(sent >> 8);
-  cp[2] = (unsigned char)(sent >> 16); cp[3] = (unsigned char)(sent >> 24);
+  pdi_le32_put(cp, (uint32_t)sent);
   pd_conn_end(c, m);
   if (j->status == PD_JOB_QUEUED) j->status = PD_JOB_RUNNING;
   if (w->nbatch == 0) w->head_start = pd_now();
@@ -724,7 +700,7 @@ static int on_frame(pd_pool *p, worker *w, const char *f, size_t n) {
   p->stats.frames_in++;
   if (f[0] == PD_F_HELLO) return 0;
   if (f[0] != PD_F_RESULTS || n < 17) return -1;
-  uint32_t id = get32(f + 1), count = get32(f + 5);
+  uint32_t id = pdi_le32_get(f + 1), count = pdi_le32_get(f + 5);
   double secs;
   memcpy(&secs, f + 9, 8);
   pd_job *j = find_job(p, id);
@@ -739,9 +715,9 @@ static int on_frame(pd_pool *p, worker *w, const char *f, size_t n) {
   if (j) pd_buf_reserve(&j->res, n);                 /* finish appends at most that */
   for (uint32_t e = 0; e < count; e++) {
     if (n - off < 9 || w->qhead >= w->qlen) return -1;
-    uint32_t i = get32(f + off);
+    uint32_t i = pdi_le32_get(f + off);
     int state = (unsigned char)f[off + 4];
-    uint32_t len = get32(f + off + 5);
+    uint32_t len = pdi_le32_get(f + off + 5);
     off += 9;
     if (n - off < len) return -1;
     inflight h = w->q[w->qhead];

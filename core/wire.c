@@ -1,5 +1,6 @@
 /* wire.c: length-prefixed frames over a byte stream (see pd.h). */
 #include "pd/pd.h"
+#include "pd/pdi.h"
 
 #include <sys/stat.h>
 
@@ -7,16 +8,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-static void put_u32(char *p, uint32_t v) {
-  p[0] = (char)(v & 255); p[1] = (char)((v >> 8) & 255);
-  p[2] = (char)((v >> 16) & 255); p[3] = (char)((v >> 24) & 255);
-}
-
-static uint32_t get_u32(const char *p) {
-  const unsigned char *u = (const unsigned char *)p;
-  return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
-}
 
 void pd_conn_init(pd_conn *c, int fd) { pd_conn_init2(c, fd, fd); }
 
@@ -49,7 +40,7 @@ size_t pd_conn_begin(pd_conn *c, int type) {
 
 void pd_conn_end(pd_conn *c, size_t mark) {
   if (mark == (size_t)-1) return;
-  put_u32(c->out.data + mark, (uint32_t)(c->out.len - mark - 4));
+  pdi_le32_put(c->out.data + mark, (uint32_t)(c->out.len - mark - 4));
 }
 
 int pd_conn_put(pd_conn *c, int type, const void *p, size_t n) {
@@ -90,7 +81,7 @@ int pd_conn_fill(pd_conn *c) {
   }
   size_t want = 65536;
   if (c->in.len - c->in_off >= 4) {  /* a frame header is here: room for it */
-    size_t need = 4 + (size_t)get_u32(c->in.data + c->in_off);
+    size_t need = 4 + (size_t)pdi_le32_get(c->in.data + c->in_off);
     if (need > c->in.len - c->in_off && need - (c->in.len - c->in_off) > want)
       want = need - (c->in.len - c->in_off);
   }
@@ -108,7 +99,7 @@ int pd_conn_fill(pd_conn *c) {
 int pd_conn_next(pd_conn *c, const char **p, size_t *n) {
   size_t have = c->in.len - c->in_off;
   if (have < 4) return 0;
-  uint32_t len = get_u32(c->in.data + c->in_off);
+  uint32_t len = pdi_le32_get(c->in.data + c->in_off);
   if (len == 0 || len > PD_FRAME_MAX) return -EPROTO;
   if (have - 4 < len) return 0;
   *p = c->in.data + c->in_off + 4;

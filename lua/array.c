@@ -31,7 +31,7 @@
 
 #include "blas.h"       /* OpenBLAS / LAPACKE, dlopened on first use */
 #include "codec.h"
-#include "pdlua.h"
+#include "binding.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #  error "pd.array's wire form is the host's bytes: little-endian hosts only"

@@ -2,7 +2,7 @@
  * call.c: the one way into Lua (pdi_docall with pdi_msghandler), shared by
  * the pdlua command, the REPL, and the native module (workers too).
  */
-#include "pdlua.h"
+#include "binding.h"
 
 #include <signal.h>
 

@@ -15,9 +15,10 @@
  * Heartbeat default: env PDLUA_HEARTBEAT (seconds), else 1.
  */
 #define _GNU_SOURCE
-#include "pdlua.h"
+#include "command.h"
 
 #include "pd/pd.h"
+#include "pd/pdi.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -37,12 +38,6 @@ static double env_heartbeat(void) {
   const char *e = getenv("PDLUA_HEARTBEAT");
   double v = e ? atof(e) : 0;
   return v > 0 ? v : 1.0;
-}
-
-static double unix_now(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
 /* Load the secret named by t.secret (a string) or t.secret_file into s.
@@ -252,7 +247,7 @@ static int cl_listen(lua_State *L) {
     ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
     if (r <= 0) continue;
     pd_beacon b;
-    if (pd_beacon_decode(buf, (size_t)r, has ? &s : NULL, unix_now(), &b)) continue;
+    if (pd_beacon_decode(buf, (size_t)r, has ? &s : NULL, pdi_unix_now(), &b)) continue;
     if (has && !b.authenticated) continue;
     lua_getfield(L, -1, b.url);
     int seen = lua_toboolean(L, -1);
@@ -285,14 +280,7 @@ static const luaL_Reg cl_funcs[] = {
 
 /* Stack: [] -> [pd.core.cluster] */
 int luaopen_pd_core_cluster(lua_State *L) {
-  if (luaL_newmetatable(L, CLUSTER_MT)) {
-    luaL_newlib(L, cl_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, cl_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, cl_close);
-    lua_setfield(L, -2, "__close");
-  }
+  pdi_newclass(L, CLUSTER_MT, cl_methods, NULL, cl_close);
   lua_pop(L, 1);
   luaL_newlib(L, cl_funcs);
   return 1;

@@ -23,7 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pdlua.h"
+#include "binding.h"
+#include "pd/pdi.h"
 
 /* ---- tags (docs/wire.md) -------------------------------------------------- */
 enum {
@@ -78,30 +79,6 @@ static int codec_error(lua_State *L, const char *fmt, ...) {
 }
 
 /* ---- byte helpers ---------------------------------------------------------- */
-
-static void put_u32_at(char *p, uint32_t v) {
-  unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
-                        (unsigned char)(v >> 24)};
-  memcpy(p, b, 4);
-}
-
-static uint32_t get_u32(const char *p) {
-  const unsigned char *b = (const unsigned char *)p;
-  return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-}
-
-static void put_u64_at(char *p, uint64_t v) {
-  unsigned char b[8];
-  for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
-  memcpy(p, b, 8);
-}
-
-static uint64_t get_u64(const char *p) {
-  const unsigned char *b = (const unsigned char *)p;
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = v << 8 | b[i];
-  return v;
-}
 
 static int host_is_le(void) {
   const uint16_t one = 1;
@@ -467,7 +444,7 @@ static inline void enc_uvarint(enc *E, uint64_t v) {
 static inline void enc_f64(enc *E, double d) {
   uint64_t u;
   memcpy(&u, &d, 8);
-  put_u64_at(enc_room(E, 8), u);
+  pdi_le64_put(enc_room(E, 8), u);
   E->b->len += 8;
 }
 
@@ -641,7 +618,7 @@ static size_t enc_block(enc *E, int idx, size_t n, int isint) {
   enc_byte(E, isint ? T_IARR : T_FARR);
   if (n > UINT32_MAX || n > (SIZE_MAX - 16) / 8) { E->b->len = mark; return 0; }
   char *p = enc_room(E, 4 + 8 * n);
-  put_u32_at(p, (uint32_t)n);
+  pdi_le32_put(p, (uint32_t)n);
   p += 4;
   const int le = host_is_le();
   for (size_t i = 1; i <= n; i++, p += 8) {
@@ -661,7 +638,7 @@ static size_t enc_block(enc *E, int idx, size_t n, int isint) {
     }
     lua_pop(L, 1);
     if (le) memcpy(p, &u, 8);
-    else put_u64_at(p, u);
+    else pdi_le64_put(p, u);
   }
   E->b->len += 4 + 8 * n;
   return n;
@@ -698,7 +675,7 @@ static void enc_table(enc *E, int idx) {
       lua_pop(L, 1);
       narr = i;
     }
-    put_u32_at(E->b->data + at, (uint32_t)narr);
+    pdi_le32_put(E->b->data + at, (uint32_t)narr);
   }
   size_t at = E->b->len;
   enc_room(E, 4);
@@ -726,7 +703,7 @@ static void enc_table(enc *E, int idx) {
     nhash++;
     lua_pop(L, 1);                                 /* [.., k] */
   }
-  put_u32_at(E->b->data + at, nhash);
+  pdi_le32_put(E->b->data + at, nhash);
   if (hasmt) {
     seg_push(E, SEG_META, 0, 0);
     enc_value(E, mt);
@@ -763,7 +740,7 @@ static void enc_function(enc *E, int idx) {
   if (rc) enc_fail(E, "a function that cannot be dumped");
   size_t blen = E->b->len - at - 4;
   if (blen > UINT32_MAX) enc_fail(E, "a function too large to encode");
-  put_u32_at(E->b->data + at, (uint32_t)blen);
+  pdi_le32_put(E->b->data + at, (uint32_t)blen);
   lua_Debug ar;
   lua_pushvalue(L, idx);
   lua_getinfo(L, ">u", &ar);
@@ -834,7 +811,7 @@ static void enc_userdata(enc *E, int idx) {
   x->enc(L, idx, E->b);
   size_t n = E->b->len - at - 4;
   if (n > UINT32_MAX) enc_fail(E, "a userdata too large to encode");
-  put_u32_at(E->b->data + at, (uint32_t)n);
+  pdi_le32_put(E->b->data + at, (uint32_t)n);
 }
 
 static void enc_value(enc *E, int idx) {
@@ -947,7 +924,7 @@ static uint64_t dec_uvarint(dec *D) {
 
 static uint32_t dec_u32(dec *D) {
   dec_need(D, 4, "truncated length");
-  uint32_t v = get_u32(D->p);
+  uint32_t v = pdi_le32_get(D->p);
   D->p += 4;
   return v;
 }
@@ -1037,7 +1014,7 @@ static int dec_table(dec *D, int tag) {
   if (block) {
     const char *p = D->p;
     for (uint32_t i = 1; i <= n; i++, p += 8) {
-      uint64_t u = get_u64(p);
+      uint64_t u = pdi_le64_get(p);
       if (tag == T_IARR) {
         lua_Integer v;
         memcpy(&v, &u, 8);
@@ -1221,7 +1198,7 @@ int pdi_codec_decode(lua_State *L, const char *p, size_t n, const pdi_codec_opts
     }
     case T_FLOAT: {
       dec_need(&D, 8, "truncated float");
-      uint64_t u = get_u64(D.p);
+      uint64_t u = pdi_le64_get(D.p);
       double d;
       memcpy(&d, &u, 8);
       D.p += 8;
@@ -1396,14 +1373,14 @@ static int block_encode(lua_State *L, int idx, pd_buf *out) {
   block *b = (block *)lua_touserdata(L, idx);
   if (b->n > UINT32_MAX || pd_buf_reserve(out, 4 + b->n * 8))
     return codec_error(L, "pd.codec: block too large");
-  put_u32_at(out->data + out->len, (uint32_t)b->n);
+  pdi_le32_put(out->data + out->len, (uint32_t)b->n);
   if (host_is_le()) {
     memcpy(out->data + out->len + 4, b->v, b->n * 8);
   } else {
     for (size_t i = 0; i < b->n; i++) {
       uint64_t u;
       memcpy(&u, &b->v[i], 8);
-      put_u64_at(out->data + out->len + 4 + 8 * i, u);
+      pdi_le64_put(out->data + out->len + 4 + 8 * i, u);
     }
   }
   out->len += 4 + b->n * 8;
@@ -1412,14 +1389,14 @@ static int block_encode(lua_State *L, int idx, pd_buf *out) {
 
 static void block_decode(lua_State *L, const char *p, size_t n) {
   if (n < 4) codec_error(L, "pd.codec: malformed block payload (truncated)");
-  uint32_t c = get_u32(p);
+  uint32_t c = pdi_le32_get(p);
   if ((size_t)c * 8 != n - 4) codec_error(L, "pd.codec: malformed block payload (length)");
   block *b = block_new(L, c);
   if (host_is_le()) {
     memcpy(b->v, p + 4, (size_t)c * 8);
   } else {
     for (size_t i = 0; i < c; i++) {
-      uint64_t u = get_u64(p + 4 + 8 * i);
+      uint64_t u = pdi_le64_get(p + 4 + 8 * i);
       memcpy(&b->v[i], &u, 8);
     }
   }

@@ -23,7 +23,7 @@
  * d:free(), __close or __gc, whichever comes first; afterwards every method
  * but free raises "freed".
  */
-#include "pdlua.h"
+#include "binding.h"
 #include "array.h"
 #include "pdgpu.h"
 
@@ -762,33 +762,14 @@ static const luaL_Reg darray_methods[] = {
 
 /* Stack: [] -> [pd.core.gpu] */
 int luaopen_pd_core_gpu(lua_State *L) {
-  if (luaL_newmetatable(L, IMAGE_MT)) {                   /* [mt] */
-    lua_pushcfunction(L, image_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);                                          /* [] */
-  if (luaL_newmetatable(L, KERNEL_MT)) {                  /* [mt] */
-    luaL_newlib(L, kernel_methods);                       /* [mt, methods] */
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, kernel_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, k_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);                                          /* [] */
-  if (luaL_newmetatable(L, DARRAY_MT)) {                  /* [mt] */
-    luaL_newlib(L, darray_methods);                       /* [mt, methods] */
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, d_free);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, d_free);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, d_len);
-    lua_setfield(L, -2, "__len");
-    lua_pushcfunction(L, d_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);                                          /* [] */
+  static const luaL_Reg kernel_meta[] = {{"__tostring", k_tostring}, {NULL, NULL}};
+  static const luaL_Reg darray_meta[] = {
+    {"__len", d_len}, {"__tostring", d_tostring}, {NULL, NULL},
+  };
+  pdi_newclass(L, IMAGE_MT, NULL, NULL, image_gc);
+  pdi_newclass(L, KERNEL_MT, kernel_methods, kernel_meta, kernel_gc);
+  pdi_newclass(L, DARRAY_MT, darray_methods, darray_meta, d_free);
+  lua_pop(L, 3);                                          /* [] */
   luaL_newlib(L, gpu_funcs);                              /* [gpu] */
   lua_pushinteger(L, PDGPU_API_VERSION);
   lua_setfield(L, -2, "api_version");

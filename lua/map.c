@@ -16,7 +16,8 @@
  * codec (lua/codec.h), one message per argument, result and function.
  */
 #define _GNU_SOURCE
-#include "pdlua.h"
+#include "binding.h"
+#include "pd/pdi.h"
 #include "codec.h"
 
 #include "pd/pd.h"
@@ -541,14 +542,6 @@ static int task_handler(lua_State *L) {
   return 1;
 }
 
-static uint32_t rd32(const char *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);                                /* little-endian hosts */
-  return v;
-}
-
-static void buf32(pd_buf *b, uint32_t v) { pd_buf_append(b, &v, 4); }
-
 /* The batch being answered: where its RESULTS frame starts and how many
  * entries it holds so far (for an out-of-memory exit in its middle). */
 typedef struct batch {
@@ -569,11 +562,11 @@ static void oom_exit(pd_conn *c, batch *bt, uint32_t idx, size_t limit) {
   uint32_t count = bt->done + 1;
   unsigned char st = PD_T_FAILED;
   if (pd_buf_reserve(&c->out, 9 + (size_t)n)) _exit(75);  /* room was there before */
-  buf32(&c->out, idx);
+  pdi_le32_append(&c->out, idx);
   pd_buf_append(&c->out, &st, 1);
-  buf32(&c->out, (uint32_t)n);
+  pdi_le32_append(&c->out, (uint32_t)n);
   pd_buf_append(&c->out, msg, (size_t)n);
-  memcpy(c->out.data + bt->countat, &count, 4);
+  pdi_le32_put(c->out.data + bt->countat, count);
   pd_conn_end(c, bt->mark);
   pd_conn_flush(c);
   _exit(75);
@@ -602,7 +595,7 @@ static void put_result(lua_State *L, batchrun *br, int state) {
   uint32_t idx = br->idx;
   if (pd_buf_reserve(&c->out, 9 + 24)) oom_exit(c, &br->bt, idx, br->cap->limit);
   char *o = c->out.data + c->out.len;  /* room reserved: u32 idx, u8 state, u32 len */
-  memcpy(o, &idx, 4);
+  pdi_le32_put(o, idx);
   o[4] = (char)state;
   size_t stat = c->out.len + 4, lenat = c->out.len + 5;
   c->out.len += 9;
@@ -615,7 +608,7 @@ static void put_result(lua_State *L, batchrun *br, int state) {
   }
   if (pdi_codec_encode_scalar(L, -1, &c->out)) {      /* cannot fail but for memory */
     uint32_t rl = (uint32_t)(c->out.len - before);
-    memcpy(c->out.data + lenat, &rl, 4);
+    pdi_le32_put(c->out.data + lenat, rl);
     lua_pop(L, 1);
     return;
   }
@@ -640,7 +633,7 @@ static void put_result(lua_State *L, batchrun *br, int state) {
   const char *sv = lua_tolstring(L, -1, &sl);
   pd_buf_append(&c->out, sv, sl);
   uint32_t rl = (uint32_t)(c->out.len - before);
-  memcpy(c->out.data + lenat, &rl, 4);
+  pdi_le32_put(c->out.data + lenat, rl);
   lua_pop(L, 2);
 }
 
@@ -653,7 +646,7 @@ static int run_batch(lua_State *L) {
   pd_conn *c = br->c;
   for (; br->e < br->count; br->e++) {
     if (br->n - br->off < 8) _exit(70);
-    uint32_t idx = rd32(br->f + br->off), len = rd32(br->f + br->off + 4);
+    uint32_t idx = pdi_le32_get(br->f + br->off), len = pdi_le32_get(br->f + br->off + 4);
     br->off += 8;
     if (br->n - br->off < len) _exit(70);
     br->idx = idx;
@@ -688,7 +681,7 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
                       taskctx *ctx, capalloc *cap) {
   if (n < 9) _exit(70);
   double t0 = pd_now();
-  uint32_t job = rd32(f + 1), count = rd32(f + 5);
+  uint32_t job = pdi_le32_get(f + 1), count = pdi_le32_get(f + 5);
   lua_rawgeti(L, jobs, job);                       /* [rec] */
   if (!lua_istable(L, -1)) _exit(70);
   lua_rawgeti(L, -1, 1);                           /* [rec, f] */
@@ -719,9 +712,9 @@ static void run_tasks(lua_State *L, pd_conn *c, const char *f, size_t n, int job
   br.cap = cap;
   size_t m = pd_conn_begin(c, PD_F_RESULTS);
   br.bt.mark = m;
-  buf32(&c->out, job);
+  pdi_le32_append(&c->out, job);
   br.bt.countat = c->out.len;
-  buf32(&c->out, count);
+  pdi_le32_append(&c->out, count);
   size_t secat = c->out.len;
   double z = 0;
   pd_buf_append(&c->out, &z, 8);
@@ -810,7 +803,7 @@ static int m_worker(lua_State *L) {
       switch (f[0]) {
       case PD_F_JOB: {
         if (n < 14) _exit(70);
-        uint32_t job = rd32(f + 1);
+        uint32_t job = pdi_le32_get(f + 1);
         int flags = (unsigned char)f[5];
         uint64_t seed;
         memcpy(&seed, f + 6, 8);
@@ -882,7 +875,7 @@ static int m_worker(lua_State *L) {
       case PD_F_DROP:
         if (n < 5) _exit(70);
         lua_pushnil(L);
-        lua_rawseti(L, jobs, rd32(f + 1));          /* the GC takes it in its time */
+        lua_rawseti(L, jobs, pdi_le32_get(f + 1));          /* the GC takes it in its time */
         break;
       default:
         _exit(70);

@@ -6,13 +6,13 @@
  * other native parts in package.preload as "pd.core.<part>", so the stdlib
  * requires them lazily and one file carries all of them.
  */
-#include "pdlua.h"
+#include "binding.h"
 #include "array.h"
 
 #include "codec.h"
 #include "pd/pd.h"
 
-/* Native parts: each adds one line here (and its opener to pdlua.h). */
+/* Native parts: each adds one line here (and its opener to binding.h). */
 static const luaL_Reg natives[] = {
   {"pd.core.map", luaopen_pd_core_map},
   {"pd.core.gpu", luaopen_pd_core_gpu},

@@ -8,7 +8,7 @@
  * path (D/lib/pd/core.so or D/../lib/pdlua/pd/core.so).
  */
 #define _GNU_SOURCE
-#include "pdlua.h"
+#include "binding.h"
 
 #include <dlfcn.h>
 #include <limits.h>

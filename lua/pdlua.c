@@ -13,7 +13,7 @@
  * pd.core.options()) and become pd.init's defaults.
  */
 #define _GNU_SOURCE
-#include "pdlua.h"
+#include "command.h"
 
 #include <errno.h>
 #include <signal.h>

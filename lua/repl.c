@@ -16,7 +16,7 @@
  * Without libedit the REPL reads plain lines (no editing, no history).
  */
 #define _GNU_SOURCE
-#include "pdlua.h"
+#include "command.h"
 
 #include <dlfcn.h>
 #include <editline/readline.h>   /* types only: the calls go through `ed` */

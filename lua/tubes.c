@@ -40,11 +40,12 @@
  * each other do not deadlock.
  */
 #define _GNU_SOURCE
-#include "pdlua.h"
+#include "binding.h"
 #include "array.h"
 #include "codec.h"
 
 #include "pd/pd.h"
+#include "pd/pdi.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -127,13 +128,6 @@ static void reap(gnode *nd) {
   }
   nd->status = pd_kill_reap(nd->pid);
   nd->pid = 0;
-}
-
-static void describe(int st, char *buf, size_t n) {
-  if (st < 0) snprintf(buf, n, "vanished");
-  else if (WIFSIGNALED(st)) snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
-  else if (WIFEXITED(st)) snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
-  else snprintf(buf, n, "stopped");
 }
 
 /* Kill and reap every node, close every link.  Idempotent. */
@@ -304,7 +298,7 @@ static int gang_event(lua_State *L, gang *g) {
       reap(nd);
       char how[64];
       if (got < 0) snprintf(how, sizeof how, "broke the protocol");
-      else describe(nd->status, how, sizeof how);
+      else pdi_describe_status(nd->status, how, sizeof how);
       lua_pushinteger(L, k + 1);
       lua_pushboolean(L, 0);
       lua_pushstring(L, how);
