@@ -220,31 +220,57 @@ static int run_script(lua_State *L, const char *fname, char **args, int nargs) {
 
 /* ---- main ---------------------------------------------------------------------- */
 
-typedef struct cli {
+typedef struct cli cli;
+
+/* The subcommands: `pdlua WORD ...`.  With no WORD (or a script, -e, a
+ * flag) the command is "run".  `flags`: the run flags (--cpus ...) are
+ * parsed here and the entry gets the Lua state; otherwise the entry parses
+ * argv itself.  Adding a subcommand is one line here, its entry, and its
+ * usage line in print_usage. */
+typedef struct subcommand {
+  const char *name;
+  int flags;                   /* run flags parsed here (run, repl) */
+  int (*entry)(lua_State *L);  /* in the Lua state, through lua_pcall; NULL: main */
+  int (*main)(int argc, char **argv);  /* instead of a state: own parser */
+} subcommand;
+
+struct cli {
   int argc;
   char **argv;
   opts o;
-  const char *mode;            /* "run", "repl", or a not-yet-built command */
+  const subcommand *cmd;       /* what `pdlua WORD` named (run by default) */
   const char *exec[64];        /* -e chunks in order */
   int nexec;
   int script;                  /* index of SCRIPT in argv, 0 if none */
   char **sargs;                /* script arguments (flags removed) */
   int nsargs;
   int version, help, paths;
-  int admin_rc;                /* exit status of `pdlua nodes` / `pdlua ctl` */
-} cli;
+  int rc;                      /* exit status an entry chose (nodes, ctl) */
+};
+
+static int pmain(lua_State *L);
+static int pmain_admin(lua_State *L);
+
+static const subcommand commands[] = {
+  {"run", 1, pmain, NULL},              /* a script, -e chunks, or the REPL */
+  {"repl", 1, pmain, NULL},             /* the REPL, even with stdin not a tty */
+  {"serve", 0, NULL, pdi_serve_main},   /* lend this machine (cluster.c) */
+  {"nodes", 0, pmain_admin, NULL},      /* pd.cluster.cli("nodes", args) */
+  {"ctl", 0, pmain_admin, NULL},        /* pd.cluster.cli("ctl", args) */
+  {NULL, 0, NULL, NULL},
+};
 
 static int parse(cli *c) {
   int i = 1;
-  static const char *later[] = {"serve", "nodes", "ctl", NULL};  /* own parsers */
-  c->mode = "run";
-  if (i < c->argc) {
-    const char *w = c->argv[i];
-    if (!strcmp(w, "run")) { c->mode = "run"; i++; }
-    else if (!strcmp(w, "repl")) { c->mode = "repl"; i++; }
-    else for (const char **l = later; *l; l++)
-      if (!strcmp(w, *l)) { c->mode = *l; return 0; }
-  }
+  c->cmd = &commands[0];                           /* run */
+  if (i < c->argc)
+    for (const subcommand *k = commands; k->name; k++)
+      if (!strcmp(c->argv[i], k->name)) {
+        c->cmd = k;
+        if (!k->flags) return 0;                   /* it parses its own */
+        i++;
+        break;
+      }
   c->sargs = calloc((size_t)c->argc + 1, sizeof *c->sargs);
   if (!c->sargs) return -1;
   int verbatim = 0;
@@ -303,7 +329,7 @@ static int pmain(lua_State *L) {
     if (dostring(L, c->exec[k]) != LUA_OK) return 0;
   if (c->script) {
     if (run_script(L, c->argv[c->script], c->sargs, c->nsargs) != LUA_OK) return 0;
-  } else if (!strcmp(c->mode, "repl") || (c->nexec == 0 && isatty(STDIN_FILENO))) {
+  } else if (!strcmp(c->cmd->name, "repl") || (c->nexec == 0 && isatty(STDIN_FILENO))) {
     lua_pushboolean(L, pdi_repl(L) == 0);
     return 1;
   } else if (c->nexec == 0) {
@@ -313,7 +339,7 @@ static int pmain(lua_State *L) {
   return 1;
 }
 
-/* `pdlua nodes ...` and `pdlua ctl ...`: require("pd.cluster").cli(mode, args)
+/* `pdlua nodes ...` and `pdlua ctl ...`: require("pd.cluster").cli(name, args)
  * returns the exit status.  Stack: [cli] -> [ok] */
 static int pmain_admin(lua_State *L) {
   cli *c = (cli *)lua_touserdata(L, 1);
@@ -323,14 +349,14 @@ static int pmain_admin(lua_State *L) {
   lua_pushliteral(L, "pd.cluster");
   if (report(L, pdi_docall(L, 1, 1)) != LUA_OK) return 0;
   lua_getfield(L, -1, "cli");                      /* [cluster, cli] */
-  lua_pushstring(L, c->mode);
+  lua_pushstring(L, c->cmd->name);
   lua_createtable(L, c->argc, 0);
   for (int i = 2; i < c->argc; i++) {
     lua_pushstring(L, c->argv[i]);
     lua_rawseti(L, -2, i - 1);
   }
   if (report(L, pdi_docall(L, 2, 1)) != LUA_OK) return 0;
-  c->admin_rc = (int)lua_tointeger(L, -1);
+  c->rc = (int)lua_tointeger(L, -1);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -355,8 +381,7 @@ int main(int argc, char **argv) {
     free(c.sargs);
     return 2;
   }
-  if (!strcmp(c.mode, "serve")) return pdi_serve_main(argc, argv);
-  int admin = !strcmp(c.mode, "nodes") || !strcmp(c.mode, "ctl");
+  if (c.cmd->main) return c.cmd->main(argc, argv);
   if (c.help) {
     print_usage(stdout);
     free(c.sargs);
@@ -377,13 +402,12 @@ int main(int argc, char **argv) {
     l_message("cannot create state: not enough memory");
     return 1;
   }
-  lua_pushcfunction(L, admin ? pmain_admin : pmain);
+  lua_pushcfunction(L, c.cmd->entry);
   lua_pushlightuserdata(L, &c);
   int status = lua_pcall(L, 1, 1, 0);
   int ok = status == LUA_OK && lua_toboolean(L, -1);
   report(L, status);
   lua_close(L);
   free(c.sargs);
-  if (ok && admin) return c.admin_rc;
-  return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+  return ok ? c.rc : EXIT_FAILURE;                 /* rc: 0 unless nodes/ctl set it */
 }

@@ -170,11 +170,19 @@ local function cli_ctl(args)
   return 0
 end
 
+-- The subcommands this module serves (lua/pdlua.c's table names them too).
+local commands = { nodes = cli_nodes, ctl = cli_ctl }
+
 --- Entry of `pdlua nodes ...` and `pdlua ctl ...`: returns the exit status.
-function M.cli(mode, args)
-  local ok, rc = pcall(mode == "nodes" and cli_nodes or cli_ctl, args)
+function M.cli(name, args)
+  local cmd = commands[name]
+  if not cmd then
+    io.stderr:write("pdlua: pd.cluster serves no subcommand '", tostring(name), "'\n")
+    return 2
+  end
+  local ok, rc = pcall(cmd, args)
   if not ok then
-    io.stderr:write("pdlua ", mode, ": ", tostring(rc), "\n")
+    io.stderr:write("pdlua ", name, ": ", tostring(rc), "\n")
     return 1
   end
   return rc
