@@ -44,6 +44,54 @@ local function new_state(spec, S, kind, alg, seed, groups)
   return state
 end
 
+-- Ask every live group: the batch (all their points), the group of each
+-- point (nil for one group), and per group {first, last, its points}.
+local function ask_all(groups)
+  local points, owner, slices = {}, #groups > 1 and {} or nil, {}
+  if #groups == 1 then
+    local g = groups[1]
+    if not g.done then
+      points = g.algo:ask()        -- the batch is the one group's points
+      slices[1] = { 1, #points, points }
+    end
+  else
+    for gi, g in ipairs(groups) do
+      if not g.done then
+        local X = g.algo:ask()
+        local a = #points + 1
+        for k = 1, #X do
+          points[#points + 1] = X[k]
+          owner[#owner + 1] = gi
+        end
+        slices[gi] = { a, #points, X }
+      end
+    end
+  end
+  return points, owner, slices
+end
+
+-- The result of a finished run: every group's, and the best group's x, f,
+-- stop, runs and migrations at the top.
+local function result(state, S, kind, sign)
+  local r = { evaluations = state.evaluations, seed = state.seed, history = state.history,
+              algorithm = kind, groups = {} }
+  local best
+  for gi, g in ipairs(state.groups) do
+    local gr = { x = space.decode(S, g.best_x), f = sign * g.best_f, evaluations = g.evals,
+                 iterations = g.iter, stop = g.stop, history = g.history, runs = g.runs,
+                 migrations = g.algo.migrations }
+    r.groups[gi] = gr
+    if not best or g.best_f < state.groups[best].best_f then best = gi end
+  end
+  local b = r.groups[best]
+  r.x, r.f, r.stop, r.runs, r.migrations = b.x, b.f, b.stop, b.runs, b.migrations
+  r.iterations = 0
+  for _, g in ipairs(r.groups) do r.iterations = max(r.iterations, g.iterations) end
+  if #state.groups == 1 then r.history = r.groups[1].history end
+  r.names = S.names
+  return r
+end
+
 --- Run an optimisation: minimise sign * f over spec's space (sign = -1:
 -- maximise f, whose own values the result reports).  Misuse raises at
 -- level 3, the caller of the protected call around it (pd.optim).
@@ -162,27 +210,7 @@ function M.run(f, spec, sign)
   end
 
   while true do
-    -- ask every live group
-    local points, owner, slices = {}, ngroups > 1 and {} or nil, {}
-    if ngroups == 1 then
-      local g = state.groups[1]
-      if not g.done then
-        points = g.algo:ask()        -- the batch is the one group's points
-        slices[1] = { 1, #points, points }
-      end
-    else
-      for gi, g in ipairs(state.groups) do
-        if not g.done then
-          local X = g.algo:ask()
-          local a = #points + 1
-          for k = 1, #X do
-            points[#points + 1] = X[k]
-            owner[#owner + 1] = gi
-          end
-          slices[gi] = { a, #points, X }
-        end
-      end
-    end
+    local points, owner, slices = ask_all(state.groups)
     if #points == 0 then break end
     ctx.groups = owner
     local values = evaluate.evaluate(f, points, ctx)
@@ -219,7 +247,7 @@ function M.run(f, spec, sign)
           round_scale = max(round_scale, scale)
           completed = true
         end
-        local why = settle(gi, g)              -- (may evaluate the final mean)
+        local why = settle(gi, g)              -- (its hooks may evaluate more)
         round_best = min(round_best, g.best_f)
         if why then g.done, g.stop = true, why end
       end
@@ -241,24 +269,7 @@ function M.run(f, spec, sign)
     if ckpt then checkpoint.save(ckpt, state) end
   end
 
-  -- the result
-  local r = { evaluations = state.evaluations, seed = state.seed, history = state.history,
-              algorithm = kind, groups = {} }
-  local best
-  for gi, g in ipairs(state.groups) do
-    local gr = { x = space.decode(S, g.best_x), f = sign * g.best_f, evaluations = g.evals,
-                 iterations = g.iter, stop = g.stop, history = g.history, runs = g.runs,
-                 migrations = g.algo.migrations }
-    r.groups[gi] = gr
-    if not best or g.best_f < state.groups[best].best_f then best = gi end
-  end
-  local b = r.groups[best]
-  r.x, r.f, r.stop, r.runs, r.migrations = b.x, b.f, b.stop, b.runs, b.migrations
-  r.iterations = 0
-  for _, g in ipairs(r.groups) do r.iterations = max(r.iterations, g.iterations) end
-  if ngroups == 1 then r.history = r.groups[1].history end
-  r.names = S.names
-  return r
+  return result(state, S, kind, sign)
 end
 
 return M
