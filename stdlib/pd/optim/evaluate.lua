@@ -2,7 +2,7 @@
 --
 -- The driver hands over every point of an iteration at once (all groups
 -- together) and gets back their values in the same order; this is the one
--- place where the batch is spread.  Four ways, chosen by the context that
+-- place where the batch is spread.  The ways, chosen by the context that
 -- M.context makes from the spec:
 --   serial       f(x) in the coordinator, one protected call per batch in
 --                the plain case (evaluate_plain), per point otherwise;

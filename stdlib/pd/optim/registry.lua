@@ -35,11 +35,14 @@
 --   S, spec (budget and target filled in), options() (the group's o),
 --   target, budget_left (evaluations), evaluate(points).
 --
--- An optimiser (what make returns) is plain data with a metatable:
---   o:ask() -> X          the points to evaluate next (lists of n numbers),
---                         the same list again until told; a batch may be
---                         part of an iteration (PSO's blocks)
---   o:tell(X, F)          their values (smaller is better), F[k] for X[k]
+-- An optimiser (what make returns) is plain data with a metatable, which
+-- a checkpoint writes (numbers, strings, booleans, tables no two fields
+-- share, la's matrices and generators; no functions):
+--   o:ask() -> X          the points to evaluate next (lists of n numbers);
+--                         asked again before tell, the same points; a
+--                         batch may be part of an iteration (PSO's blocks)
+--   o:tell(X, F)          the values of the points the last ask gave, in
+--                         order (smaller is better); X may be nil
 --   o:best() -> x, f      the best point seen so far and its value
 --   o:spread() -> s       the search's own scale (progress, history)
 --   o.countiter           iterations completed: the driver counts one
@@ -49,7 +52,6 @@
 --   o.maxiter             its own iteration limit (the ask-and-tell
 --                         constructors set spec.maxiter there)
 --   o.migrations          optional: migrations so far (islands; history)
---   o.rng                 optional: its stream, for a restart's draws
 -- To run as islands (pd.optim.islands, spec.islands > 1), its make builds
 -- the archipelago with islands.from_spec, its restore is
 -- islands.restorer(...), and its optimisers also give and take migrants:
