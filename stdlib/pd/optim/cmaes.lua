@@ -16,7 +16,7 @@
 --     tolstagnation, tolconditioncov, noeffectaxis, noeffectcoord,
 --     tolflatfitness, tolxstagnation, tolupsigma, tolfacupx, maxiter).
 -- Restarts with increasing population (IPOP: Auger & Hansen, CEC 2005) and
--- BIPOP (Hansen, GECCO BBOB workshop 2009) live in pd.optim (the driver).
+-- BIPOP (Hansen, GECCO BBOB workshop 2009): M.algorithm, at the end.
 --
 -- Ask and tell:
 --   local es = cmaes.new{dim = 10, x0 = {...}, sigma0 = 0.5, seed = 1}
@@ -523,5 +523,116 @@ end
 
 --- The current mean, mapped into the bounds.
 function ES:mean_x() return transform(self, self.mean:totable()) end
+
+---------------------------------------------------------------------------
+-- pd.minimize's CMA-ES (the contract: pd.optim.registry)
+---------------------------------------------------------------------------
+
+local space = require "pd.optim.space"
+local islands = require "pd.optim.islands"
+
+-- A strategy for space S: x0 from o.x0 or drawn from rng in the initial
+-- range; sigma0 = o.sigma0, or a quarter of the initial range's width
+-- (per coordinate, as stds, when the widths differ), times sigma_scale.
+local function from_space(S, o, rng, popsize, sigma_scale, budget, target)
+  local x0, widths, same = {}, {}, true
+  for i = 1, S.n do
+    widths[i] = S.ihi[i] - S.ilo[i]
+    if widths[i] ~= widths[1] then same = false end
+  end
+  if o.x0 then
+    for i = 1, S.n do x0[i] = o.x0[i] end
+  else
+    for i = 1, S.n do x0[i] = rng:range(S.ilo[i], S.ihi[i]) end
+  end
+  local sigma0, stds
+  if o.sigma0 then
+    sigma0 = o.sigma0 * sigma_scale
+  elseif same then
+    sigma0 = 0.25 * widths[1] * sigma_scale
+  else
+    sigma0, stds = 0.25 * sigma_scale, widths
+  end
+  local opts = {}
+  for k, v in pairs(o) do opts[k] = v end
+  opts.dim, opts.x0, opts.sigma0, opts.stds, opts.rng = S.n, x0, sigma0, stds, rng
+  opts.popsize, opts.budget, opts.target = popsize, budget, target
+  if space.bounded(S) then opts.lower, opts.upper = S.lo, S.hi end
+  return M.new(opts)
+end
+
+M.algorithm = {
+  make = function(S, spec, o, rng, budget, target)
+    local k = spec.islands or 1
+    if k <= 1 then return from_space(S, o, rng, spec.popsize, 1, budget, target) end
+    -- an archipelago of strategies, each with its own stream drawn from
+    -- rng (so its own start in init) and popsize / k samples (CMA-ES's
+    -- default when popsize is not given); migrants join the receiving
+    -- island's next generation as samples (ES:immigrate)
+    local lam = spec.popsize and max(4, floor(spec.popsize / k)) or nil
+    return islands.from_spec(spec, rng, budget, target, function(r)
+      return from_space(S, o, r, lam, 1, nil, nil)
+    end)
+  end,
+
+  restore = islands.restorer(M.restore),
+
+  -- the restarts of group g: spec.restarts = n (IPOP) or {max =, bipop =}
+  -- (max 9 by default); lambda0 is the first run's population
+  start = function(g, spec)
+    g.large_runs = 0
+    local r = spec.restarts
+    if type(r) == "table" then
+      g.restarts_left = r.max or r[1] or 9
+      g.bipop = r.bipop and true or false
+    else
+      g.restarts_left = r or 0
+      g.bipop = false
+    end
+    g.lambda0 = g.algo.lambda
+  end,
+
+  -- When the strategy's own criteria stop it, its final mean is evaluated
+  -- once (pycma's eval_final_mean: an evaluation like any other, and often
+  -- better than the last samples).
+  finish = function(g, run)
+    if not g.algo.members and run.options().eval_final_mean ~= false then
+      run.evaluate({ g.algo:mean_x() })
+    end
+  end,
+
+  -- Start the group's next run after a stop (IPOP or BIPOP), or return
+  -- false when no restart is left.
+  restart = function(g, run)
+    if g.restarts_left <= 0 or g.algo.members then return false end
+    local rng = g.algo.rng
+    local lam0 = g.lambda0
+    local popsize, scale, maxiter
+    if g.bipop then
+      g.regime_evals = g.regime_evals or { large = 0, small = 0 }
+      g.regime_evals[g.regime or "large"] = g.regime_evals[g.regime or "large"] + g.algo.countevals
+      if g.large_runs > 0 and g.regime_evals.small < g.regime_evals.large then
+        local u = rng:uniform()
+        local lamL = lam0 * 2 ^ g.large_runs
+        popsize = max(lam0, floor(lam0 * (lamL / lam0) ^ (u * u)))
+        scale = 0.01 ^ rng:uniform()
+        maxiter = max(1, floor(0.5 * g.regime_evals.large / popsize))
+        g.regime = "small"
+      else
+        g.large_runs = g.large_runs + 1
+        g.restarts_left = g.restarts_left - 1
+        popsize, scale = lam0 * 2 ^ g.large_runs, 1
+        g.regime = "large"
+      end
+    else
+      g.large_runs = g.large_runs + 1
+      g.restarts_left = g.restarts_left - 1
+      popsize, scale = lam0 * 2 ^ g.large_runs, 1
+    end
+    g.algo = from_space(run.S, run.options(), rng, popsize, scale, run.budget_left, run.target)
+    if maxiter then g.algo.maxiter = min(g.algo.maxiter, maxiter) end
+    return true
+  end,
+}
 
 return M

@@ -222,4 +222,27 @@ function GA:spread()
   return K.maxstd(blocks)
 end
 
+---------------------------------------------------------------------------
+-- pd.minimize's GA (the contract: pd.optim.registry); its islands are its
+-- own (M.new's islands and migration), not pd.optim.islands
+---------------------------------------------------------------------------
+
+local space = require "pd.optim.space"
+
+M.algorithm = {
+  make = function(S, spec, o, rng, budget, target)
+    local opts = space.options(S, o)
+    opts.rng, opts.budget, opts.target = rng, budget, target
+    opts.popsize = spec.popsize or 25 * (spec.islands or 1)
+    opts.islands = spec.islands or 1
+    opts.migration = spec.migration
+    return M.new(opts)
+  end,
+
+  restore = M.restore,
+
+  -- no stopping point of its own
+  default_budget = function(n) return 10000 * n end,
+}
+
 return M

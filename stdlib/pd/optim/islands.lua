@@ -13,6 +13,13 @@
 -- islands move in lockstep, so the run is the same whatever evaluates the
 -- points.  An island whose optimiser stops (CMA-ES's tolerances) sits out
 -- the rest of the run; the archipelago stops when all have.
+--
+-- An archipelago fulfils the optimiser contract of pd.optim.registry (ask,
+-- tell, best, spread, countiter, stop, migrations); an algorithm whose
+-- optimisers also give and take migrants (emigrants, immigrate) runs as
+-- islands by making them with M.from_spec and restoring with M.restorer.
+local la = require "pd.optim.la"
+
 local M = {}
 local Arch = {}
 Arch.__index = Arch
@@ -39,6 +46,28 @@ end
 function M.restore(t, restore)
   for _, m in ipairs(t.members) do restore(m) end
   return setmetatable(t, Arch)
+end
+
+--- An archipelago of spec.islands optimisers: member(rng) makes one on
+-- its own stream, drawn from rng (so its own start); migration as
+-- spec.migration says (every, count = 1, topology); budget and target are
+-- the archipelago's limits (members have none).
+function M.from_spec(spec, rng, budget, target, member)
+  local members = {}
+  for i = 1, spec.islands do members[i] = member(la.rng(rng:int(2147483647), i)) end
+  local mig = spec.migration or {}
+  return M.new(members, { every = mig.every, count = mig.count or 1,
+                          topology = mig.topology, budget = budget, target = target })
+end
+
+--- The restore of an algorithm that may run as islands, from `restore`,
+-- its optimisers' own: an archipelago (t.members) is restored member by
+-- member.
+function M.restorer(restore)
+  return function(t)
+    if t.members then return M.restore(t, restore) end
+    return restore(t)
+  end
 end
 
 local function edges(self)

@@ -212,4 +212,34 @@ function PSO:immigrate(list)
   end
 end
 
+---------------------------------------------------------------------------
+-- pd.minimize's PSO (the contract: pd.optim.registry)
+---------------------------------------------------------------------------
+
+local space = require "pd.optim.space"
+local islands = require "pd.optim.islands"
+
+M.algorithm = {
+  make = function(S, spec, o, rng, budget, target)
+    local opts = space.options(S, o)
+    opts.rng, opts.popsize, opts.budget, opts.target = rng, spec.popsize, budget, target
+    local k = spec.islands or 1
+    if k <= 1 then return M.new(opts) end
+    -- an archipelago of swarms, each with its own stream drawn from rng
+    opts.popsize = spec.popsize and math.max(2, math.floor(spec.popsize / k)) or 40
+    opts.budget, opts.target = nil, nil
+    return islands.from_spec(spec, rng, budget, target, function(r)
+      local o2 = {}
+      for key, v in pairs(opts) do o2[key] = v end
+      o2.rng = r
+      return M.new(o2)
+    end)
+  end,
+
+  restore = islands.restorer(M.restore),
+
+  -- no stopping point of its own
+  default_budget = function(n) return 10000 * n end,
+}
+
 return M
