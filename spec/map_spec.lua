@@ -1,4 +1,4 @@
--- pd.map on local workers (API.md "Map", docs/map.md): results, errors,
+-- pd.map on local workers (docs/map.md): results, errors,
 -- async jobs, cancel, faults injected (kill -9, runaway loops, unbounded
 -- allocation, os.exit), reproducible randomness, progress, no orphans.
 -- Behaviour only: speed is measured in bench/map, not asserted here.

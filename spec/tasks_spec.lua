@@ -1,4 +1,4 @@
--- pd.tasks and tubes on local nodes (API.md "Tasks and tubes", docs/tasks.md):
+-- pd.tasks and tubes on local nodes (docs/tasks.md):
 -- Playdoh's own cases ({9, 10} and the ring's {7, 7, 7, 7}), FIFO order,
 -- arrays as raw bytes, pop timeouts and poll, bounded push with
 -- back-pressure, failures injected (a Lua error, kill -9, an error in init)
