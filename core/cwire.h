@@ -1,8 +1,8 @@
 /*
  * cwire.h: the link protocol between a coordinator (cluster.c) and a node
  * (node.c), internal to core/.  Frames are pd_conn frames (u32 length,
- * type byte, payload) over a link; docs/operations.md tells the story and
- * docs/internals-cluster.md lists them:
+ * type byte, payload) over a link; docs/operations.md ("Wire") tells the
+ * story, and this list is their one full description:
  *
  *   c->n 'O' name                     open hello (no secret; loopback nodes)
  *   both 'A' pd_auth message          HELLO, CHALL, PROOF, VERDICT (pd.h)

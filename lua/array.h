@@ -1,7 +1,7 @@
 /*
  * array.h: pd.array, pd.random and pd.linalg seen from C (lua/array.c,
- * lua/random.c).  Internal to pdlua (pdi_ names); the Lua face is API.md
- * "Arrays" and docs/arrays.md.
+ * lua/random.c).  Internal to pdlua (pdi_ names); the Lua face is
+ * docs/arrays.md.
  *
  * Memory.  An array is a userdata with metatable "pd.Array".  An array that
  * owns its elements keeps them inside its own userdata (one allocation, seen

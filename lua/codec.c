@@ -1333,8 +1333,8 @@ static int l_fingerprint(lua_State *L) {
   return 1;
 }
 
-/* _names() -> a copy of the library-name table, value -> "m.k" (tests).
- * Stack: [] -> [t] */
+/* _name_of(v) -> v's library name "m.k", or nothing (tests).
+ * Stack: [v] -> [v, names, "m\0k", "m.k"] */
 static int l_name_of(lua_State *L) {
   luaL_checkany(L, 1);
   names_push(L, 1);                     /* [v, names] */
@@ -1353,7 +1353,7 @@ static int l_name_of(lua_State *L) {
 }
 
 /* -- the test block type "pd.codec.Block" (ext 127): n doubles ------------------
- * A stand-in for pd.Array until it exists: proves the extension slot and
+ * Older than pd.Array and kept beside it: proves the extension slot and
  * gives the benchmark a raw numeric block.  Payload: u32 n, n f64 LE. */
 
 typedef struct block {

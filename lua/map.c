@@ -886,8 +886,6 @@ static int m_worker(lua_State *L) {
   }
 }
 
-/* ==== small helpers for the Lua side ======================================= */
-
 /* ==== background progress ===================================================
  * The scheduler runs in the coordinator's thread.  While the script runs
  * its own Lua code after pd.map_async, a count hook pumps the pools now and

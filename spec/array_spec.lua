@@ -1,4 +1,4 @@
--- pd.array (API.md, "Arrays"): construction, dtypes, indexing, views that
+-- pd.array (docs/arrays.md): construction, dtypes, indexing, views that
 -- share memory, element-wise arithmetic with broadcasting, reductions,
 -- in-place methods, errors, the wire form, and the GC of views.
 local pd = require "pd"

@@ -1,4 +1,4 @@
--- The pdlua command line (API.md, "Command line"): run, -e, flags, arg,
+-- The pdlua command line (docs/reference.md, "Command line"): run, -e, flags, arg,
 -- exit status and error reports.
 local H = require "helper"
 local q = H.q

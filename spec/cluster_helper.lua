@@ -16,13 +16,7 @@ local function tmp()
   return path
 end
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a") or ""
-  f:close()
-  return s
-end
+local function slurp(path) return H.read(path) or "" end
 C.slurp = slurp
 
 --- Is pid alive (and not a zombie)?
@@ -68,7 +62,8 @@ function C.node(args, env, chdir)
   local n = C.spawn(cmd, "node " .. (name or "?"))
   n.name = name
   n.url = H.wait_until(function()
-    return slurp(n.out):match("listening on (%S+)") or (not C.alive(n.pid) and "dead")
+    -- the whole line, so that the url is not cut short by a write in progress
+    return slurp(n.out):match("listening on (%S+) [^\n]*\n") or (not C.alive(n.pid) and "dead")
   end, 15)
   assert(n.url and n.url ~= "dead", "node did not start: " .. slurp(n.err))
   return n

@@ -1,4 +1,4 @@
--- pd.codec (API.md, "Values on the wire"; docs/wire.md): round trips of
+-- pd.codec (docs/wire.md): round trips of
 -- every kind of value, identity, refusals that say where, and hostile input.
 local pd = require "pd"
 local codec = pd.codec
@@ -352,7 +352,7 @@ describe("pd.codec decoder on hostile input", function()
     { "\1\15\127\9\0\0\0",                "extension payload longer than the message" },
     { "\1\15\127\3\0\0\0\1\2\3",          "malformed block payload" },
     { "\1\15\99\0\0\0\0",                 "extension type 99 that is not registered here" },
-    -- ext 1 is pd.Array, loaded with require "pd" (issue 6): an empty payload is malformed
+    -- ext 1 is pd.Array, loaded with require "pd": an empty payload is malformed
     { "\1\15\1\0\0\0\0",                  "malformed pd.Array payload (array: truncated header)" },
     { "\1\7\0\0\0\0\0\0\0\0\3\2",         "metatable is not a table" },
     { "\1\14\8nosuchmd\0",                "module 'nosuchmd' named in the message is not" },

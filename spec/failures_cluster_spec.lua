@@ -81,10 +81,15 @@ describe("cluster failures and sharing", function()
         if not seen then os.execute("sleep 0.1") end
       until seen or require("pd.core").now() > deadline
       assert(seen, "node did not rejoin")
-      local r2 = pd.map(function(x)
-        return os.getenv("PDLUA_NODE_NAME") end, list, { chunk = 1 })
+      -- alive is not yet lending: sa may run all 40 before sb's workers
+      -- start, so map again until sb has run some (bounded)
       local on = {}
-      for i = 1, 40 do on[r2[i]] = true end
+      deadline = require("pd.core").now() + 20
+      repeat
+        local r2 = pd.map(function(x)
+          return os.getenv("PDLUA_NODE_NAME") end, list, { chunk = 1 })
+        for i = 1, 40 do on[r2[i]] = true end
+      until on.sb or require("pd.core").now() > deadline
       print("second", on.sa and "sa" or "-", on.sb and "sb" or "-")
     ]=]):format(go, back))
     local co = C.spawn("env PDLUA_HEARTBEAT=" .. C.HB .. " " .. q(H.pdlua) .. " run " .. q(script) ..

@@ -53,6 +53,27 @@ function H.wait_until(fn, seconds)
   return nil, "timeout"
 end
 
+--- The whole of the file at `path`, or nil when there is none.
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a"); f:close()
+  return s
+end
+
+--- Wait until the file at `path` holds a complete text and return it (or
+-- nil, "timeout" after `seconds`).  Complete: `complete(text)` is true, by
+-- default "ends in a newline".  Reads once per poll, so what is checked is
+-- what is returned; an empty file (just created) or half a write is never
+-- complete.  A writer that can do so writes another name and renames it.
+function H.wait_file(path, seconds, complete)
+  complete = complete or function(s) return s:sub(-1) == "\n" end
+  return H.wait_until(function()
+    local s = H.read(path)
+    return s and complete(s) and s
+  end, seconds)
+end
+
 --- Approximate comparison for numeric specs: returns close(a, b [, tol])
 -- (relative, at least absolute near 0) and same(t, a [, tol]) (asserts a
 -- nested list, or a pd.array through totable, equals t within tol), both

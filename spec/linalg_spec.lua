@@ -1,4 +1,4 @@
--- pd.linalg and the matrix methods of pd.array (API.md, "Arrays"): values
+-- pd.linalg and the matrix methods of pd.array (docs/arrays.md): values
 -- checked against known results, eigh against matrices of known spectra.
 local pd = require "pd"
 

@@ -1,4 +1,4 @@
--- pd.map on local workers (API.md "Map", docs/map.md): results, errors,
+-- pd.map on local workers (docs/map.md): results, errors,
 -- async jobs, cancel, faults injected (kill -9, runaway loops, unbounded
 -- allocation, os.exit), reproducible randomness, progress, no orphans.
 -- Behaviour only: speed is measured in bench/map, not asserted here.
@@ -419,20 +419,16 @@ describe("pdlua run with pd.map", function()
       local pd = require "pd"
       local job = pd.map_async(function() while true do end end, {1, 2})
       while #require("pd.map")._pids() < 2 do job._pool:pump(0.01) end
-      local f = io.open(%q, "w")
+      local f = io.open(%q .. ".part", "w")
       f:write("coord ", require("pd.core.map").getpid(), "\n")
       for _, p in ipairs(require("pd.map")._pids()) do f:write("pid ", p, "\n") end
       f:close()
+      os.rename(%q .. ".part", %q)                   -- the spec sees the list whole
       job:wait()
-    ]]):format(pidfile), ".lua")
+    ]]):format(pidfile, pidfile, pidfile), ".lua")
     os.execute(q(H.pdlua) .. " run --cpus 2 " .. q(s) .. " >/dev/null 2>&1 &")
-    local text
-    assert.truthy(H.wait_until(function()
-      local f = io.open(pidfile, "r")
-      text = f and f:read("*a")
-      if f then f:close() end
-      return text and #pids_of(text) == 2
-    end, 20))
+    local text = H.wait_file(pidfile, 20, function(t) return #pids_of(t) == 2 end)
+    assert.truthy(text)
     local coord = tonumber(text:match("coord (%d+)"))
     local pids = pids_of(text)
     assert.equals(2, alive_count(pids))

@@ -42,7 +42,7 @@ local function close(a, b, tol) return math.abs(a - b) <= tol * math.max(1, math
 
 describe("pd.optim.cmaes parameters", function()
   local cmaes = require "pd.optim.cmaes"
-  -- printed by pycma 4.4.0 (research/optim.md section 1.2)
+  -- printed by pycma 4.4.0
   local ref = {
     { 2, 6, 3, 2.029, 0.15482, 0.08559, 0.6246, 0.5732, 1.5732, -1.207 },
     { 10, 10, 5, 3.167, 0.01528, 0.02355, 0.2950, 0.3196, 1.3196, -0.649 },

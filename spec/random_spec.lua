@@ -1,4 +1,4 @@
--- pd.random and pd.rng() (API.md, "Arrays"): the Philox4x64-10 stream is
+-- pd.random and pd.rng() (docs/arrays.md, "Random numbers"): the Philox4x64-10 stream is
 -- the published one, streams are reproducible and distinct, and the
 -- distributions have the moments and tails they should.  Seeds are fixed,
 -- so every statistic below is one deterministic number; the bounds are

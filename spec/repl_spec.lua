@@ -4,7 +4,9 @@
 local H = require "helper"
 local q = H.q
 
-local sock = "pdlua-spec-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e6))
+-- One tmux server per run: named by our pid, since LuaJIT's math.random is
+-- not seeded and two runs in one second would otherwise share a server.
+local sock = "pdlua-spec-" .. tostring(require("pd.core.map").getpid())
 local function tmux(words) return H.sh("tmux -L " .. sock .. " " .. words) end
 
 local function screen(name)
@@ -21,8 +23,11 @@ local function wait_line(name, line, seconds)
   end, seconds or 30)
 end
 
+-- Start the REPL in a new session; its exit status lands in `status` whole
+-- (written to another name, then renamed), for H.wait_file.
 local function start(name, hist, status)
-  local cmd = "env PDLUA_HISTORY=" .. q(hist) .. " " .. q(H.pdlua) .. " repl; echo $? > " .. q(status)
+  local cmd = "env PDLUA_HISTORY=" .. q(hist) .. " " .. q(H.pdlua) .. " repl; echo $? > " ..
+              q(status .. ".part") .. " && mv " .. q(status .. ".part") .. " " .. q(status)
   local _, err, rc = tmux("new-session -d -s " .. name .. " -x 100 -y 40 " .. q(cmd))
   assert.equals(0, rc, err)
 end
@@ -42,13 +47,6 @@ local function keys(name, ...)
   assert.equals(0, rc, err)
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a"); f:close()
-  return s
-end
-
 describe("pdlua REPL on a terminal", function()
   local hist = os.tmpname()
   local status = os.tmpname()
@@ -56,7 +54,7 @@ describe("pdlua REPL on a terminal", function()
   setup(function() os.remove(hist); os.remove(status) end)
   teardown(function()
     tmux("kill-server")
-    os.remove(hist); os.remove(status)
+    os.remove(hist); os.remove(status); os.remove(status .. ".part")
   end)
 
   it("prints expressions, waits for incomplete chunks, survives errors, exits on Ctrl-D", function()
@@ -78,10 +76,9 @@ describe("pdlua REPL on a terminal", function()
     assert.truthy(wait_line("one", "123"), screen("one"))
 
     keys("one", "C-d")
-    local st = H.wait_until(function() return read_file(status) ~= "" and read_file(status) end, 30)
-    assert.equals("0\n", st)
+    assert.equals("0\n", H.wait_file(status, 30), screen("one"))
     -- libedit writes its history file with octal escapes (\040 for space)
-    local h = (read_file(hist) or ""):gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end)
+    local h = (H.read(hist) or ""):gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end)
     assert.truthy(h:find("1+1", 1, true), "history: " .. h)
     assert.truthy(h:find("100 + 23", 1, true), "history: " .. h)
   end)
@@ -93,7 +90,7 @@ describe("pdlua REPL on a terminal", function()
     keys("two", "Up", "Enter")                    -- last line was 100 + 23
     assert.truthy(wait_line("two", "123"), screen("two"))
     keys("two", "C-d")
-    assert.truthy(H.wait_until(function() return read_file(status) == "0\n" end, 30))
+    assert.equals("0\n", H.wait_file(status, 30), screen("two"))
   end)
 end)
 

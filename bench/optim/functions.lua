@@ -1,7 +1,8 @@
 --- bench/optim/functions.lua: the test functions of the optimisation bench,
--- with their boxes and optimal values, as defined in the protocol of
--- /work/shared/research/optim.md section 2 (sphere, ellipsoid as pycma's
--- cma.ff.elli, rosenbrock, rastrigin, ackley, griewank, Schwefel 2.26).
+-- with their boxes and optimal values, as defined in the protocol of the
+-- anchor table (docs/optimisation.md, "How good: the bench"): sphere,
+-- ellipsoid as pycma's cma.ff.elli, rosenbrock, rastrigin, ackley, griewank,
+-- Schwefel 2.26.
 local F = {}
 local sqrt, cos, sin, exp, abs, pi = math.sqrt, math.cos, math.sin, math.exp, math.abs, math.pi
 
@@ -53,7 +54,7 @@ F.schwefel = { box = { -500, 500 }, fopt = nil, f = function(x)
   return 418.9828872724338 * n - s
 end }
 -- Schwefel mirrored, f(-x): its optimum near the lower bound, which shows
--- a bias towards the upper bound (research/optim.md 4.1, Playdoh's GA).
+-- a bias towards the upper bound (Playdoh's GA: its mutation clips there).
 F.schwefelm = { box = { -500, 500 }, fopt = nil, f = function(x)
   local n, s = #x, 0.0
   for i = 1, n do s = s - x[i] * sin(sqrt(abs(x[i]))) end

@@ -1,6 +1,6 @@
 --- bench/optim/run.lua: pdlua's optimisers on the protocol of the anchor
--- table (research/optim.md section 2; bench/optim/anchors.csv holds the
--- measured pycma, DEAP, pyswarms, SPSO-2011 and Playdoh figures).
+-- table (docs/optimisation.md, "How good: the bench"; bench/optim/anchors.csv
+-- holds the measured pycma, DEAP, pyswarms, SPSO-2011 and Playdoh figures).
 --
 --   build/pdlua run bench/optim/run.lua [--quick | --full | --rates] [--seeds N]
 --       [--first-seed S] [--algos cmaes,ipop,pso,ga,ga4] [--funcs sphere,...]

@@ -1,6 +1,6 @@
---- bench/optim/speedup.lua: the goal of issue 7, "with a 1 ms fitness, 2
--- workers give at least 1.8x the evaluations per second of 1"
--- (research/optim.md 5.4 item 4).  A CPU-bound fitness calibrated to `ms`
+--- bench/optim/speedup.lua: the goal "with a 1 ms fitness, 2 workers give
+-- at least 1.8x the evaluations per second of 1" (figures:
+-- docs/optimisation.md, "How good: the bench").  A CPU-bound fitness calibrated to `ms`
 -- milliseconds (default 1), CMA-ES with lambda = 10, 20 and 40; for each,
 -- the evaluations per second in the coordinator alone (serial) and with
 -- pd.minimize spreading every generation over P = 1 .. workers worker

@@ -31,7 +31,7 @@ setmetatable(pd, {
   end,
 })
 
--- Arrays (issue 6): the constructors are C and cheap to open, so they are set
+-- Arrays: the constructors are C and cheap to open, so they are set
 -- here; pd.linalg, pd.math, pd.random load on first use.
 do
   local A = require "pd.core.array"

@@ -1,5 +1,5 @@
---- pd.tasks: task sets joined by tubes (API.md "Tasks and tubes";
--- guide: docs/tasks.md).  Playdoh's "synchronous interface": `count` nodes
+--- pd.tasks: task sets joined by tubes (guide:
+-- docs/tasks.md).  Playdoh's "synchronous interface": `count` nodes
 -- started together, one process each, exchanging values through named FIFO
 -- tubes along a directed graph the user declares.
 --

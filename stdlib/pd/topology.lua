@@ -1,4 +1,4 @@
---- pd.topology: tube lists for pd.tasks (API.md "Tasks and tubes").
+--- pd.topology: tube lists for pd.tasks (docs/tasks.md, "pd.topology").
 --
 -- Each helper returns a list of {name, from, to} (node indices from 1),
 -- ready for `pd.tasks(task, {count = n, tubes = ...})`.  The names follow

@@ -79,8 +79,9 @@ void pd_secret_wipe(pd_secret *s);
  * Nd and Nl are fresh 32-byte nonces, so a recorded exchange cannot be
  * replayed.  The dialer checks the listener's MAC before proving itself, so
  * it never talks to an impostor; the listener accepts nothing but PROOF
- * before the verdict.  Both ends then share a session key
- * HMAC(K, "pdlua-session-v1" Nd Nl) for per-message MACs.
+ * before the verdict.  Both ends then hold a session key
+ * HMAC(K, "pdlua-session-v1" Nd Nl), which nothing uses yet: the frames that
+ * follow the handshake are not sealed (no per-message MAC) today.
  *
  * Each step appends the message to send to `out` (when it has one) and
  * returns 0, or PD_AUTH_EPROTO (malformed or out-of-order message) or
@@ -155,7 +156,8 @@ double pd_now(void);        /* monotonic seconds */
 
 /* ---- frames over a byte stream (wire.c) ------------------------------------
  * Between a process and the workers it starts itself, the wire frames travel
- * over a socketpair rather than nng (DESIGN.md): a frame is a 4-byte
+ * over a socketpair (and back on a pipe: pd_spawn_rpipe) rather than nng
+ * (docs/map.md, "Internals"): a frame is a 4-byte
  * little-endian payload length, then the payload, whose first byte is the
  * frame type.  A pd_conn buffers both directions so that many frames cost
  * one read() and one write(): pd_conn_put only appends, pd_conn_flush
