@@ -133,11 +133,10 @@ local function local_modules()
 end
 
 --- pack.pack(f, shared, remote) -> the blob a worker turns back into
--- (f, shared).  remote: nodes may run the job, so the script's modules
--- travel with it (reading and hashing them costs a local-only job's cold
--- start, hence only then).
+-- (f, shared).  remote (true or false: the cache compares it): nodes may
+-- run the job, so the script's modules travel with it (reading and hashing
+-- them costs a local-only job's cold start, hence only then).
 function M.pack(f, shared, remote)
-  remote = remote and true or false
   local key
   if pinned[f] then key = PINNED
   else key = shared == nil and upvalues_key(f) end
