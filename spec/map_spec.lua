@@ -76,14 +76,16 @@ describe("pd.map", function()
     assert.equals(12, g(4))
     assert.is_nil(shared)
     -- encode_in_G: an _ENV that is not _G travels as _G and is put back,
-    -- also when encoding raises
+    -- also when encoding raises (Lua 5.2 and up: LuaJIT has no _ENV)
     local env = setmetatable({}, { __index = _G })
     local h = load("return function() return x end", "h", "t", env)()
-    local msg = pack.encode_in_G({ f = h }, h, false)
-    assert.equals(env, select(2, debug.getupvalue(h, 1)))
-    assert.is_string(msg)
-    assert.has_error(function() pack.encode_in_G({ h, coroutine.create(h) }, h, false) end)
-    assert.equals(env, select(2, debug.getupvalue(h, 1)))
+    if debug.getupvalue(h, 1) == "_ENV" then
+      local msg = pack.encode_in_G({ f = h }, h, false)
+      assert.equals(env, select(2, debug.getupvalue(h, 1)))
+      assert.is_string(msg)
+      assert.has_error(function() pack.encode_in_G({ h, coroutine.create(h) }, h, false) end)
+      assert.equals(env, select(2, debug.getupvalue(h, 1)))
+    end
   end)
 
   it("shares read-only values with every task as pd.shared", function()
