@@ -57,10 +57,35 @@ describe("pd.map", function()
     assert.same({ 2, n = 1 }, pd.map(f, { 1 }))
     t.v = 5
     assert.same({ 6, n = 1 }, pd.map(f, { 1 }))     -- packed again: the table may have changed
-    local g = require("pd.map")._pin(function(x) return x + t.v end)
+    local g = require("pd.pack").pin(function(x) return x + t.v end)
     assert.same({ 6, n = 1 }, pd.map(g, { 1 }))
     t.v = 7                                         -- a pin promises this does not happen
     assert.same({ 6, n = 1 }, pd.map(g, { 1 }))     -- packed once: the first value travels
+  end)
+
+  it("packs through pd.pack and keeps its session in pd.session", function()
+    local pack, session = require "pd.pack", require "pd.session"
+    assert.same({ cpus = 2, cluster = false }, session.state())
+    assert.equals(session.settings(), session.settings())   -- read once, until pd.init
+    assert.equals(2, session.settings().cpus)
+    local k = 3
+    local f = function(x) return x * k end
+    local blob = pack.pack(f, nil, false)
+    assert.equals(blob, pack.pack(f, nil, false))           -- the blob cache
+    local g, shared = pack.unpack(blob)
+    assert.equals(12, g(4))
+    assert.is_nil(shared)
+    -- encode_in_G: an _ENV that is not _G travels as _G and is put back,
+    -- also when encoding raises (Lua 5.2 and up: LuaJIT has no _ENV)
+    local env = setmetatable({}, { __index = _G })
+    local h = load("return function() return x end", "h", "t", env)()
+    if debug.getupvalue(h, 1) == "_ENV" then
+      local msg = pack.encode_in_G({ f = h }, h, false)
+      assert.equals(env, select(2, debug.getupvalue(h, 1)))
+      assert.is_string(msg)
+      assert.has_error(function() pack.encode_in_G({ h, coroutine.create(h) }, h, false) end)
+      assert.equals(env, select(2, debug.getupvalue(h, 1)))
+    end
   end)
 
   it("shares read-only values with every task as pd.shared", function()

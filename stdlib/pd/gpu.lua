@@ -307,7 +307,7 @@ end
 
 --- Why this process cannot run GPU work, or nil when it can: what pd.map
 -- and pd.minimize check before starting GPU workers.
-function M._unusable(n)
+function M.unusable(n)
   local devs, why = native.devices()
   if not devs or #devs == 0 then return why or "not available" end
   if n and n > #devs then

@@ -18,9 +18,6 @@ local lazy = {
   optim = "pd.optim",
 }
 
---- Register a lazily loaded part (used by the parts themselves).
-function pd._lazy(name, module) lazy[name] = module end
-
 setmetatable(pd, {
   __index = function(t, k)
     local m = lazy[k]
@@ -45,10 +42,14 @@ end
 function pd.minimize(f, spec) return pd.optim.minimize(f, spec) end
 function pd.maximize(f, spec) return pd.optim.maximize(f, spec) end
 
--- pd.map and the session (stdlib/pd/map.lua), loaded on first use.  pd.rng
--- is map's: inside a task it is the task's pd.random stream.
-for _, name in ipairs { "map", "map_async", "jobs", "job", "init", "shutdown", "nodes", "rng" } do
+-- pd.map (stdlib/pd/map.lua) and the session (stdlib/pd/session.lua),
+-- loaded on first use.  pd.rng is map's: inside a task it is the task's
+-- pd.random stream.
+for _, name in ipairs { "map", "map_async", "jobs", "job", "rng" } do
   pd[name] = function(...) return require("pd.map")[name](...) end
+end
+for _, name in ipairs { "init", "shutdown", "nodes" } do
+  pd[name] = function(...) return require("pd.session")[name](...) end
 end
 
 -- pd.tasks, pd.tasks_async (stdlib/pd/tasks.lua) and pd.topology, on first use.

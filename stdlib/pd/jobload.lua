@@ -1,9 +1,9 @@
---- pd.jobload: the worker side of a job blob (pd.map's _pack makes it).
+--- pd.jobload: the worker side of a job blob (pd.pack.pack makes it).
 --
--- blob -> f, shared.  Split out of pd.map so that a worker process loads
--- these few lines before its first task instead of all of pd.map (the
--- coordinator side); pd.map._unpack calls this.  The C worker loop caches
--- the result per blob, so this runs once per mapped function.
+-- blob -> f, shared.  Apart from pd.pack so that a worker process loads
+-- these few lines before its first task instead of the coordinator side
+-- (the packing and its caches); pd.pack.unpack calls this.  The C worker
+-- loop caches the result per blob, so this runs once per mapped function.
 local cmap = require "pd.core.map"
 
 return function(blob)

@@ -1,381 +1,42 @@
 --- pd.map: parallel map over local worker processes (docs/map.md).
 --
--- The coordinator side of pd.map, pd.map_async, pd.jobs, pd.job, pd.init,
--- pd.shutdown, pd.nodes, pd.iserror and pd.rng.  The scheduling itself is C
--- (core/sched.c through pd.core.map): this file packs the function, keeps
--- the job handles, and draws progress.
+-- The coordinator side of pd.map, pd.map_async, pd.jobs, pd.job, pd.iserror
+-- (as pd.map.iserror) and pd.rng: this file checks the arguments, keeps the
+-- job handles, and draws progress.  The scheduling itself is C (core/
+-- sched.c through pd.core.map); the workers, nodes and settings are the
+-- session's (pd.session); the function travels as pd.pack makes it; a
+-- failed task is a pd.error object.  pd.init, pd.shutdown and pd.nodes are
+-- pd.session's, also reachable here as pd.map.init, .shutdown and .nodes.
 local core = require "pd.core"
 local cmap = require "pd.core.map"
+local perr = require "pd.error"
+local pack = require "pd.pack"
+local session = require "pd.session"
 
 local M = {}
 
 local unpack = table.unpack or unpack  -- luacheck: ignore
 
--- ---------------------------------------------------------------------------
--- Error objects: message, traceback (the worker's), task, node, pid, kind.
-local Error = {}
-Error.__index = Error
-Error.__name = "pd.Error"
-Error.__pd_error = true     -- pd.iserror (stdlib/pd/init.lua) is true for it
-function Error.__tostring(e)
-  local tb = e.traceback
-  local s = string.format("task %s failed on %s: %s", tostring(e.task), tostring(e.node),
-                          tostring(e.message))
-  if tb and tb ~= "" then s = s .. "\n(worker) " .. tb end
-  return s
-end
-cmap.set_error_mt(Error)
-M._Error = Error    -- pd.tasks (stdlib/pd/tasks.lua) makes its errors with it
+-- The session's and the packer's calls on pd.map's path, as upvalues.
+local settings, get_pool, get_gpu_pool = session.settings, session.pool, session.gpu_pool
+local remote, pack_blob = session.remote, pack.pack
+local options                      -- `pdlua run`'s flags (session.options(), once)
 
---- pd.iserror(v) -> true when v is a failed task's error object.
-function M.iserror(v) return getmetatable(v) == Error end
+cmap.set_error_mt(perr.Error)      -- a failed task's error object is a pd.Error
 
--- ---------------------------------------------------------------------------
--- The mapped function travels once per worker as one codec message (lua/
--- codec.h): bytecode with its upvalues, library values by name, resolved
--- again on the worker; `shared` rides along.  The workers are our own
--- children running this VM: trusted for bytecode.
+--- pd.map.iserror(v) -> true when v is a failed task's error object.
+M.iserror = perr.is
+local iserror = perr.is
 
--- A function whose upvalues are all plain values (nil, booleans, numbers,
--- strings), the globals table or C functions packs the same way every time
--- until one of them changes: its blob is cached (one string.dump per
--- function, not per map).  Tables are never assumed unchanged.
-local blob_cache = setmetatable({}, { __mode = "k" })
+M.init, M.shutdown, M.nodes = session.init, session.shutdown, session.nodes
 
-local function upvalues_key(f)
-  local vals, i = {}, 1
-  while true do
-    local n, v = debug.getupvalue(f, i)
-    if not n then break end
-    local t = type(v)
-    if t == "table" then
-      if v ~= _G then return nil end
-    elseif t == "function" then
-      if not pcall(debug.getinfo, v, "S") or debug.getinfo(v, "S").what ~= "C" then return nil end
-    elseif t ~= "nil" and t ~= "boolean" and t ~= "number" and t ~= "string" then
-      return nil
-    end
-    vals[i] = v
-    i = i + 1
-  end
-  vals.n = i - 1
-  return vals
-end
+-- kept until pd.optim calls pd.pack.pin / pd.session.state; the integrator
+-- removes them
+M._pin = pack.pin
+M._session = session.state
 
-local function same(a, b)
-  if a.n ~= b.n then return false end
-  for i = 1, a.n do
-    local x, y = a[i], b[i]
-    if x ~= y or (math.type and math.type(x) ~= math.type(y)) then return false end
-  end
-  return true
-end
-
--- cluster: the script's own Lua modules (files under its directory) travel
--- with the job as source, so that workers on other machines can require
--- them; a worker started by a node loads them in text mode only.
-local function local_modules()
-  if not arg or not arg[0] then return nil end
-  local ok, codec = pcall(require, "pd.codec")
-  if not ok then return nil end
-  local ok2, b = pcall(codec.bundle)
-  if not ok2 or not b then return nil end
-  local mods, any = {}, false
-  for name, m in pairs(b.modules) do
-    mods[name] = { src = b.sources[m.sha], path = m.path }
-    any = true
-  end
-  return any and mods or nil
-end
-
---- The blob a worker turns back into (f, shared).
--- Two messages: the module search paths first (the function may name
--- modules that only those paths find), then {f, shared}.
--- The globals a mapped function sees are the worker's own: an _ENV
--- upvalue that is not _G (a sandbox, a test framework's environment) is
--- swapped for _G while the function is encoded, in f and the functions it
--- reaches through upvalues, and put back afterwards; otherwise the whole
--- environment would travel by value.
-local function swap_envs(v, seen, undo, tables)
-  if seen[v] then return end
-  seen[v] = true
-  if type(v) == "table" then
-    for k, x in next, v do
-      if type(k) == "table" or type(k) == "function" then swap_envs(k, seen, undo, tables) end
-      if type(x) == "table" or type(x) == "function" then swap_envs(x, seen, undo, tables) end
-    end
-    return
-  end
-  if debug.getinfo(v, "S").what == "C" then return end
-  local i = 1
-  while true do
-    local n, x = debug.getupvalue(v, i)
-    if not n then break end
-    if n == "_ENV" and x ~= _G and type(x) == "table" then
-      debug.setupvalue(v, i, _G)
-      undo[#undo + 1] = { v, i, x }
-    elseif type(x) == "function" or (tables and type(x) == "table" and x ~= _G) then
-      swap_envs(x, seen, undo, tables)
-    end
-    i = i + 1
-  end
-end
-
---- _encode_in_G(v, from, tables) -> the codec message of v, encoded while
--- every _ENV upvalue reachable from `from` (a function, or a table when
--- `tables`) is _G; put back afterwards, also when encoding raises.  Through
--- functions' upvalues only, or (tables = true, pd.tasks's task table) through
--- tables and their fields too.
-function M._encode_in_G(v, from, tables)
-  local undo = {}
-  swap_envs(from, { [_G] = true }, undo, tables)
-  local ok, s = pcall(cmap.encode, v)
-  for k = #undo, 1, -1 do debug.setupvalue(undo[k][1], undo[k][2], undo[k][3]) end
-  if not ok then error(s, 0) end
-  return s
-end
-
-local function encode_job(f, shared)
-  return M._encode_in_G({ f = f, shared = shared }, f, false)
-end
-
-local S   -- the session (below); _pack looks at its cluster
-
--- Pinned functions (M._pin) pack once for as long as they live, whatever
--- their upvalues and `shared` hold: their owner promises that none of it
--- changes meanwhile.  pd.optim pins a run's evaluation task, which closes
--- over the fitness and its extra arguments (a table), so that a run of
--- many generations packs it once, not once per generation.
-local pinned = setmetatable({}, { __mode = "k" })
-local PINNED = { n = -1 }          -- the cache key of a pinned function
-
---- pd.map._pin(f) -> f, packed once from now on (see above).
-function M._pin(f)
-  pinned[f] = true
-  return f
-end
-
-function M._pack(f, shared)
-  local key
-  if pinned[f] then key = PINNED
-  else key = shared == nil and upvalues_key(f) end
-  local hit = key and blob_cache[f]
-  -- cluster: the script's modules travel only when nodes may run the job
-  -- (reading and hashing them costs a local-only job's cold start)
-  local remote = S.cluster ~= nil
-  -- (same() tells PINNED from any upvalue list by its n; shared is nil
-  -- unless pinned)
-  if hit and same(hit.key, key) and rawequal(hit.shared, shared)
-     and hit.path == package.path and hit.cpath == package.cpath and hit.remote == remote then
-    return hit.blob
-  end
-  local paths = cmap.encode { path = package.path, cpath = package.cpath,
-                              mods = remote and local_modules() or nil }
-  local blob = #paths .. ":" .. paths .. encode_job(f, shared)
-  if key then
-    blob_cache[f] = { key = key, blob = blob, path = package.path, cpath = package.cpath,
-                      remote = remote, shared = shared }
-  end
-  return blob
-end
-
---- Worker side of _pack: blob -> f, shared.  The code is pd.jobload (a
--- worker loads it, not this file; the C loop caches per blob).
-function M._unpack(blob) return require("pd.jobload")(blob) end
-
--- ---------------------------------------------------------------------------
--- The session: pools of local workers, created on first use.
-
-S = {
-  pools = {},        -- memory limit (MiB) or "default" -> pool; "gpus:N:MiB" -> GPU pool
-  jobs = setmetatable({}, { __mode = "v" }),  -- id -> job
-  njobs = 0,
-}
-
-local machine_cpus, machine_avail, options, cached
-local function settings()
-  if cached then return cached end
-  if not machine_cpus then
-    machine_cpus, machine_avail = cmap.machine()
-    options = core.options()
-  end
-  local o, cpus, avail = options, machine_cpus, machine_avail
-  cached = {
-    cpus = S.cpus or o.cpus or cpus,
-    seed = S.seed or o.seed,
-    progress = S.progress,
-    json = o.json,
-    avail = avail,
-    tty = cmap.isatty(2),     -- once, not a system call per map
-  }
-  return cached
-end
-
-M._settings = settings   -- pd.tasks reads the session's cpus and seed
-
---- pd.init{cpus=, seed=, memory=, progress=, nodes=}: optional; without it
--- the first map starts local workers on every CPU (or --cpus).
--- cluster: the nodes of this session (pd.cluster), started by pd.init{nodes=}
--- or, on first use, from `pdlua run --nodes/--discover`.
-local function start_cluster(opts)
-  local o = core.options()
-  local nodes = opts.nodes or o.nodes
-  local discover = opts.discover
-  if discover == nil then discover = o.discover end
-  if not discover and (nodes == nil or nodes == "" or (type(nodes) == "table" and next(nodes) == nil)) then
-    return nil                                 -- local only: pd.cluster not even loaded
-  end
-  local cl_nodes = require("pd.cluster").url_list(nodes)
-  if #cl_nodes == 0 and not discover then return nil end
-  return require("pd.cluster").start {
-    nodes = cl_nodes, discover = discover, secret = opts.secret,
-    secret_file = opts.secret_file or o.secret_file, tls_ca = opts.tls_ca or o.tls_ca,
-  }
-end
-
-local function ensure_cluster()
-  if S.cluster_started then return S.cluster end
-  S.cluster_started = true
-  S.cluster = start_cluster({})
-  return S.cluster
-end
-
-function M.init(opts)
-  opts = opts or {}
-  local remote = (opts.nodes and #require("pd.cluster").url_list(opts.nodes) > 0) or opts.discover
-                 or core.options().nodes or core.options().discover
-  if opts.cpus ~= nil then
-    assert(math.type == nil or math.type(opts.cpus) ~= "float" or opts.cpus % 1 == 0,
-           "pd.init: cpus must be a whole number")
-    if opts.cpus < (remote and 0 or 1) then
-      error("pd.init: cpus must be at least 1 (0 only with nodes)", 2)
-    end
-    S.cpus = opts.cpus
-  end
-  if opts.nodes or opts.discover or opts.secret or opts.secret_file then
-    if S.cluster then
-      for _, p in pairs(S.pools) do p:close() end
-      S.pools = {}
-      S.cluster:close()
-    end
-    S.cluster_started = true
-    S.cluster = start_cluster(opts)
-  end
-  if opts.gpus ~= nil then
-    if type(opts.gpus) ~= "number" or opts.gpus < 0 or opts.gpus % 1 ~= 0 then
-      error("pd.init: gpus must be a whole number >= 0", 2)
-    end
-    S.gpus = opts.gpus
-  end
-  if opts.seed ~= nil then S.seed = opts.seed end
-  if opts.memory ~= nil then S.memory = opts.memory end
-  if opts.progress ~= nil then S.progress = opts.progress end
-  cached = nil
-  for k, p in pairs(S.pools) do
-    if not (type(k) == "string" and k:sub(1, 5) == "gpus:") then p:resize(S.cpus or settings().cpus) end
-  end
-  return true
-end
-
-local function worker_argv()
-  local exe = core.exe()
-  if not exe then error("pd.map: cannot find the pdlua executable to start workers", 3) end
-  return { exe, "-e", "require('pd.worker')" }
-end
-
--- The pool for workers with this memory cap (MiB, or nil for the default).
-local function get_pool(memory_mib, cpus)
-  if not memory_mib and not cpus then              -- the common case, quickly
-    local p = S.pools.default
-    if p and not p:closed() then return p end
-  end
-  local st = settings()
-  local n = math.max(cpus or 0, st.cpus)
-  local bytes
-  if memory_mib then bytes = math.floor(memory_mib * 1048576)
-  elseif S.memory then bytes = math.floor(S.memory * 1048576)
-  else
-    -- a fair share of what the machine has free: a runaway task fails
-    -- with an out-of-memory error long before the kernel's OOM killer
-    bytes = st.avail > 0 and math.floor(st.avail * 0.9 / math.max(n, 1)) or 0
-  end
-  local key = memory_mib or "default"
-  local p = S.pools[key]
-  if p and p:closed() then p = nil end
-  if not p then
-    local cl = ensure_cluster()                -- cluster: may raise (refused)
-    if n < 1 and not cl then n = 1 end
-    if bytes ~= bytes or bytes == math.huge then bytes = 0 end
-    p = cmap.pool { workers = n, memory = bytes, argv = worker_argv() }
-    S.pools[key] = p
-    if cl and key == "default" then cl:bind(p) end   -- cluster: remote slots join
-  else
-    p:resize(n)
-  end
-  return p
-end
-
--- The pool of GPU workers for pd.map{gpus = n}: n workers, worker k bound
--- to device k-1 (PDLUA_GPU_DEVICE; a replacement takes the place of the
--- worker it replaces).  Local devices only: nodes advertise their GPUs
--- (pd.nodes()) but remote GPU slots are not scheduled yet.  No memory cap
--- unless asked for (the CUDA driver needs address space beyond any sane
--- RLIMIT_AS, so a GPU worker never gets one; `memory` caps its Lua heap).
-local function get_gpu_pool(n, memory_mib)
-  local why = require("pd.gpu")._unusable(n)
-  if why then error("pd.map: gpus = " .. n .. ": " .. why, 4) end
-  local key = "gpus:" .. n .. ":" .. tostring(memory_mib or "")
-  local p = S.pools[key]
-  if p and not p:closed() then return p end
-  p = cmap.pool { workers = n, memory = memory_mib and math.floor(memory_mib * 1048576) or 0,
-                  argv = worker_argv(), gpus = n }
-  S.pools[key] = p
-  return p
-end
-
---- pd.shutdown(): stop every worker; jobs in flight are cancelled.
-function M.shutdown()
-  for k, p in pairs(S.pools) do
-    p:close()
-    S.pools[k] = nil
-  end
-
-  if S.cluster then S.cluster:close() end     -- cluster: after its pools
-  S.cluster, S.cluster_started = nil, false
-  return true
-end
-
---- The session as pd.init left it, without starting anything: cpus (nil
--- unless pd.init set them) and cluster (true when nodes have joined).
--- pd.optim reads it to decide whether to spread evaluations.
-function M._session()
-  return { cpus = S.cpus, cluster = S.cluster ~= nil }
-end
-
---- pd.nodes() -> the local machine, then every node of the session (as last heard).
-function M.nodes()
-  local st = settings()
-  local busy, pids = 0, {}
-  for _, p in pairs(S.pools) do
-    if not p:closed() then
-      for _, pid in ipairs(p:pids()) do pids[#pids + 1] = pid end
-      busy = busy + p:busy()
-    end
-  end
-  -- the GPUs here: --gpus / pd.init{gpus=} when given, else the devices seen
-  local gpus = S.gpus or options.gpus
-  if gpus == nil then
-    local devs = require("pd.gpu").devices()
-    gpus = devs and #devs or 0
-  end
-  local t = { { url = "local", name = "local", cpus = st.cpus, gpus = gpus, busy = busy, alive = true,
-                workers = pids } }
-  local cl = ensure_cluster()                  -- cluster: every node, as last heard
-  if cl then
-    for _, n in ipairs(cl:nodes()) do t[#t + 1] = n end
-  end
-  return t
-end
+local jobs = setmetatable({}, { __mode = "v" })  -- id -> job (pd.jobs, pd.job)
+local njobs = 0                                  -- jobs started: a job's default seed
 
 -- ---------------------------------------------------------------------------
 -- Progress: a bar on a terminal, JSON events for scripts.
@@ -527,7 +188,7 @@ function Job:each()
       local st = self:status()
       local i, v = self._pool:completed(self.id, k)
       if i then
-        if M.iserror(v) and not self._collect then error(v, 0) end
+        if iserror(v) and not self._collect then error(v, 0) end
         return i, v
       end
       if final_status(st) then finished(self); return nil end
@@ -614,28 +275,21 @@ local function start(f, list, opts)
                                       .. type(list) .. ")", 3) end
   if type(opts) ~= "table" then error("pd.map: bad argument #3 (table expected)", 3) end
   if next(opts) ~= nil then check_opts(opts) end
-  if opts.nodes ~= nil then                  -- cluster: nodes join the session
-    local cl = ensure_cluster()
-    if not cl then
-      M.init { nodes = opts.nodes }
-    else
-      for _, u in ipairs(require("pd.cluster").url_list(opts.nodes)) do cl:add(u) end
-    end
-  end
+  if opts.nodes ~= nil then session.join(opts.nodes) end   -- cluster: nodes join the session
   local st = settings()
-  S.njobs = S.njobs + 1
+  njobs = njobs + 1
   local seed = opts.seed
   if seed == nil then
     local base = tonumber(st.seed) or 0
     if st.seed == nil then base = math.floor(core.now() * 1e6) % 2147483647 end
-    seed = base * 1000003 + S.njobs
+    seed = base * 1000003 + njobs
   end
   seed = math.floor(tonumber(seed) or error("pd.map: seed must be a number", 3))
   local n = list.n or #list
   local pool
   if opts.gpus and opts.gpus > 0 then pool = get_gpu_pool(opts.gpus, opts.memory)
   else pool = get_pool(opts.memory, opts.cpus) end
-  local blob = M._pack(f, opts.shared)
+  local blob = pack_blob(f, opts.shared, remote())
   local id = pool:submit(blob, list, {
     n = n, chunk = opts.chunk, cpus = opts.cpus, retries = opts.retries,
     timeout = opts.timeout, seed = seed, collect = opts.errors == "collect",
@@ -643,7 +297,10 @@ local function start(f, list, opts)
   })
   local progress = opts.progress
   if progress == nil then progress = st.progress end
-  if progress == nil then progress = options.progress end
+  if progress == nil then
+    options = options or session.options()
+    progress = options.progress
+  end
   local json = st.json and progress ~= false
   local bar = progress ~= false and (progress == true or st.tty) and not st.json
   return pool, id, n, seed, opts.errors == "collect", json, bar
@@ -655,7 +312,7 @@ local function new_job(pool, id, n, seed, collect, json, bar)
     _collect = collect, _json = json, _bar = bar,
   }, Job)
   attach_gc(job)
-  S.jobs[id] = job
+  jobs[id] = job
   if json then
     emit { "event", "job", "total", "seed", event = "job_started", job = id, total = n, seed = seed }
   end
@@ -666,7 +323,7 @@ end
 function M.map_async(f, list, opts)
   local job = new_job(start(f, list, opts))
   job._pool:pump(0)                 -- hand out the first batches now
-  cmap.autopump(S.pools)            -- and more while the script runs on
+  cmap.autopump(session.pools())           -- and more while the script runs on
   return job
 end
 
@@ -718,7 +375,7 @@ end
 --- pd.jobs() -> the jobs still held (not released), by id.
 function M.jobs()
   local t = {}
-  for id, j in pairs(S.jobs) do
+  for _, j in pairs(jobs) do
     if not j._released then t[#t + 1] = j end
   end
   table.sort(t, function(a, b) return a.id < b.id end)
@@ -727,7 +384,7 @@ end
 
 --- pd.job(id) -> job or nil
 function M.job(id)
-  local j = S.jobs[id]
+  local j = jobs[id]
   if j and not j._released then return j end
   return nil
 end
@@ -749,17 +406,8 @@ function M.rng()
   return require("pd.random").rng()
 end
 
---- Worker pids of every pool (for tests and pd.nodes).
-function M._pids()
-  local t = {}
-  for _, p in pairs(S.pools) do
-    if not p:closed() then
-      for _, pid in ipairs(p:pids()) do t[#t + 1] = pid end
-    end
-  end
-  return t
-end
-
-function M._pools() return S.pools end
+--- Worker pids of every pool, and the pools by key (for tests and bench/map).
+M._pids = session.pids
+M._pools = session.pools
 
 return M

@@ -5,8 +5,8 @@
 -- docs/arrays.md ("Random numbers").
 --
 -- Contract for pd.map / pd.tasks (the runner of a task): before running
--- task i of a job with seed s, call `require("pd.random")._task(s, i)`;
--- after the task, `_task(nil)`.  pd.rng() inside the task then returns
+-- task i of a job with seed s, call `require("pd.random").set_task(s, i)`;
+-- after the task, `set_task(nil)`.  pd.rng() inside the task then returns
 -- pd.random.stream(s, i), made on first use and the same object for the
 -- rest of that task.  Outside any task, pd.rng() is stream 0 of the seed
 -- given to `pdlua run --seed` (0 when none).
@@ -19,7 +19,7 @@ for k, v in pairs(native) do M[k] = v end
 local task_seed, task_index, current
 
 --- Set (or with seed nil, clear) the task whose stream pd.rng() returns.
-function M._task(seed, index)
+function M.set_task(seed, index)
   task_seed, task_index, current = seed, index, nil
 end
 

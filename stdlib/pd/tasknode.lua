@@ -53,7 +53,7 @@ function M.serve(N)
   -- INIT: module paths, the task (shared by every node), this node's part.
   local t, payload = N:recv()
   if t ~= P.INIT then return false end
-  local ok0, spec = xpcall(P._unpack_init, handler, payload)
+  local ok0, spec = xpcall(P.unpack_init, handler, payload)
   if not ok0 then return fail(spec, "init") end
   local task = spec.task
 

@@ -38,12 +38,12 @@ local unpack = table.unpack or unpack  -- luacheck: ignore
 local function lp(s) return #s .. ":" .. s end
 
 -- The globals a node's functions see are the node's own (as for pd.map,
--- stdlib/pd/map.lua): an _ENV upvalue that is not _G (a sandbox, a test
+-- stdlib/pd/pack.lua): an _ENV upvalue that is not _G (a sandbox, a test
 -- framework's environment) is swapped for _G while the task is encoded, in
 -- every function reachable from the task through tables and upvalues, and
 -- put back afterwards.
 local function encode_task(t)
-  return require("pd.map")._encode_in_G(t, t.task, true)
+  return require("pd.pack").encode_in_G(t, t.task, true)
 end
 
 local function split(s, at)
@@ -52,7 +52,11 @@ local function split(s, at)
   return s:sub(rest, rest + len - 1), rest + len
 end
 
-function M._unpack_init(payload)
+--- tasks.unpack_init(payload) -> the node's part of a set (pd.tasknode
+-- calls it on the INIT payload that tasks_async below makes): { task,
+-- shared, args (each's, then args; .n), seed, bound, index, count, tubes }.
+-- Sets the coordinator's module paths first.
+function M.unpack_init(payload)
   local paths, at = split(payload, 1)
   paths = cmap.decode(paths)
   package.path, package.cpath = paths.path or package.path, paths.cpath or package.cpath
@@ -150,7 +154,7 @@ end
 local running = setmetatable({}, { __mode = "k" })   -- handle -> count
 
 local function capacity(opts)
-  local st = require("pd.map")._settings()
+  local st = require("pd.session").settings()
   local cap = opts.cpus or st.cpus
   local used = 0
   for h, c in pairs(running) do
@@ -167,13 +171,12 @@ Set.__index = Set
 Set.__name = "pd.TaskSet"
 
 local function node_error(h, k, e, kind)
-  local Error = require("pd.map")._Error
-  return setmetatable({
+  return require("pd.error").new {
     message = e.message, traceback = e.traceback or "", task = k, index = k,
     node = h._where and h._where[k] or ("local:" .. tostring(h._pids[k])), pid = h._pids[k],
     kind = kind,
-    phase = e.phase,
-  }, Error)
+    phase = e.phase, origin = "tasks",
+  }
 end
 
 local function ended(h)
@@ -390,7 +393,7 @@ local function start_remote(n, tubes, opts)
     if failed > 0 then
       local r = job:results()
       for i = 1, n do
-        if require("pd.map").iserror(r[i]) then
+        if require("pd.error").is(r[i]) then
           give_up("pd.tasks: node " .. i .. " could not start: " .. tostring(r[i].message))
         end
       end
@@ -438,7 +441,7 @@ function M.tasks_async(task, opts)
   end
   local exe = core.exe()
   if not exe then error("pd.tasks: cannot find the pdlua executable to start nodes", 2) end
-  local st = require("pd.map")._settings()
+  local st = require("pd.session").settings()
   local seed = opts.seed
   nsets = nsets + 1
   if seed == nil then
