@@ -30,11 +30,6 @@ local iserror = perr.is
 
 M.init, M.shutdown, M.nodes = session.init, session.shutdown, session.nodes
 
--- kept until pd.optim calls pd.pack.pin / pd.session.state; the integrator
--- removes them
-M._pin = pack.pin
-M._session = session.state
-
 local jobs = setmetatable({}, { __mode = "v" })  -- id -> job (pd.jobs, pd.job)
 local njobs = 0                                  -- jobs started: a job's default seed
 

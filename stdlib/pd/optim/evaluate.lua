@@ -152,8 +152,7 @@ local function run_task(ctx, kind, f, make)
   end
   local task = cache[f]
   if not task then
-    -- integrator: becomes require("pd.pack").pin
-    task = require("pd.map")._pin(make())
+    task = require("pd.pack").pin(make())
     cache[f] = task
   end
   return task
@@ -263,12 +262,7 @@ function M.context(spec, S, popts)
                 nodes = spec.nodes, gpus = spec.gpus, retries = spec.retries, shared = spec.shared,
                 timeout = spec.timeout, chunk = spec.chunk }
   -- the session pd.init set up (cpus, nodes) counts as --cpus/--nodes do
-  local session = {}
-  do
-    local okm, pmap = pcall(require, "pd.map")
-    -- integrator: becomes require("pd.session").state()
-    if okm and type(pmap) == "table" and pmap._session then session = pmap._session() end
-  end
+  local session = require("pd.session").state()
   ctx.parallel = spec.parallel
   if ctx.parallel == nil then
     ctx.parallel = (spec.cpus or spec.nodes or spec.gpus or popts.cpus or popts.nodes
