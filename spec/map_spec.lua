@@ -426,7 +426,7 @@ describe("pdlua run with pd.map", function()
     local s = H.tmpfile([[
       local pd = require "pd"
       local r = pd.map(function(x) return x end, {1, 2, 3, 4, 5, 6, 7, 8}, {chunk = 1})
-      for _, p in ipairs(require("pd.map")._pids()) do print("pid " .. p) end
+      for _, p in ipairs(require("pd.session").pids()) do print("pid " .. p) end
       print("n " .. r.n)
     ]], ".lua")
     local out, err, rc = H.pdlua_run("run --cpus 3 " .. q(s))
@@ -443,10 +443,10 @@ describe("pdlua run with pd.map", function()
     local s = H.tmpfile(([[
       local pd = require "pd"
       local job = pd.map_async(function() while true do end end, {1, 2})
-      while #require("pd.map")._pids() < 2 do job._pool:pump(0.01) end
+      while #require("pd.session").pids() < 2 do job._pool:pump(0.01) end
       local f = io.open(%q .. ".part", "w")
       f:write("coord ", require("pd.core.map").getpid(), "\n")
-      for _, p in ipairs(require("pd.map")._pids()) do f:write("pid ", p, "\n") end
+      for _, p in ipairs(require("pd.session").pids()) do f:write("pid ", p, "\n") end
       f:close()
       os.rename(%q .. ".part", %q)                   -- the spec sees the list whole
       job:wait()

@@ -81,7 +81,7 @@ elseif test == "mem" then
     return 0
   end
   local w, wp = 0, 0
-  for _, pid in ipairs(require("pd.map")._pids()) do
+  for _, pid in ipairs(require("pd.session").pids()) do
     w = math.max(w, (cmap.rss(pid)))
     wp = math.max(wp, pss(pid))
   end
@@ -91,7 +91,7 @@ elseif test == "mem" then
 elseif test == "lb" then
   -- dynamic load balancing: worker 1 runs each task 4x slower than worker 2
   -- (1 ms against 4 ms of spinning); an even split would take 100 x 4 ms.
-  local pids = require("pd.map")._pools().default:pids()
+  local pids = require("pd.session").pools().default:pids()
   local slow = pids[1]
   local xs = {}
   for i = 1, 200 do xs[i] = i end

@@ -401,8 +401,4 @@ function M.rng()
   return require("pd.random").rng()
 end
 
---- Worker pids of every pool, and the pools by key (for tests and bench/map).
-M._pids = session.pids
-M._pools = session.pools
-
 return M
