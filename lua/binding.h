@@ -50,7 +50,8 @@ int pdi_docall(lua_State *L, int nargs, int nres);
  * not NULL), the metamethods in `meta` (when not NULL), and __gc and
  * __close = `close`, which must be safe to call twice (a handle closed by
  * its owner is collected later).  `close` NULL: the type holds nothing to
- * release, and __gc/__close do nothing.  Returns 1 when the metatable was
+ * release; __close does nothing and there is no __gc (a finalizer, even an
+ * empty one, keeps each dead object for one more collection cycle).  Returns 1 when the metatable was
  * made by this call, 0 when it existed.  Stack: [] -> [mt] */
 int pdi_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                  const luaL_Reg *meta, lua_CFunction close);

@@ -24,8 +24,10 @@ int pdi_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
     lua_setfield(L, -2, "__index");                    /* [mt] */
   }
   if (meta) luaL_setfuncs(L, meta, 0);
-  lua_pushcfunction(L, close ? close : no_close);
-  lua_setfield(L, -2, "__gc");
+  if (close) {                 /* a finalizer only where there is something */
+    lua_pushcfunction(L, close);  /* to release: one keeps every dead object */
+    lua_setfield(L, -2, "__gc");  /* for a second collection cycle */
+  }
   lua_pushcfunction(L, close ? close : no_close);
   lua_setfield(L, -2, "__close");
   return 1;

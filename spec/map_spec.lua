@@ -5,6 +5,7 @@
 local H = require "helper"
 local pd = require "pd"
 local map = require "pd.map"
+local session = require "pd.session"
 local cmap = require "pd.core.map"
 local core = require "pd.core"
 local q = H.q
@@ -25,7 +26,7 @@ end
 describe("pd.map", function()
   setup(function() pd.init { cpus = 2 } end)
   teardown(function()
-    local pids = map._pids()
+    local pids = session.pids()
     pd.shutdown()
     assert.equals(0, alive_count(pids))       -- tests end clean
   end)
@@ -104,18 +105,18 @@ describe("pd.map", function()
   it("maps a large list in batches: far fewer messages than tasks", function()
     local xs = {}
     for i = 1, 20000 do xs[i] = i end
-    local pool = map._pools().default
+    local pool = session.pools().default
     local before = pool and pool:stats().frames_out or 0
     local r = pd.map(function(x) return x + 1 end, xs)
     assert.equals(20000, r.n)
     assert.equals(20001, r[20000])
-    local sent = map._pools().default:stats().frames_out - before
+    local sent = session.pools().default:stats().frames_out - before
     assert.is_true(sent < 2000, "frames sent: " .. sent)
     -- chunk = 1 is honoured: one task per message
-    before = map._pools().default:stats().frames_out
+    before = session.pools().default:stats().frames_out
     r = pd.map(function(x) return x end, { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, { chunk = 1 })
     assert.equals(10, r.n)
-    assert.is_true(map._pools().default:stats().frames_out - before >= 10)
+    assert.is_true(session.pools().default:stats().frames_out - before >= 10)
   end)
 
   it("writes lone scalars byte for byte as the codec does, and reads them back", function()
@@ -240,9 +241,9 @@ describe("pd.map", function()
       local job = pd.map_async(function() while true do end end, { 1, 2, 3, 4 })
       assert.truthy(H.wait_until(function()
         job._pool:pump(0)
-        return job:status() == "running" and #map._pids() > 0
+        return job:status() == "running" and #session.pids() > 0
       end, 10))
-      local pids = map._pids()
+      local pids = session.pids()
       local t0 = core.now()
       job:cancel()
       assert.equals("cancelled", job:status())
@@ -370,7 +371,7 @@ describe("pd.map", function()
 
   it("gives a slow worker fewer tasks (dynamic load balancing)", function()
     pd.map(function(x) return x end, { 1, 2, 3, 4 })   -- both workers up
-    local pids = map._pools().default:pids()
+    local pids = session.pools().default:pids()
     assert.equals(2, #pids)
     local slow = pids[1]
     local xs = {}
