@@ -1,9 +1,10 @@
 /* gang.c: starting the nodes of a task set with their tube ends (see pd.h).
  *
  * pd_spawn (proc.c) gives a worker one socketpair on fd 3.  A node of a task
- * set needs more: each of its tubes is one end of a socketpair created by
- * the coordinator before the nodes start, so that tubes go straight from
- * node to node and never through the coordinator (DESIGN.md, data flow 5).
+ * set needs more: each of its tubes is one end of a pipe created by the
+ * coordinator before the nodes start (lua/gang.c), so that tubes go
+ * straight from node to node and never through the coordinator (DESIGN.md,
+ * data flow 5).
  * The ends are placed at fixed numbers (4, 5, ...) across exec: no
  * SCM_RIGHTS round trip, and nothing to pass after the start. */
 #define _GNU_SOURCE
