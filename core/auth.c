@@ -1,4 +1,11 @@
-/* auth.c: shared secrets and the mutual challenge-response of pd.h. */
+/*
+ * auth.c: shared secrets and the mutual challenge-response of pd.h, with
+ * the one driver of that exchange (pd_handshake) that every link uses: a
+ * coordinator's links to its nodes and its one-shot queries (cluster.c), a
+ * node's sessions (node.c), the links of a task set across machines
+ * (tcp.c).  The driver does no I/O: its callers own their loops, frames
+ * and deadlines, and get the session key when it ends.
+ */
 #define _GNU_SOURCE
 #include "pd/pd.h"
 
@@ -110,9 +117,11 @@ int pd_secret_load(const char *path, pd_secret *s, char *err, size_t n) {
   return rc;
 }
 
-/* ---- the handshake ---------------------------------------------------------- */
-
-enum { ST_NONE, ST_HELLO_SENT, ST_CHALL_SENT, ST_PROOF_SENT, ST_DONE };
+/* ---- the handshake driver --------------------------------------------------
+ * One state machine for both roles (pd.h has the contract).  h->state is
+ * the message awaited next; each step checks that message, appends the
+ * answer (when the role has one) and moves on.  The bytes are those of the
+ * four messages in pd.h, built by put() below. */
 
 #define MAGIC "PDA1"
 #define HDR 5                         /* "PDA1" + type byte */
@@ -147,73 +156,80 @@ static int put(pd_buf *out, char type, const void *a, size_t na, const void *b, 
   return 0;
 }
 
-int pd_auth_dialer_start(pd_auth *a, const pd_secret *k, pd_buf *out) {
-  memset(a, 0, sizeof *a);
-  a->key = *k;
-  int rc = pd_random(a->nd, 32);
-  if (rc) return rc;
-  a->state = ST_HELLO_SENT;
-  return put(out, 'H', a->nd, 32, NULL, 0);
-}
-
-int pd_auth_listener_start(pd_auth *a, const pd_secret *k, const void *hello, size_t n,
-                           pd_buf *out) {
-  memset(a, 0, sizeof *a);
-  if (!check_hdr(hello, n, HDR + 32, 'H')) return PD_AUTH_EPROTO;
-  a->key = *k;
-  memcpy(a->nd, (const unsigned char *)hello + HDR, 32);
-  int rc = pd_random(a->nl, 32);
-  if (rc) return rc;
-  unsigned char m[32];
-  mac3(&a->key, LBL_LISTENER, a->nd, a->nl, m);
-  a->state = ST_CHALL_SENT;
-  return put(out, 'C', a->nl, 32, m, 32);
-}
-
-int pd_auth_dialer_prove(pd_auth *a, const void *chall, size_t n, pd_buf *out) {
-  if (a->state != ST_HELLO_SENT || !check_hdr(chall, n, HDR + 64, 'C')) return PD_AUTH_EPROTO;
-  const unsigned char *p = (const unsigned char *)chall + HDR;
-  memcpy(a->nl, p, 32);
-  unsigned char want[32];
-  mac3(&a->key, LBL_LISTENER, a->nd, a->nl, want);
-  if (!pd_ct_equal(want, p + 32, 32)) {
-    a->state = ST_NONE;
-    return PD_AUTH_EDENIED;           /* the listener does not hold K */
+/* The end of the exchange: rc 0 (both ends hold K: derive the session key)
+ * or the failure, kept so that later steps repeat it. */
+static int finish(pd_handshake *h, int rc) {
+  if (rc == 0) {
+    mac3(&h->key, LBL_SESSION, h->nd, h->nl, h->session);
+    h->state = PD_HS_DONE;
+  } else {
+    h->state = PD_HS_FAILED;
+    h->rc = rc;
   }
-  unsigned char m[32];
-  mac3(&a->key, LBL_DIALER, a->nl, a->nd, m);
-  a->state = ST_PROOF_SENT;
-  return put(out, 'P', m, 32, NULL, 0);
+  return rc;
 }
 
-int pd_auth_listener_check(pd_auth *a, const void *proof, size_t n, pd_buf *out) {
-  if (a->state != ST_CHALL_SENT || !check_hdr(proof, n, HDR + 32, 'P')) {
-    a->state = ST_NONE;
-    put(out, 'N', NULL, 0, NULL, 0);
+int pd_handshake_start(pd_handshake *h, int role, const pd_secret *k, pd_buf *out) {
+  memset(h, 0, sizeof *h);
+  h->role = role;
+  h->key = *k;
+  if (role == PD_HS_LISTENER) {
+    h->state = PD_HS_HELLO;
+    return PD_HS_MORE;
+  }
+  int rc = pd_random(h->nd, 32);                           /* -> HELLO */
+  if (!rc) rc = put(out, 'H', h->nd, 32, NULL, 0);
+  if (rc) return finish(h, rc);
+  h->state = PD_HS_CHALL;
+  return PD_HS_MORE;
+}
+
+int pd_handshake_step(pd_handshake *h, const void *msg, size_t n, pd_buf *out) {
+  const unsigned char *p = (const unsigned char *)msg + HDR;
+  unsigned char m[32];
+  int rc;
+  switch (h->state) {
+  case PD_HS_HELLO:                                        /* listener: HELLO -> CHALL */
+    if (!check_hdr(msg, n, HDR + 32, 'H')) return finish(h, PD_AUTH_EPROTO);
+    memcpy(h->nd, p, 32);
+    rc = pd_random(h->nl, 32);
+    if (rc) return finish(h, rc);
+    mac3(&h->key, LBL_LISTENER, h->nd, h->nl, m);
+    rc = put(out, 'C', h->nl, 32, m, 32);
+    if (rc) return finish(h, rc);
+    h->state = PD_HS_PROOF;
+    return PD_HS_MORE;
+  case PD_HS_CHALL:                                        /* dialer: CHALL -> PROOF */
+    if (!check_hdr(msg, n, HDR + 64, 'C')) return finish(h, PD_AUTH_EPROTO);
+    memcpy(h->nl, p, 32);
+    mac3(&h->key, LBL_LISTENER, h->nd, h->nl, m);
+    if (!pd_ct_equal(m, p + 32, 32))
+      return finish(h, PD_AUTH_EDENIED);                   /* the listener does not hold K */
+    mac3(&h->key, LBL_DIALER, h->nl, h->nd, m);
+    rc = put(out, 'P', m, 32, NULL, 0);
+    if (rc) return finish(h, rc);
+    h->state = PD_HS_VERDICT;
+    return PD_HS_MORE;
+  case PD_HS_PROOF:                                        /* listener: PROOF -> VERDICT */
+    if (!check_hdr(msg, n, HDR + 32, 'P')) rc = PD_AUTH_EPROTO;
+    else {
+      mac3(&h->key, LBL_DIALER, h->nl, h->nd, m);
+      rc = pd_ct_equal(m, p, 32) ? 0 : PD_AUTH_EDENIED;
+    }
+    if (put(out, rc ? 'N' : 'K', NULL, 0, NULL, 0) && !rc) rc = -ENOMEM;
+    return finish(h, rc);
+  case PD_HS_VERDICT:                                      /* dialer: VERDICT, the end */
+    if (check_hdr(msg, n, HDR, 'N')) return finish(h, PD_AUTH_EDENIED);
+    return finish(h, check_hdr(msg, n, HDR, 'K') ? 0 : PD_AUTH_EPROTO);
+  default:                                                 /* over: nothing is awaited */
     return PD_AUTH_EPROTO;
   }
-  unsigned char want[32];
-  mac3(&a->key, LBL_DIALER, a->nl, a->nd, want);
-  if (!pd_ct_equal(want, (const unsigned char *)proof + HDR, 32)) {
-    a->state = ST_NONE;
-    put(out, 'N', NULL, 0, NULL, 0);
-    return PD_AUTH_EDENIED;
-  }
-  mac3(&a->key, LBL_SESSION, a->nd, a->nl, a->session);
-  a->state = ST_DONE;
-  return put(out, 'K', NULL, 0, NULL, 0);
 }
 
-int pd_auth_dialer_finish(pd_auth *a, const void *verdict, size_t n) {
-  if (a->state != ST_PROOF_SENT) return PD_AUTH_EPROTO;
-  if (check_hdr(verdict, n, HDR, 'N')) {
-    a->state = ST_NONE;
-    return PD_AUTH_EDENIED;
-  }
-  if (!check_hdr(verdict, n, HDR, 'K')) return PD_AUTH_EPROTO;
-  mac3(&a->key, LBL_SESSION, a->nd, a->nl, a->session);
-  a->state = ST_DONE;
-  return 0;
+int pd_handshake_awaits(const pd_handshake *h) { return h->state; }
+
+const unsigned char *pd_handshake_session(const pd_handshake *h) {
+  return h->state == PD_HS_DONE ? h->session : NULL;
 }
 
 const char *pd_auth_strerror(int rc) {
@@ -225,7 +241,7 @@ const char *pd_auth_strerror(int rc) {
   }
 }
 
-void pd_auth_wipe(pd_auth *a) {
-  volatile unsigned char *p = (volatile unsigned char *)a;
-  for (size_t i = 0; i < sizeof *a; i++) p[i] = 0;
+void pd_handshake_wipe(pd_handshake *h) {
+  volatile unsigned char *p = (volatile unsigned char *)h;
+  for (size_t i = 0; i < sizeof *h; i++) p[i] = 0;
 }

@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { N_DOWN = 0, N_DIALING, N_OPENWAIT, N_CHALL, N_VERDICT, N_READY, N_REFUSED };
+enum { N_DOWN = 0, N_DIALING, N_OPENWAIT, N_AUTH, N_READY, N_REFUSED };
 enum { OP_ATTACH = 1, OP_RETIRE };
 
 typedef struct cslot {
@@ -49,7 +49,7 @@ typedef struct cnode {
   int state, ready_once, tries;
   pd_link *link;
   pd_conn c;
-  pd_auth auth;
+  pd_handshake hs;
   double last_rx, next_ping, next_dial;
   uint32_t want_sent;
   pd_node_info info;
@@ -119,7 +119,7 @@ static void node_down(pd_cluster *c, cnode *n, int state, const char *why) {
     n->c.fd = -1;
     pd_conn_close(&n->c);
   }
-  pd_auth_wipe(&n->auth);
+  pd_handshake_wipe(&n->hs);
   if (why && *why) snprintf(n->info.error, sizeof n->info.error, "%s", why);
   if (n->state == N_READY && state != N_READY)
     fprintf(stderr, "pdlua: node %s lost (%s); its tasks run elsewhere\n", n->url, why);
@@ -221,10 +221,10 @@ static void dial_finished(pd_cluster *c, cnode *n) {
   if (c->secret.len) {
     pd_buf out;
     pd_buf_init(&out);
-    pd_auth_dialer_start(&n->auth, &c->secret, &out);
+    pd_handshake_start(&n->hs, PD_HS_DIALER, &c->secret, &out);
     pd_conn_put(&n->c, 'A', out.data, out.len);
     pd_buf_free(&out);
-    n->state = N_CHALL;
+    n->state = N_AUTH;
   } else {
     pd_conn_put(&n->c, 'O', "pdlua", 5);
     send_want(c, n, c->want);
@@ -301,38 +301,35 @@ static int on_node_frame(pd_cluster *c, cnode *n, const char *f, size_t len) {
     refused(c, n, "refused by the node: ", txt);
     return -1;
   }
-  if (n->state == N_CHALL || n->state == N_VERDICT) {
+  if (n->state == N_AUTH) {
     if (t != 'A') {
       refused(c, n, NULL, "protocol violation during authentication");
       return -1;
     }
-    if (n->state == N_CHALL) {
-      pd_buf out;
-      pd_buf_init(&out);
-      int rc = pd_auth_dialer_prove(&n->auth, p, pn, &out);
-      if (rc) {
-        pd_buf_free(&out);
-        const char *m = "authentication failed: wrong secret (this node's proof does not "
-                        "match the coordinator's secret)";
-        pd_conn_put(&n->c, 'E', m, strlen(m));
-        refused(c, n, NULL, rc == PD_AUTH_EDENIED
-                                ? "authentication failed: wrong secret (the node's proof "
-                                  "does not match our --secret-file)"
-                                : "malformed authentication challenge");
-        return -1;
-      }
-      pd_conn_put(&n->c, 'A', out.data, out.len);
-      pd_buf_free(&out);
-      n->state = N_VERDICT;
+    int chall = pd_handshake_awaits(&n->hs) == PD_HS_CHALL;
+    pd_buf out;
+    pd_buf_init(&out);
+    int rc = pd_handshake_step(&n->hs, p, pn, &out);
+    if (rc >= 0 && out.len) pd_conn_put(&n->c, 'A', out.data, out.len);   /* PROOF */
+    pd_buf_free(&out);
+    if (rc == PD_HS_MORE) return 0;
+    if (rc == 0) {
+      send_want(c, n, c->want);
+      became_ready(c, n);
       return 0;
     }
-    if (pd_auth_dialer_finish(&n->auth, p, pn)) {
+    if (!chall) {
       refused(c, n, NULL, "authentication refused by the node (wrong secret)");
       return -1;
     }
-    send_want(c, n, c->want);
-    became_ready(c, n);
-    return 0;
+    const char *m = "authentication failed: wrong secret (this node's proof does not "
+                    "match the coordinator's secret)";
+    pd_conn_put(&n->c, 'E', m, strlen(m));
+    refused(c, n, NULL, rc == PD_AUTH_EDENIED
+                            ? "authentication failed: wrong secret (the node's proof "
+                              "does not match our --secret-file)"
+                            : "malformed authentication challenge");
+    return -1;
   }
   if (n->state == N_OPENWAIT) {
     if (t != 'G') {
@@ -608,7 +605,7 @@ void pd_cluster_free(pd_cluster *c) {
       n->c.fd = -1;
     }
     pd_conn_close(&n->c);
-    pd_auth_wipe(&n->auth);
+    pd_handshake_wipe(&n->hs);
     free(n->slots);
     free(n);
   }
@@ -734,32 +731,32 @@ int pd_node_query(const char *url, const pd_secret *k, const pd_tls *tls, int se
   double deadline = pd_now() + timeout;
   pd_conn cn;
   pd_conn_init(&cn, fd);
-  pd_auth a;
-  memset(&a, 0, sizeof a);
+  pd_handshake hs;
+  memset(&hs, 0, sizeof hs);
   pd_buf out_b;
   pd_buf_init(&out_b);
   const char *f;
   size_t n;
   int rc = -1;
   if (k && k->len) {
-    pd_auth_dialer_start(&a, k, &out_b);
-    pd_conn_put(&cn, 'A', out_b.data, out_b.len);
-    out_b.len = 0;
-    if (next_frame(&cn, deadline, &f, &n, err, en) < 0) goto done;
-    if (f[0] == 'E') { snprintf(err, en, "refused by the node: %.*s", (int)n - 1, f + 1); goto done; }
-    int r = f[0] == 'A' ? pd_auth_dialer_prove(&a, f + 1, n - 1, &out_b) : PD_AUTH_EPROTO;
-    if (r) {
-      const char *m = "authentication failed: wrong secret";
-      pd_conn_put(&cn, 'E', m, strlen(m));
-      pd_conn_flush(&cn);
-      snprintf(err, en, "authentication failed: wrong secret (the node's proof does not "
-                        "match our --secret-file)");
-      goto done;
+    int r = pd_handshake_start(&hs, PD_HS_DIALER, k, &out_b);
+    while (r == PD_HS_MORE) {
+      pd_conn_put(&cn, 'A', out_b.data, out_b.len);                /* HELLO, PROOF */
+      out_b.len = 0;
+      if (next_frame(&cn, deadline, &f, &n, err, en) < 0) goto done;
+      if (f[0] == 'E') { snprintf(err, en, "refused by the node: %.*s", (int)n - 1, f + 1); goto done; }
+      int chall = pd_handshake_awaits(&hs) == PD_HS_CHALL;
+      r = f[0] == 'A' ? pd_handshake_step(&hs, f + 1, n - 1, &out_b) : PD_AUTH_EPROTO;
+      if (r < 0 && chall) {
+        const char *m = "authentication failed: wrong secret";
+        pd_conn_put(&cn, 'E', m, strlen(m));
+        pd_conn_flush(&cn);
+        snprintf(err, en, "authentication failed: wrong secret (the node's proof does not "
+                          "match our --secret-file)");
+        goto done;
+      }
     }
-    pd_conn_put(&cn, 'A', out_b.data, out_b.len);
-    if (next_frame(&cn, deadline, &f, &n, err, en) < 0) goto done;
-    if (f[0] == 'E') { snprintf(err, en, "refused by the node: %.*s", (int)n - 1, f + 1); goto done; }
-    if (f[0] != 'A' || pd_auth_dialer_finish(&a, f + 1, n - 1)) {
+    if (r) {
       snprintf(err, en, "authentication refused by the node (wrong secret)");
       goto done;
     }
@@ -786,7 +783,7 @@ int pd_node_query(const char *url, const pd_secret *k, const pd_tls *tls, int se
   rc = 0;
 done:
   pd_buf_free(&out_b);
-  pd_auth_wipe(&a);
+  pd_handshake_wipe(&hs);
   pd_conn_flush(&cn);
   cn.fd = -1;
   pd_conn_close(&cn);

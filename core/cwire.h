@@ -5,7 +5,7 @@
  * story, and this list is their one full description:
  *
  *   c->n 'O' name                     open hello (no secret; loopback nodes)
- *   both 'A' pd_auth message          HELLO, CHALL, PROOF, VERDICT (pd.h)
+ *   both 'A' handshake message        HELLO, CHALL, PROOF, VERDICT (pd.h's pd_handshake)
  *   both 'E' text                     refusal or error; the sender closes
  *   c->n 'W' u32 want, u32 ping_ms    I am a coordinator wanting this many slots,
  *                                     pinging this often (the node's silence limit)

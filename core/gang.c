@@ -2,9 +2,9 @@
  *
  * pd_spawn (proc.c) gives a worker one socketpair on fd 3.  A node of a task
  * set needs more: each of its tubes is one end of a pipe created by the
- * coordinator (lua/tubes.c) before the nodes start, so that tubes go straight
- * from node to node and never through the coordinator (docs/tasks.md,
- * "Tubes").
+ * coordinator before the nodes start (lua/gang.c), so that tubes go
+ * straight from node to node and never through the coordinator
+ * (docs/tasks.md, "Tubes").
  * The ends are placed at fixed numbers (4, 5, ...) across exec: no
  * SCM_RIGHTS round trip, and nothing to pass after the start. */
 #define _GNU_SOURCE

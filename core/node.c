@@ -47,14 +47,14 @@
 #define MAX_SESS 64
 #define MAX_WORK 1024
 
-enum { S_FREE = 0, S_HELLO, S_PROOF, S_READY, S_CLOSING };
+enum { S_FREE = 0, S_HELLO, S_AUTH, S_READY, S_CLOSING };
 enum { R_NONE = 0, R_COORD, R_QUERY };
 
 typedef struct sess {
   int state, role;
   pd_link *link;
   pd_conn c;
-  pd_auth auth;
+  pd_handshake hs;
   uint32_t want, grant, held, next_slot;
   double last_rx, closing_at;
   double ping;                  /* the coordinator's ping interval, seconds */
@@ -251,7 +251,7 @@ static void end_session(node *nd, int i, const char *why) {
   pd_link_close(s->link);
   s->c.fd = -1;                                    /* the link owned it */
   pd_conn_close(&s->c);
-  pd_auth_wipe(&s->auth);
+  pd_handshake_wipe(&s->hs);
   memset(s, 0, sizeof *s);
   if (role == R_COORD) regrant(nd);
 }
@@ -307,42 +307,33 @@ static int on_sess_frame(node *nd, int i, const char *f, size_t n) {
       s->state = S_READY;
       return 0;
     }
-    if (t == 'A') {
-      if (!nd->o->secret) {
-        refuse(nd, i, "this node has no secret (it serves loopback only, "
-                      "unauthenticated): start it with --secret-file to match");
-        return 0;
-      }
-      int rc = pd_auth_listener_start(&s->auth, nd->o->secret, p, pn, &out);
-      if (rc) {
-        refuse(nd, i, "malformed authentication hello");
-        pd_buf_free(&out);
-        return 0;
-      }
-      pd_conn_put(&s->c, 'A', out.data, out.len);
-      pd_buf_free(&out);
-      s->state = S_PROOF;
+    if (t == 'A' && !nd->o->secret) {
+      refuse(nd, i, "this node has no secret (it serves loopback only, "
+                    "unauthenticated): start it with --secret-file to match");
       return 0;
     }
+    if (t == 'A') {
+      pd_handshake_start(&s->hs, PD_HS_LISTENER, nd->o->secret, &out);
+      s->state = S_AUTH;
+    }
+  }
+  if (s->state == S_HELLO || (s->state == S_AUTH && t != 'A')) {
     refuse(nd, i, "protocol violation before authentication");
     return 0;
   }
-  if (s->state == S_PROOF) {
-    if (t != 'A') {
-      refuse(nd, i, "protocol violation before authentication");
-      return 0;
-    }
-    int rc = pd_auth_listener_check(&s->auth, p, pn, &out);
-    if (out.len) pd_conn_put(&s->c, 'A', out.data, out.len);
+  if (s->state == S_AUTH) {
+    int hello = pd_handshake_awaits(&s->hs) == PD_HS_HELLO;
+    int rc = pd_handshake_step(&s->hs, p, pn, &out);
+    if (out.len) pd_conn_put(&s->c, 'A', out.data, out.len);      /* CHALL, VERDICT */
     pd_buf_free(&out);
-    if (rc) {
-      refuse(nd, i, rc == PD_AUTH_EDENIED
+    if (rc < 0)
+      refuse(nd, i, hello ? "malformed authentication hello"
+                    : rc == PD_AUTH_EDENIED
                         ? "authentication failed: wrong secret (the coordinator's proof "
                           "does not match this node's secret)"
                         : "malformed authentication proof");
-      return 0;
-    }
-    s->state = S_READY;
+    else if (rc == 0)
+      s->state = S_READY;
     return 0;
   }
   if (s->state != S_READY) return 0;

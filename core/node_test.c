@@ -70,7 +70,8 @@ static void test_wrong_secret(void) {
   pd_node_info info;
   char err[256] = "";
   PD_CHECK(pd_node_query(url, &bad, NULL, -1, -1, 2.0, &info, err, sizeof err) == -1);
-  PD_CHECK(strstr(err, "wrong secret") != NULL);
+  PD_CHECK(strcmp(err, "authentication failed: wrong secret (the node's proof does not "
+                       "match our --secret-file)") == 0);
 }
 
 static void test_no_secret(void) {
@@ -90,9 +91,9 @@ static void test_set_cpus(void) {
   PD_CHECK(pd_node_query(url, &key, NULL, 3, 0, 2.0, &info, err, sizeof err) == 0);
 }
 
-/* Send raw frames on a fresh link; return the first frame type answered
- * (0 when the node just closed).  */
-static int raw_exchange(const pd_conn *frames, char *text, size_t n) {
+/* Send raw frames on a fresh link; return the type of the frame answered
+ * after `skip` others (0 when the node just closed first).  */
+static int raw_answer(const pd_conn *frames, int skip, char *text, size_t n) {
   pd_link *l;
   int fd;
   char err[256];
@@ -109,7 +110,8 @@ static int raw_exchange(const pd_conn *frames, char *text, size_t n) {
     int r = pd_conn_fill(&c);
     const char *f;
     size_t fn;
-    if (pd_conn_next(&c, &f, &fn) == 1) {
+    while (skip > 0 && pd_conn_next(&c, &f, &fn) == 1) skip--;
+    if (skip == 0 && pd_conn_next(&c, &f, &fn) == 1) {
       type = (unsigned char)f[0];
       snprintf(text, n, "%.*s", (int)fn - 1, f + 1);
       break;
@@ -120,6 +122,10 @@ static int raw_exchange(const pd_conn *frames, char *text, size_t n) {
   pd_conn_close(&c);
   pd_link_close(l);
   return type;
+}
+
+static int raw_exchange(const pd_conn *frames, char *text, size_t n) {
+  return raw_answer(frames, 0, text, n);
 }
 
 static void test_nothing_before_proof(void) {
@@ -144,6 +150,35 @@ static void test_nothing_before_proof(void) {
   pd_conn_close(&m);
   /* and the node still serves the proven */
   test_query();
+}
+
+/* The node's side of the handshake driver: a HELLO cut short, or a
+ * message of the wrong kind, is refused with the step named. */
+static void test_malformed_handshake(void) {
+  pd_conn m;
+  pd_conn_init(&m, -1);
+  pd_conn_put(&m, 'A', "PDA1H0123456789", 15);    /* a HELLO without its nonce */
+  char text[300] = "";
+  PD_CHECK(raw_exchange(&m, text, sizeof text) == 'E');
+  PD_CHECK(strcmp(text, "malformed authentication hello") == 0);
+  pd_conn_close(&m);
+  /* a dialer's HELLO, then (instead of PROOF) its HELLO again */
+  pd_handshake h;
+  pd_buf hello;
+  pd_buf_init(&hello);
+  PD_CHECK(pd_handshake_start(&h, PD_HS_DIALER, &key, &hello) == PD_HS_MORE);
+  pd_conn_init(&m, -1);
+  pd_conn_put(&m, 'A', hello.data, hello.len);
+  pd_conn_put(&m, 'A', hello.data, hello.len);
+  PD_CHECK(raw_answer(&m, 0, text, sizeof text) == 'A');        /* CHALL */
+  PD_CHECK(raw_answer(&m, 1, text, sizeof text) == 'A');        /* the refusal: VERDICT 'N' */
+  PD_CHECK(strcmp(text, "PDA1N") == 0);
+  PD_CHECK(raw_answer(&m, 2, text, sizeof text) == 'E');        /* and why */
+  PD_CHECK(strcmp(text, "malformed authentication proof") == 0);
+  pd_conn_close(&m);
+  pd_buf_free(&hello);
+  pd_handshake_wipe(&h);
+  test_query();                                                  /* still serving */
 }
 
 static void test_loopback_only_without_secret(void) {
@@ -182,6 +217,7 @@ PD_TESTS = {
   {"missing secret refused, said why", test_no_secret},
   {"lending set live", test_set_cpus},
   {"nothing read before the proof", test_nothing_before_proof},
+  {"malformed handshake refused, said why", test_malformed_handshake},
   {"node stops cleanly", test_finish},
   {"no secret: loopback only", test_loopback_only_without_secret},
   {"dial to nobody", test_dial_nothing},

@@ -15,15 +15,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   pd_beacon_decode(data, size, NULL, 0, &b);
   pd_beacon_decode(data, size, &k, 0, &b);
 
-  pd_auth l, d;
+  /* the same bytes as every message each role may be fed */
+  pd_handshake l, d;
   pd_buf out;
   pd_buf_init(&out);
-  if (pd_auth_listener_start(&l, &k, data, size, &out) == 0)
-    pd_auth_listener_check(&l, data, size, &out);
+  if (pd_handshake_start(&l, PD_HS_LISTENER, &k, &out) == PD_HS_MORE &&
+      pd_handshake_step(&l, data, size, &out) == PD_HS_MORE)
+    pd_handshake_step(&l, data, size, &out);
   out.len = 0;
-  if (pd_auth_dialer_start(&d, &k, &out) == 0) {
+  if (pd_handshake_start(&d, PD_HS_DIALER, &k, &out) == PD_HS_MORE) {
     out.len = 0;
-    if (pd_auth_dialer_prove(&d, data, size, &out) == 0) pd_auth_dialer_finish(&d, data, size);
+    if (pd_handshake_step(&d, data, size, &out) == PD_HS_MORE)
+      pd_handshake_step(&d, data, size, &out);
   }
   pd_buf_free(&out);
   return 0;

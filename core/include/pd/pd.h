@@ -83,27 +83,59 @@ void pd_secret_wipe(pd_secret *s);
  * HMAC(K, "pdlua-session-v1" Nd Nl), which nothing uses yet: the frames that
  * follow the handshake are not sealed (no per-message MAC) today.
  *
- * Each step appends the message to send to `out` (when it has one) and
- * returns 0, or PD_AUTH_EPROTO (malformed or out-of-order message) or
- * PD_AUTH_EDENIED (the peer does not hold K). */
+ * The handshake driver.  One pd_handshake per connection runs the exchange
+ * for either role; it never reads or writes a socket, so every owner of a
+ * connection drives it from its own loop (a coordinator's event loop and
+ * its blocking queries, a node's loop, the poll loop of a task set's
+ * links).  Messages travel in whatever frame the caller's protocol gives
+ * them (cwire.h's 'A' frames); the driver sees only their bytes.
+ *
+ *   pd_handshake_start(h, role, K, out)   dialer: appends HELLO to out;
+ *                                         listener: appends nothing
+ *   pd_handshake_step(h, msg, n, out)     feed the next message received;
+ *                                         appends the answer, if any, to out
+ *
+ * Both return PD_HS_MORE (send what out holds, then feed the next message),
+ * 0 (authenticated: send what out holds, the listener's VERDICT; the
+ * session key is pd_handshake_session(h)), or a failure: PD_AUTH_EPROTO
+ * (malformed or out-of-order message), PD_AUTH_EDENIED (the peer does not
+ * hold K), or a negative errno (no randomness, out of memory).  On a
+ * failure out may hold the listener's refusal VERDICT ('N'): a caller may
+ * send it before it closes.  A failed or finished handshake answers any
+ * further step with PD_AUTH_EPROTO.  pd_auth_strerror(rc) says what a
+ * result means; pd_handshake_awaits(h) is the message awaited next
+ * (PD_HS_HELLO .. PD_HS_VERDICT), PD_HS_DONE or PD_HS_FAILED, so that a
+ * caller can say which step went wrong.
+ *
+ * Ownership: the caller owns h, K (copied into h: it may go after start)
+ * and out (the driver only appends to it; it never clears it); msg is
+ * only read during the call.  Deadlines are the caller's (the driver
+ * keeps no clock): a coordinator gives a node 4 heartbeats of silence, a
+ * query and a task set's links their timeout.  pd_handshake_wipe forgets
+ * nonces, keys and the session key; call it when the connection ends. */
 #define PD_AUTH_EPROTO (-1001)
 #define PD_AUTH_EDENIED (-1002)
+#define PD_HS_MORE 1
 
-typedef struct pd_auth {
-  int state;
-  unsigned char nd[32], nl[32];
-  unsigned char session[32];
+enum { PD_HS_DIALER = 1, PD_HS_LISTENER };
+enum { PD_HS_HELLO = 1, PD_HS_CHALL, PD_HS_PROOF, PD_HS_VERDICT, PD_HS_DONE, PD_HS_FAILED };
+
+typedef struct pd_handshake {
+  int role;                     /* PD_HS_DIALER or PD_HS_LISTENER */
+  int state;                    /* the message awaited next, or DONE / FAILED */
+  int rc;                       /* the failure, once FAILED */
+  unsigned char nd[32], nl[32]; /* the dialer's and the listener's nonces */
+  unsigned char session[32];    /* HMAC(K, "pdlua-session-v1" Nd Nl), once DONE */
   pd_secret key;
-} pd_auth;
+} pd_handshake;
 
-int pd_auth_dialer_start(pd_auth *a, const pd_secret *k, pd_buf *out);            /* -> HELLO */
-int pd_auth_listener_start(pd_auth *a, const pd_secret *k, const void *hello, size_t n,
-                           pd_buf *out);                                          /* -> CHALL */
-int pd_auth_dialer_prove(pd_auth *a, const void *chall, size_t n, pd_buf *out);   /* -> PROOF */
-int pd_auth_listener_check(pd_auth *a, const void *proof, size_t n, pd_buf *out); /* -> VERDICT */
-int pd_auth_dialer_finish(pd_auth *a, const void *verdict, size_t n);
+int pd_handshake_start(pd_handshake *h, int role, const pd_secret *k, pd_buf *out);
+int pd_handshake_step(pd_handshake *h, const void *msg, size_t n, pd_buf *out);
+int pd_handshake_awaits(const pd_handshake *h);
+/* The 32-byte session key once the handshake is done, else NULL. */
+const unsigned char *pd_handshake_session(const pd_handshake *h);
+void pd_handshake_wipe(pd_handshake *h);
 const char *pd_auth_strerror(int rc);
-void pd_auth_wipe(pd_auth *a);        /* forget nonces and keys */
 
 /* ---- discovery beacons --------------------------------------------------------
  * A node that announces itself sends a small UDP datagram every few seconds
@@ -403,6 +435,44 @@ int pd_listener_port(pd_listener *ls);
 int pd_link_fd(const pd_link *l);              /* the owner's end */
 /* Is url's host loopback (127.0.0.0/8, localhost, ::1) or ipc://? */
 int pd_url_is_loopback(const char *url);
+
+/* ---- plain tcp for a task set across machines (tcp.c) ---------------------------
+ * The tubes between machines are plain TCP sockets (TCP_NODELAY, non-
+ * blocking, close-on-exec; the caller owns every fd returned), not links:
+ * no bridge threads, so a round trip costs what the network does.
+ *
+ * pd_tcp_listen: a listening socket on every IPv4 address and an ephemeral
+ * port (*port); returns the fd or -errno.  pd_tcp_accept: one connection
+ * within timeout seconds; the fd, -ETIMEDOUT, or -errno.  pd_tcp_dial: an
+ * IPv4 address (dotted, no names) and port, connected within timeout
+ * seconds; the fd, or -errno with a reason in err[n] ("not an IPv4
+ * address: h", "cannot connect to h:p: Connection refused", "socket: ..."). */
+int pd_tcp_listen(int *port);
+int pd_tcp_accept(int lfd, double timeout);
+int pd_tcp_dial(const char *host, int port, double timeout, char *err, size_t n);
+
+/* Blocking frames for setting a link up (before a pd_conn takes the fd
+ * over: nothing is read ahead).  pd_frame_send writes one frame (u32
+ * length, type, n bytes; a full socket is waited for); 0, or -1 when the
+ * peer is gone.  pd_frame_recv reads one frame of at most 1 MiB into b
+ * (payload only, b reset first; the caller owns b): 1 with *type, 0 when
+ * no frame began by `deadline` (monotonic seconds; one that began may run
+ * until `hard`), -1 when the peer is gone or the frame is broken. */
+int pd_frame_send(int fd, int type, const void *p, size_t n);
+int pd_frame_recv(int fd, double deadline, double hard, int *type, pd_buf *b);
+
+/* The handshake on n links at once (fds[i]: a link's fd or a tcp socket;
+ * roles[i]: PD_HS_DIALER or PD_HS_LISTENER; keys[i]: its secret), in one
+ * loop, so that two nodes dialling each other never wait on each other;
+ * messages are 'A' frames, sent and read with the calls above.  hs[n] is
+ * the caller's, and after a success holds each link's session key
+ * (pd_handshake_session); the caller wipes it.  Returns 0, or -1 with
+ * *why one of "cannot start the handshake", "handshake timed out", "the
+ * peer closed or broke the handshake", "the peer does not hold the set's
+ * key", "the handshake failed" (static text) after timeout seconds at
+ * most. */
+int pd_handshake_fds(int n, const int *fds, const int *roles, const pd_secret *keys,
+                     double timeout, pd_handshake *hs, const char **why);
 
 /* ---- node (node.c): `pdlua serve` ------------------------------------------------
  * Lends up to cpus worker processes to the coordinators that connect and
