@@ -140,13 +140,14 @@ void pdi_codec_names_push(lua_State *L, int force) {
 
 /* ---- scalar fast path ------------------------------------------------------------
  * A nil, boolean, number or string that is the whole message (every task
- * argument and result of a map of numbers) is written and read here, byte
- * for byte as the general coder below writes it; anything else, or any
- * message that is not exactly one such scalar, goes the general way.  Why:
- * the general entry sets up a reference table and a frame stack for every
- * message (about 1 us), which dominated a map of 10^5 numbers.  Moved here
- * from lua/map.c so every caller shares it; spec/map_spec.lua holds its
- * bytes to the general coder's (opts.no_scalar_path). */
+ * argument and result of a map of numbers) is written here and read in
+ * codec_dec.c, byte for byte as the general coder writes it; anything
+ * else, or any message that is not exactly one such scalar, goes the
+ * general way.  Why: the general entry sets up a reference table and a
+ * frame stack for every message (about 1 us), which dominated a map of
+ * 10^5 numbers.  Moved here from lua/map.c so every caller shares it;
+ * spec/map_spec.lua holds its bytes to the general coder's
+ * (opts.no_scalar_path). */
 
 /* Append the message for the scalar at idx; 1 if done, 0 if not a scalar.
  * Stack: unchanged. */
