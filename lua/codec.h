@@ -11,6 +11,10 @@
  * protected call (lua_pcall) when the caller must survive, as every entry
  * into Lua should anyway.
  *
+ * Where: the encoder is codec_enc.c, the decoder codec_dec.c, the options,
+ * the extension registry, the fingerprint and pd.core.codec are codec.c;
+ * what those three share (tags, hot helpers) is codec_impl.h.
+ *
  * Stability: the signatures below are fixed (the map scheduler builds on
  * them).  New options are added at the END of pdi_codec_opts; callers that
  * zero the struct (or start from pdi_codec_opts_default) keep working.
@@ -32,8 +36,10 @@
 #define PDI_CODEC_MAX_SIZE ((size_t)1 << 31)       /* bytes in one message */
 
 /* Extension ids for native userdata (EXT tag).  1 is numeric arrays
- * ("pd.Array"); 127 is the codec's own test block type ("pd.codec.Block").
- * 2..126 are free for pdlua's own types; 128..255 are reserved. */
+ * ("pd.Array"); 127 is the codec's own test block type ("pd.codec.Block"),
+ * registered only by the test tree's spec/c/codec_testhooks.c, never by
+ * pdlua itself.  2..126 are free for pdlua's own types; 128..255 are
+ * reserved. */
 #define PDI_CODEC_EXT_ARRAY 1
 #define PDI_CODEC_EXT_TESTBLOCK 127
 

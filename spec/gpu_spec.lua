@@ -37,7 +37,7 @@ describe("pd.gpu without a usable GPU", function()
   end)
 
   it("says a present but unusable driver is unusable, with the driver's reason", function()
-    local stub = H.build .. "/lib/stubcuda/libcuda.so.1"
+    local stub = H.build .. "/spec/stubcuda/libcuda.so.1"
     local out, err, rc = fresh("PDLUA_CUDA_DRIVER=" .. q(stub), [[
       local gpu = require('pd').gpu
       local ok, why = gpu.available()
@@ -112,7 +112,7 @@ describe("pd.gpu without a usable GPU", function()
 end)
 
 -- ---------------------------------------------------------------------------
--- The launch path through the stub driver (gpu/stub_cuda.c): fake devices
+-- The launch path through the stub driver (spec/c/stub_cuda.c): fake devices
 -- whose memory is host memory, PTX parameter lists read by the stub, host
 -- twins of a few kernels, and a log of what pdlua handed the driver.
 
@@ -139,7 +139,7 @@ local TYPES_PTX = [[
 local function on_stub(n, code, extra_env)
   local log = os.tmpname()
   local script = H.tmpfile("local PTX = " .. string.format("%q", TYPES_PTX) .. "\n" .. code, ".lua")
-  local env = "PDLUA_CUDA_DRIVER=" .. q(H.build .. "/lib/stubcuda/libcuda.so.1") ..
+  local env = "PDLUA_CUDA_DRIVER=" .. q(H.build .. "/spec/stubcuda/libcuda.so.1") ..
               " PDLUA_STUB_DEVICES=" .. n .. " PDLUA_STUB_LOG=" .. q(log) .. " " .. (extra_env or "")
   local out, err, rc = H.sh("env " .. env .. " " .. q(H.pdlua) .. " run " .. q(script))
   local f = io.open(log)
@@ -396,7 +396,7 @@ describe("pd.map and pd.minimize with gpus", function()
     local cache = os.tmpname()
     os.remove(cache)
     finally(function() os.execute("rm -rf " .. q(cache)) end)
-    local out, err, rc = H.sh("env PDLUA_CUDA_DRIVER=" .. q(H.build .. "/lib/stubcuda/libcuda.so.1") ..
+    local out, err, rc = H.sh("env PDLUA_CUDA_DRIVER=" .. q(H.build .. "/spec/stubcuda/libcuda.so.1") ..
                               " PDLUA_STUB_DEVICES=2 PDLUA_CACHE=" .. q(cache) .. " " ..
                               q(H.pdlua) .. " run " .. q(H.source .. "/examples/gpu_rastrigin.lua") ..
                               " 4 40")

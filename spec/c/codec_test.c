@@ -124,9 +124,9 @@ static void test_ext_registry(void) {
   lua_pushstring(L, "test.A");
   lua_pushinteger(L, 5);
   PD_CHECK(lua_pcall(L, 2, 0, 0) == LUA_OK);
-  lua_pushcfunction(L, register_p);    /* id taken by the test block */
+  lua_pushcfunction(L, register_p);    /* id taken by test.A */
   lua_pushstring(L, "test.B");
-  lua_pushinteger(L, PDI_CODEC_EXT_TESTBLOCK);
+  lua_pushinteger(L, 5);
   PD_CHECK(lua_pcall(L, 2, 0, 0) != LUA_OK);
   PD_CHECK(strstr(lua_tostring(L, -1), "clashes") != NULL);
   lua_close(L);

@@ -1,5 +1,6 @@
 /*
- * fuzz_codec.c: libFuzzer harness for the codec's decoder (lua/codec.c).
+ * fuzz_codec.c: libFuzzer harness for the codec's decoder (lua/codec_dec.c;
+ * the test block's payload decoder, ext 127, from spec/c/codec_testhooks.c).
  *
  * Each input is decoded in a fresh Lua state as a message from an untrusted
  * peer (no bytecode, no require, 1 MiB limit).  The property: decoding
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "codec_testhooks.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -53,8 +55,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_State *L = luaL_newstate();
   if (!L) return 0;
   luaL_openlibs(L);
-  luaL_requiref(L, "pd.core.codec", luaopen_pd_core_codec, 0);   /* ext 127 */
+  luaL_requiref(L, "pd.core.codec", luaopen_pd_core_codec, 0);
   lua_pop(L, 1);
+  lua_pushcfunction(L, luaopen_codec_testhooks);   /* the test block, ext 127 */
+  lua_call(L, 0, 0);
   lua_pushcfunction(L, decode_p);
   lua_pushlightuserdata(L, (void *)data);
   lua_pushinteger(L, (lua_Integer)size);

@@ -1,8 +1,9 @@
 /*
- * stub_cuda.c: a fake libcuda.so.1 for the specs (build/lib/stubcuda/).
- * Loaded with PDLUA_CUDA_DRIVER=<build>/lib/stubcuda/libcuda.so.1; no
- * part of pdlua proper.  It exports only the driver calls gpu/loader.c
- * resolves, under the same (versioned) names.
+ * stub_cuda.c: a fake libcuda.so.1 for the specs, built into the test tree
+ * only (build/spec/stubcuda/, spec/CMakeLists.txt).  Loaded with
+ * PDLUA_CUDA_DRIVER=<build>/spec/stubcuda/libcuda.so.1; no part of pdlua
+ * proper.  It exports only the driver calls gpu/loader.c resolves, under
+ * the same (versioned) names.
  *
  * Environment:
  *   PDLUA_STUB_DEVICES=N  N fake devices ("pdlua stub device K", cc 9.0,
