@@ -13,7 +13,8 @@
  *   core.map.worker(loader)        the worker loop; never returns (worker.c)
  *   core.map.task() -> index, seed, serial of the task running here
  *   core.map.machine(), rss, alive, isatty, getpid       (probe.c)
- *   core.map.encode(v), decode(s), codec_encode(v), table(n)   (here)
+ *   core.map.encode(v), decode(s), codec_encode(v), table(n),
+ *   set_error_mt(mt), set_pd(pd)                         (here)
  *
  * The pool is a userdata with __gc and __close: closing the Lua state kills
  * and reaps every worker.  Values cross the socketpair through the value
@@ -89,6 +90,16 @@ static int m_table(lua_State *L) {
   return 1;
 }
 
+/* core.map.set_error_mt(mt): the metatable of error objects;
+ * core.map.set_pd(pd): the table whose `shared` field tasks see.  Each is
+ * this function with its registry key as upvalue.  Stack: [t] -> [t] */
+static int set_registry(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, lua_tostring(L, lua_upvalueindex(1)));
+  return 0;
+}
+
 static const luaL_Reg map_funcs[] = {
   {"encode", pdi_map_encode}, {"decode", m_decode}, {"table", m_table},
   {"codec_encode", m_codec_encode},
@@ -100,6 +111,12 @@ int luaopen_pd_core_map(lua_State *L) {
   PDI_STACK(L);
   lua_createtable(L, 0, 16);                       /* [m] */
   luaL_setfuncs(L, map_funcs, 0);
+  lua_pushliteral(L, ERROR_MT_KEY);
+  lua_pushcclosure(L, set_registry, 1);
+  lua_setfield(L, -2, "set_error_mt");
+  lua_pushliteral(L, PD_KEY);
+  lua_pushcclosure(L, set_registry, 1);
+  lua_setfield(L, -2, "set_pd");
   pdi_map_open_pool(L);
   pdi_map_open_worker(L);
   pdi_map_open_probe(L);

@@ -1,8 +1,9 @@
 /*
  * map_impl.h: what the rooms of pd.core.map share, and nothing else sees.
  *
- *   map.c     the module (luaopen_pd_core_map) and values across the
- *             socketpair: encode, decode, codec_encode, table
+ *   map.c     the module (luaopen_pd_core_map), values across the
+ *             socketpair (encode, decode, codec_encode, table), and the
+ *             tables the Lua side hands over (set_error_mt, set_pd)
  *   pool.c    the coordinator side: the "pd.Pool" userdata over the
  *             scheduler (core/sched.c), its error objects, the pump hook
  *   worker.c  the worker process's loop: job loading and its blob cache,
@@ -21,7 +22,11 @@
 #include "codec.h"
 
 #define POOL_MT "pd.Pool"
-#define ERROR_MT_KEY "pd.Error"      /* registry: the error objects' metatable */
+/* Registry keys of the tables the Lua side hands over (map.c's setters):
+ * the error objects' metatable (pool.c) and the table whose `shared` field
+ * a task sees (worker.c). */
+#define ERROR_MT_KEY "pd.Error"
+#define PD_KEY "pd.map.pd"
 
 /* ==== values ================================================================
  * Every argument, result, error and function crosses the socketpair as one

@@ -422,14 +422,6 @@ static int m_autopump(lua_State *L) {
   return 0;
 }
 
-/* core.map.set_error_mt(mt): the metatable of error objects. */
-static int m_set_error_mt(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_pushvalue(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, ERROR_MT_KEY);
-  return 0;
-}
-
 static const luaL_Reg pool_methods[] = {
   {"submit", p_submit}, {"pump", p_pump}, {"status", p_status},
   {"progress", p_progress}, {"results", p_results}, {"task", p_task},
@@ -439,7 +431,7 @@ static const luaL_Reg pool_methods[] = {
   {NULL, NULL},
 };
 static const luaL_Reg pool_funcs[] = {
-  {"pool", m_pool}, {"autopump", m_autopump}, {"set_error_mt", m_set_error_mt},
+  {"pool", m_pool}, {"autopump", m_autopump},
   {NULL, NULL},
 };
 

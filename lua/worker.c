@@ -1,6 +1,7 @@
 /*
  * worker.c: the worker process's loop, core.map.worker(loader), and what a
- * running task sees of it (core.map.task, core.map.set_pd).
+ * running task sees of it (core.map.task; pd.shared, from the table
+ * core.map.set_pd gave).
  *
  * fd 3 (PDLUA_WORKER_FD) carries frames (docs/map.md, "Internals").  For
  * each JOB frame, loader(blob) -> f [, shared] is called once per distinct
@@ -28,7 +29,6 @@
 #include <unistd.h>
 
 #define CTX_KEY "pd.map.ctx"         /* registry: the worker's task context */
-#define PD_KEY "pd.map.pd"           /* registry: the table tasks see as pd */
 
 /* ==== the running task ======================================================
  * pd.rng() inside a task is pd.random's stream (job seed, task index): the
@@ -57,15 +57,6 @@ static int m_task(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)c->seed);
   lua_pushinteger(L, (lua_Integer)c->serial);
   return 3;
-}
-
-/* core.map.set_pd(pd): the table whose `shared` field tasks see.
- * Stack: [pd] -> [pd] */
-static int m_set_pd(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_pushvalue(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, PD_KEY);
-  return 0;
 }
 
 /* ==== the memory cap ========================================================
@@ -458,7 +449,7 @@ static int m_worker(lua_State *L) {
 }
 
 static const luaL_Reg worker_funcs[] = {
-  {"worker", m_worker}, {"task", m_task}, {"set_pd", m_set_pd},
+  {"worker", m_worker}, {"task", m_task},
   {NULL, NULL},
 };
 
