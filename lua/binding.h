@@ -14,7 +14,7 @@
  * in package.preload as "pd.core.<name>" so that plain lua5.4 loading
  * build/lib/pd/core.so gets all of them from one file. */
 int luaopen_pd_core(lua_State *L);
-int luaopen_pd_core_map(lua_State *L);      /* map.c: pd.map, workers */
+int luaopen_pd_core_map(lua_State *L);  /* map.c (map_impl.h): pd.map, workers */
 int luaopen_pd_core_gpu(lua_State *L);     /* gpu.c */
 /* pd.core.array: arrays, pd.math, pd.linalg, pd.random (array.h). */
 int luaopen_pd_core_array(lua_State *L);
@@ -37,6 +37,14 @@ void pdi_add_bc_searcher(lua_State *L);   /* compiled stdlib first (paths.c) */
  * a traceback (tostring through __tostring; "(error object is a X value)"
  * otherwise).  Stack: [msg] -> [msg-with-traceback]. */
 int pdi_msghandler(lua_State *L);
+
+/* Message handler for lua_pcall that keeps an error structured, for a
+ * caller that sends it on (a map task's error crosses back to the
+ * coordinator, which adds task, node and pid): the message is the text
+ * pdi_msghandler would start with (its own __tostring text for an object
+ * that has one), the traceback is luaL_traceback's, without the message.
+ * Stack: [err] -> [{message = text, traceback = "stack traceback:..."}] */
+int pdi_msghandler_table(lua_State *L);
 
 /* Call the function below nargs arguments with pdi_msghandler, and with
  * SIGINT turned into a Lua error while it runs.  Returns the lua_pcall

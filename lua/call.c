@@ -1,6 +1,8 @@
 /*
  * call.c: the one way into Lua (pdi_docall with pdi_msghandler), shared by
- * the pdlua command, the REPL, and the native module (workers too).
+ * the pdlua command, the REPL, and the native module (workers too: a job's
+ * loader runs under pdi_msghandler, its tasks under pdi_msghandler_table).
+ * Both handlers name an error object by the same text (error_text).
  */
 #include "binding.h"
 
@@ -21,15 +23,37 @@ static void laction(int i) {
   lua_sethook(globalL, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
-int pdi_msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {                               /* not a string/number */
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-      return 1;                                    /* its own text, with any
-                                                      remote traceback in it */
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+/* Push the text of the error object at idx: itself when a string or a
+ * number, else what its __tostring gives when that is a string, else
+ * "(error object is a X value)".  Returns 1 when the text came from
+ * __tostring (an object that says itself, remote traceback included).
+ * Stack: [] -> [text] */
+static int error_text(lua_State *L, int idx) {
+  if (lua_tostring(L, idx) != NULL) {
+    lua_pushvalue(L, idx);
+    return 0;
   }
-  luaL_traceback(L, L, msg, 1);                    /* [msg, traceback] */
+  if (luaL_callmeta(L, idx, "__tostring")) {       /* [text?] */
+    if (lua_type(L, -1) == LUA_TSTRING) return 1;
+    lua_pop(L, 1);
+  }
+  lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+  return 0;
+}
+
+int pdi_msghandler(lua_State *L) {
+  if (error_text(L, 1)) return 1;                  /* its own text, as it is */
+  luaL_traceback(L, L, lua_tostring(L, -1), 1);    /* [err, msg, traceback] */
+  return 1;
+}
+
+int pdi_msghandler_table(lua_State *L) {
+  error_text(L, 1);                                /* [err, msg] */
+  lua_createtable(L, 0, 2);                        /* [err, msg, t] */
+  lua_insert(L, -2);                               /* [err, t, msg] */
+  lua_setfield(L, -2, "message");                  /* [err, t] */
+  luaL_traceback(L, L, NULL, 1);                   /* [err, t, traceback] */
+  lua_setfield(L, -2, "traceback");                /* [err, t] */
   return 1;
 }
 
