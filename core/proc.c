@@ -91,7 +91,7 @@ int pd_spawn_rpipe(char *const argv[], char *const env[], unsigned long long as_
 #ifndef PDLUA_SANITIZE
     /* (not under ASan: it reserves terabytes of shadow address space at
      * start, which any RLIMIT_AS forbids; the worker's allocator cap in
-     * map.c still bounds the Lua heap there) */
+     * lua/worker.c still bounds the Lua heap there) */
     if (as_limit) {
       struct rlimit rl = {(rlim_t)as_limit, (rlim_t)as_limit};
       setrlimit(RLIMIT_AS, &rl);

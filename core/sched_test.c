@@ -19,7 +19,7 @@ static char self[4096];
 
 static int worker_main(void) {
   pd_conn c;
-  pd_conn_init2(&c, 3, getenv("PDLUA_WORKER_WFD") ? 4 : 3);   /* as lua/map.c's */
+  pd_conn_init2(&c, 3, getenv("PDLUA_WORKER_WFD") ? 4 : 3);   /* as lua/worker.c's */
   for (;;) {
     int r = pd_conn_fill(&c);
     if (r < 0) _exit(0);

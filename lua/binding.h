@@ -51,6 +51,12 @@ int pdi_msghandler_table(lua_State *L);
  * status.  Stack: [f, args...] -> [results...] or [errstring]. */
 int pdi_docall(lua_State *L, int nargs, int nres);
 
+/* The pd_pool of the pd.Pool at idx (pool.c), for other parts of the binding
+ * (the cluster binds remote slots to it); raises when idx is not a pool or
+ * the pool is closed.  The pool stays owned by its userdata.  Stack: +0 */
+struct pd_pool;
+struct pd_pool *pdi_pool_check(lua_State *L, int idx);
+
 /* ---- classes ------------------------------------------------------------------
  * pdi_newclass makes the metatable `name` in the registry once (later calls
  * find it) and leaves it on the stack: __name = name (LuaJIT's

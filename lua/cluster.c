@@ -32,7 +32,6 @@
 #include <unistd.h>
 
 #define CLUSTER_MT "pd.Cluster"
-#define POOL_MT "pd.Pool"     /* map.c: a userdata whose first field is pd_pool * */
 
 static double env_heartbeat(void) {
   const char *e = getenv("PDLUA_HEARTBEAT");
@@ -151,9 +150,8 @@ static int cl_wait(lua_State *L) {
  * [cl, pool] -> [] */
 static int cl_bind(lua_State *L) {
   lcluster *lc = check_cl(L);
-  pd_pool **pp = (pd_pool **)luaL_checkudata(L, 2, POOL_MT);
-  if (!*pp) return luaL_error(L, "attempt to use a closed pool");
-  pd_pool_set_hook(*pp, pd_cluster_hook, lc->c, pd_cluster_wakefd(lc->c));
+  pd_pool *p = pdi_pool_check(L, 2);
+  pd_pool_set_hook(p, pd_cluster_hook, lc->c, pd_cluster_wakefd(lc->c));
   return 0;
 }
 

@@ -30,6 +30,12 @@ static lpool *check_pool(lua_State *L) {
   return lp;
 }
 
+pd_pool *pdi_pool_check(lua_State *L, int idx) {
+  lpool *lp = (lpool *)luaL_checkudata(L, idx, POOL_MT);
+  if (!lp->p) luaL_error(L, "attempt to use a closed pool");
+  return lp->p;
+}
+
 /* core.map.pool{workers=, memory= (bytes), argv={...}, gpus=} -> pool.
  * gpus > 0: each worker bound to one of devices 0..gpus-1 (pd_pool_opts).
  * Userdata first (closed), pool second.  Stack: [opts] -> [pool] */

@@ -66,7 +66,7 @@
 #define TUBE_SPIN_SECONDS 50e-6
 
 /* A lone array as a codec message (docs/wire.md): version byte, the EXT tag
- * (lua/codec.c's T_EXT), ext id 1, u32 LE payload length, then the payload
+ * (lua/codec_impl.h's T_EXT), ext id 1, u32 LE payload length, then the payload
  * of lua/array.h's wire form.  Built here only for the direct path of
  * large arrays (n_push); the specs decode it with the codec. */
 #define TUBE_T_EXT 0x0f

@@ -1,6 +1,6 @@
 --- pd.codec: Lua values <-> bytes (docs/wire.md), and code transport.
 --
--- encode/decode are the native codec (lua/codec.c, C API in lua/codec.h).
+-- encode/decode are the native codec (lua/codec_enc.c, codec_dec.c; C API in lua/codec.h).
 -- The rest of this file is code transport (docs/reference.md, "## pd.codec"):
 --
 --   local b = pd.codec.bundle("sim.lua")      -- script + its local modules
