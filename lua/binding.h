@@ -14,7 +14,14 @@
  * in package.preload as "pd.core.<name>" so that plain lua5.4 loading
  * build/lib/pd/core.so gets all of them from one file. */
 int luaopen_pd_core(lua_State *L);
-int luaopen_pd_core_map(lua_State *L);  /* map.c (map_impl.h): pd.map, workers */
+int luaopen_pd_core_map(lua_State *L);  /* map.c: pd.map, workers */
+/* The rooms of pd.core.map (taskvalue.h) each add their functions to the
+ * module table on top of the stack (the pool's also makes the "pd.Pool"
+ * metatable).  Stack: [m] -> [m] */
+void pdi_map_open_values(lua_State *L);  /* taskvalue.c */
+void pdi_map_open_pool(lua_State *L);    /* pool.c */
+void pdi_map_open_worker(lua_State *L);  /* worker.c */
+void pdi_map_open_probe(lua_State *L);   /* probe.c */
 int luaopen_pd_core_gpu(lua_State *L);     /* gpu.c */
 /* pd.core.array: arrays, pd.math, pd.linalg, pd.random (array.h). */
 int luaopen_pd_core_array(lua_State *L);

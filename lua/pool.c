@@ -16,7 +16,7 @@
  *   waits a count hook (pump_hook) keeps the workers fed while the script
  *   runs its own code.
  */
-#include "map_impl.h"
+#include "taskvalue.h"
 
 #include "pd/pd.h"
 

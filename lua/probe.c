@@ -6,7 +6,7 @@
  * getpid.  Each call reads afresh; none keeps state or raises for what
  * the system does not say (it answers nothing, 0 or false).
  */
-#include "map_impl.h"
+#include "taskvalue.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -14,10 +14,10 @@
  * coordinator exits 70; the coordinator gone exits 0.
  *
  * This loop is the floor of a tiny task's cost: a task's decode, call and
- * result encode are inline here (map_impl.h), and one protected call runs
+ * result encode are inline here (taskvalue.h), and one protected call runs
  * a whole batch until a task raises.
  */
-#include "map_impl.h"
+#include "taskvalue.h"
 #include "pd/pdi.h"
 
 #include "pd/pd.h"

@@ -1,9 +1,10 @@
 /*
- * map_impl.h: what the rooms of pd.core.map share, and nothing else sees.
+ * taskvalue.h: what the rooms of pd.core.map share, and nothing else sees.
  *
- *   map.c     the module (luaopen_pd_core_map), values across the
- *             socketpair (encode, decode, codec_encode, table), and the
- *             tables the Lua side hands over (set_error_mt, set_pd)
+ *   map.c        the module (luaopen_pd_core_map): assembles the others
+ *   taskvalue.c  values across the socketpair (encode, decode,
+ *             codec_encode, table), and the tables the Lua side hands
+ *             over (set_error_mt, set_pd)
  *   pool.c    the coordinator side: the "pd.Pool" userdata over the
  *             scheduler (core/sched.c), its error objects, the pump hook
  *   worker.c  the worker process's loop: job loading and its blob cache,
@@ -15,14 +16,14 @@
  * value coders are static inline here because the worker's task loop and
  * the pool's collect call them once per task.
  */
-#ifndef PDLUA_MAP_IMPL_H
-#define PDLUA_MAP_IMPL_H
+#ifndef PDLUA_TASKVALUE_H
+#define PDLUA_TASKVALUE_H
 
 #include "binding.h"
 #include "codec.h"
 
 #define POOL_MT "pd.Pool"
-/* Registry keys of the tables the Lua side hands over (map.c's setters):
+/* Registry keys of the tables the Lua side hands over (taskvalue.c's setters):
  * the error objects' metatable (pool.c) and the table whose `shared` field
  * a task sees (worker.c). */
 #define ERROR_MT_KEY "pd.Error"
@@ -53,14 +54,8 @@ static inline void pdi_map_decode(lua_State *L, const char *p, size_t n) {
   pdi_codec_decode(L, p, n, &o);
 }
 
-/* core.map.encode(v) -> string (map.c); the worker calls it under
+/* core.map.encode(v) -> string (taskvalue.c); the worker calls it under
  * lua_pcall for a result that is not a lone scalar.  [v] -> [v, s] */
 int pdi_map_encode(lua_State *L);
-
-/* Add each room's functions to the module table on top of the stack (the
- * pool's also makes the "pd.Pool" metatable).  Stack: [m] -> [m] */
-void pdi_map_open_pool(lua_State *L);
-void pdi_map_open_worker(lua_State *L);
-void pdi_map_open_probe(lua_State *L);
 
 #endif
