@@ -1,6 +1,8 @@
 /*
- * optim.c: the native kernels of pd.optim (stdlib/pd/optim/), reached from
- * Lua as pd.core.array.optim.  Internal: the Lua modules are the contract.
+ * optim.c: the native kernels of pd.optim (stdlib/pd/optim/), the native
+ * module pd.core.optim (reached from Lua through pd.optim.la.kernels).
+ * Internal: the Lua modules are the contract.  Uses pd.array (array.h) and
+ * pd.random's streams (random.h); neither uses it.
  *
  * Why these exist.  An optimiser's own cost per evaluation is the goal of
  * bench/optim (under 10 us at 10 and 40 dimensions, where pycma spends about
@@ -34,7 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "binding.h"
 #include "blas.h"
+#include "random.h"
 
 /* ======================================================================
  * helpers
@@ -925,14 +929,19 @@ static const luaL_Reg optim_funcs[] = {
   {NULL, NULL},
 };
 
-/* Add the kernels as field "optim" of the table on top.
- * Stack: [t] -> [t] */
-void pdi_open_optim(lua_State *L) {
-  luaL_newlibtable(L, optim_funcs);                   /* [t, optim] */
+/* pd.core.optim: the kernels, each a C closure with no workspace yet.
+ * pd.core.array is opened first: the kernels make and read arrays.
+ * Stack: [] -> [optim] */
+int luaopen_pd_core_optim(lua_State *L) {
+  PDI_STACK(L);
+  luaL_requiref(L, "pd.core.array", luaopen_pd_core_array, 0);  /* [array] */
+  lua_pop(L, 1);                                      /* [] */
+  luaL_newlibtable(L, optim_funcs);                   /* [optim] */
   for (const luaL_Reg *r = optim_funcs; r->name; r++) {
-    lua_pushnil(L);                                   /* [t, optim, nil]: no workspace yet */
-    lua_pushcclosure(L, r->func, 1);                  /* [t, optim, f] */
-    lua_setfield(L, -2, r->name);                     /* [t, optim] */
+    lua_pushnil(L);                                   /* [optim, nil]: no workspace yet */
+    lua_pushcclosure(L, r->func, 1);                  /* [optim, f] */
+    lua_setfield(L, -2, r->name);                     /* [optim] */
   }
-  lua_setfield(L, -2, "optim");                       /* [t] */
+  PDI_STACK_CHECK(L, 1);
+  return 1;
 }
