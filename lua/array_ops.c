@@ -183,6 +183,7 @@ static int promote_for(lua_State *L, int op, int dtype) {
  * integer arrays give f64 for / and ^.  Stack: [x, y] -> [z] */
 static int arith(lua_State *L, int op) {
   lua_settop(L, 2);
+  PDI_STACK(L);
   pdi_array *a = pdi_array_test(L, 1), *b = pdi_array_test(L, 2);
   if (a && b && a->dtype != b->dtype)
     return luaL_error(L, "dtype mismatch in %s: %s and %s (convert one with :astype)", opnames[op],
@@ -202,6 +203,7 @@ static int arith(lua_State *L, int op) {
   pdi_array *z = ndim == 2 ? pdi_array_new2(L, dtype, out[0], out[1]) : pdi_array_new1(L, dtype, out[1]);
   int64_t zst[2] = {out[1], 1};
   run_binary(op, dtype, &x, &y, z->data, zst, out);
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -397,10 +399,11 @@ static int l_maximum(lua_State *L) { return minmax(L, OP_MAX); }
  * order); dtype defaults to a's for float arrays, f64 otherwise.
  * Stack: [a, fn, d?] -> [b] */
 static int arr_map(lua_State *L) {
+  PDI_STACK(L);
   pdi_array *a = pdi_array_check(L, 1);
   luaL_checkany(L, 2);
   int dtype = pdi_dtype_opt(L, 3, pdi_dtype_isfloat(a->dtype) ? a->dtype : PDI_F64);
-  pdi_array *b = pdi_array_new_like(L, a, dtype);               /* [a, fn, d?, b] */
+  pdi_array *b = pdi_array_new_like(L, a, dtype);     /* [a, fn, d?, b] */
   size_t es = pdi_dtype_size(dtype);
   char *p = b->data;
   for (int64_t i = 0; i < a->dims[0]; i++)
@@ -412,6 +415,7 @@ static int arr_map(lua_State *L) {
       lua_pop(L, 1);
       p += es;
     }
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -478,10 +482,12 @@ static int l_unary(lua_State *L) {
     return 1;
   }
   lua_settop(L, 1);
+  PDI_STACK(L);
   if (!pdi_dtype_isfloat(a->dtype)) { pdi_array_push_astype(L, 1, PDI_F64); lua_replace(L, 1); }
   a = pdi_array_contig_at(L, 1);
   pdi_array *z = pdi_array_new_like(L, a, a->dtype);
   f(a->dtype, a->n, a->data, z->data);
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 

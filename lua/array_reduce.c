@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "binding.h"
+
 /* ======================================================================
  * reductions
  * ====================================================================== */
@@ -95,6 +97,7 @@ static int reduce_axis(lua_State *L, int mean) {
   luaL_argcheck(L, a->ndim == 2, 1, "axis needs a 2-D array");
   luaL_argcheck(L, axis == 1 || axis == 2, 2, "axis must be 1 (down rows) or 2 (along rows)");
   lua_settop(L, 1);
+  PDI_STACK(L);
   if (a->dtype != PDI_F64) { pdi_array_push_astype(L, 1, PDI_F64); lua_replace(L, 1); }
   a = pdi_array_check(L, 1);
   int64_t R = a->dims[0], C = a->dims[1];
@@ -119,6 +122,7 @@ static int reduce_axis(lua_State *L, int mean) {
       s[i] = mean ? (C ? t / (double)C : NAN) : t;
     }
   }
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -127,9 +131,11 @@ static int reduce_axis(lua_State *L, int mean) {
  * passes, so no cancellation.  a:std([ddof]) -> its square root.  NaN when
  * n <= ddof.  Stack: [a, ddof?] -> [v] */
 static double variance(lua_State *L, lua_Integer ddof) {
+  PDI_STACK(L);
   pdi_array *a = pdi_array_check(L, 1);
   if (a->dtype != PDI_F64) { pdi_array_push_astype(L, 1, PDI_F64); lua_replace(L, 1); }
   a = pdi_array_contig_at(L, 1);
+  PDI_STACK_CHECK(L, 0);
   const double *x = (const double *)a->data;
   if (a->n <= ddof) return NAN;
   double m = sum_f64(x, a->n) / (double)a->n;
@@ -270,12 +276,14 @@ static int cmp_keyidx(const void *p, const void *q) {
 }
 /* Stack: [a] -> [a, tmp] ; returns the sorted key/index pairs in tmp */
 static keyidx *sorted_pairs(lua_State *L, pdi_array **ap) {
+  PDI_STACK(L);
   pdi_array *a = pdi_array_check(L, 1);
   luaL_argcheck(L, a->ndim == 1, 1, "sorting needs a 1-D array");
   keyidx *k = (keyidx *)lua_newuserdatauv(L, sizeof(keyidx) * (size_t)(a->n ? a->n : 1), 0);
   for (int64_t i = 0; i < a->n; i++) { k[i].v = pdi_elem_getf(a->dtype, pdi_array_at(a, i, 0)); k[i].i = i; }
   qsort(k, (size_t)a->n, sizeof *k, cmp_keyidx);
   *ap = a;
+  PDI_STACK_CHECK(L, 1);
   return k;
 }
 /* a:argsort(), a:sort(): see "Sorting" above.  Stack: [a] -> [a, tmp, b]

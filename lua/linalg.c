@@ -111,6 +111,7 @@ static void gemm(lua_State *L, int ia, int ib, pdi_array *c, double alpha, doubl
  * Stack: [a, b] -> [c] */
 static int arr_matmul(lua_State *L) {
   lua_settop(L, 2);
+  PDI_STACK(L);
   pdi_array *a = pdi_array_check(L, 1), *b = pdi_array_check(L, 2);
   check_float_pair(L, a, b, "matmul");
   if (a->ndim == 1 && b->ndim == 1) return arr_dot(L);
@@ -122,7 +123,7 @@ static int arr_matmul(lua_State *L) {
   }
   int dtype = a->dtype;
   if (a->ndim == 2 && b->ndim == 2) {
-    pdi_array *c = pdi_array_new2(L, dtype, a->dims[0], b->dims[1]);     /* [a, b, c] */
+    pdi_array *c = pdi_array_new2(L, dtype, a->dims[0], b->dims[1]); /* [a, b, c] */
     if (k1 == 0) memset(c->data, 0, (size_t)c->n * pdi_dtype_size(dtype));
     else gemm(L, 1, 2, c, 1.0, 0.0);
     lua_settop(L, 3);
@@ -133,7 +134,7 @@ static int arr_matmul(lua_State *L) {
   pdi_array *v = pdi_array_check(L, vi);
   pdi_array *M = pdi_array_check(L, mi);
   int64_t outn = a->ndim == 2 ? a->dims[0] : b->dims[1];
-  pdi_array *y = pdi_array_new1(L, dtype, outn);                             /* [a, b, y] */
+  pdi_array *y = pdi_array_new1(L, dtype, outn);                   /* [a, b, y] */
   if (outn == 0) return 1;
   if (k1 == 0) { memset(y->data, 0, (size_t)y->n * pdi_dtype_size(dtype)); return 1; }
   blasmat A = blas_view(L, mi);
@@ -150,6 +151,7 @@ static int arr_matmul(lua_State *L) {
   else
     pdi_blas_need(L, "pd.linalg.matmul")->cblas_sgemv(CblasRowMajor, t, rows, cols, 1.0f, (const float *)A.data, A.ld,
                 (const float *)v->data, vec_inc(v), 0.0f, (float *)y->data, 1);
+  PDI_STACK_CHECK(L, 1);                              /* [a, b, y] */
   lua_settop(L, 3);
   return 1;
 }
@@ -214,16 +216,18 @@ static int arr_add_outer(lua_State *L) {
 /* pd.linalg.outer(x, y) -> new m x n matrix x y^T (f64 or f32 vectors).
  * Stack: [x, y] -> [m] */
 static int l_outer(lua_State *L) {
+  PDI_STACK(L);
   pdi_array *x = pdi_array_check(L, 1), *y = pdi_array_check(L, 2);
   check_float_pair(L, x, y, "outer");
   luaL_argcheck(L, x->ndim == 1 && y->ndim == 1, 1, "outer needs 1-D arrays");
-  pdi_array *m = pdi_array_new2(L, x->dtype, x->n, y->n);                /* [x, y, m] */
+  pdi_array *m = pdi_array_new2(L, x->dtype, x->n, y->n);      /* [x, y, m] */
   memset(m->data, 0, (size_t)m->n * pdi_dtype_size(m->dtype));
   lua_pushcfunction(L, arr_add_outer);
   lua_pushvalue(L, 3);
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
   lua_call(L, 3, 1);                                           /* [x, y, m, m] */
+  PDI_STACK_CHECK(L, 2);
   return 1;
 }
 
@@ -254,10 +258,11 @@ static void transpose_into(double *dst, const double *src, int64_t n) {
  * fails to converge.  Stack: [a] -> [w, V] */
 static int l_eigh(lua_State *L) {
   lua_settop(L, 1);
+  PDI_STACK(L);
   pdi_array *w = square_work(L, 1, "eigh");                  /* [a, work] */
   int64_t n = w->dims[0];
-  pdi_array *vals = pdi_array_new1(L, PDI_F64, n);                     /* [a, work, vals] */
-  pdi_array *vec = pdi_array_new2(L, PDI_F64, n, n);                   /* [a, work, vals, V] */
+  pdi_array *vals = pdi_array_new1(L, PDI_F64, n);           /* [a, work, vals] */
+  pdi_array *vec = pdi_array_new2(L, PDI_F64, n, n);         /* [a, work, vals, V] */
   if (n == 0) return 2;
   /* The row-major symmetric matrix read column-major is the same matrix,
    * so LAPACK works on it in place with no layout conversion ('L' in
@@ -267,6 +272,7 @@ static int l_eigh(lua_State *L) {
                                    (lapack_int)n, (double *)vals->data);
   if (info != 0) return luaL_error(L, "eigh: LAPACK dsyevd failed (info %d)", (int)info);
   transpose_into((double *)vec->data, (const double *)w->data, n);
+  PDI_STACK_CHECK(L, 3);
   return 2;
 }
 
@@ -293,13 +299,14 @@ static int l_cholesky(lua_State *L) {
  * a singular matrix.  Stack: [a, b] -> [x] */
 static int l_solve(lua_State *L) {
   lua_settop(L, 2);
+  PDI_STACK(L);
   pdi_array *w = square_work(L, 1, "solve");                 /* [a, b, work] */
   pdi_array *b = pdi_array_check(L, 2);
   int64_t n = w->dims[0];
   if (b->dims[0] != n)
     return luaL_error(L, "shape mismatch in solve: (%dx%d) and %d rows", (int)n, (int)n, (int)b->dims[0]);
   if (!pdi_dtype_isfloat(b->dtype)) return luaL_error(L, "solve needs an f64 or f32 right-hand side");
-  pdi_array *x = pdi_array_push_astype(L, 2, PDI_F64);                 /* [a, b, work, x] */
+  pdi_array *x = pdi_array_push_astype(L, 2, PDI_F64);       /* [a, b, work, x] */
   int64_t nrhs = b->ndim == 2 ? b->dims[1] : 1;
   if (n == 0 || nrhs == 0) return 1;
   lapack_int *piv = (lapack_int *)lua_newuserdatauv(L, sizeof(lapack_int) * (size_t)n, 0);
@@ -307,6 +314,7 @@ static int l_solve(lua_State *L) {
                                   (lapack_int)n, piv, (double *)x->data, (lapack_int)nrhs);
   if (info > 0) return luaL_error(L, "solve: matrix is singular (U(%d,%d) is zero)", (int)info, (int)info);
   if (info < 0) return luaL_error(L, "solve: LAPACK dgesv failed (info %d)", (int)info);
+  PDI_STACK_CHECK(L, 3);                              /* [a, b, work, x, piv] */
   lua_settop(L, 4);
   return 1;
 }
@@ -334,6 +342,7 @@ static int l_inv(lua_State *L) {
  * 0 for a singular matrix).  Stack: [a] -> [d] */
 static int l_det(lua_State *L) {
   lua_settop(L, 1);
+  PDI_STACK(L);
   pdi_array *w = square_work(L, 1, "det");                   /* [a, work] */
   int64_t n = w->dims[0];
   if (n == 0) { lua_pushnumber(L, 1); return 1; }
@@ -348,6 +357,7 @@ static int l_det(lua_State *L) {
     if (piv[i] != (lapack_int)(i + 1)) d = -d;
   }
   lua_pushnumber(L, info > 0 ? 0.0 : d);
+  PDI_STACK_CHECK(L, 3);                              /* [a, work, piv, d] */
   return 1;
 }
 

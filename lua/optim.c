@@ -404,6 +404,7 @@ static int cma_ask(lua_State *L) {
   }
   const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_ask");
   lua_settop(L, 8);
+  PDI_STACK(L);
   if (lam > 0)
     b->cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)lam, (int)n, (int)n, 1.0, Z, (int)n,
                    BDt, (int)n, 0.0, Y, (int)n);
@@ -425,6 +426,7 @@ static int cma_ask(lua_State *L) {
     setlist(L, lua_gettop(L), (int)n, X + k * n);
     lua_rawseti(L, -2, (int)k + 1);                   /* [.., points] */
   }
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -451,6 +453,7 @@ static int cma_rank(lua_State *L) {
   }
   qsort(r, (size_t)lam, sizeof *r, cmp_ranked);
   lua_settop(L, 1);
+  PDI_STACK(L);
   lua_createtable(L, lam, 0);                         /* [F, order] */
   lua_createtable(L, lam, 0);                         /* [F, order, sorted] */
   for (int k = 0; k < lam; k++) {
@@ -459,6 +462,7 @@ static int cma_rank(lua_State *L) {
     lua_pushnumber(L, r[k].v);
     lua_rawseti(L, -2, k + 1);
   }
+  PDI_STACK_CHECK(L, 2);
   return 2;
 }
 
@@ -520,6 +524,7 @@ static int cma_tell(lua_State *L) {
   pdi_array *ya = pdi_array_check(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 3);
+  PDI_STACK(L);
   int64_t lam = ya->dims[0], n = ya->dims[1];
   double *Y = f64at(L, 2, lam, n);
   double *C = arrfield(L, 1, "C", n, n, 0), *Bt = arrfield(L, 1, "Bt", n, n, 0);
@@ -645,6 +650,7 @@ static int cma_tell(lua_State *L) {
   lua_pushboolean(L, fup);
   lua_pushboolean(L, fcoord);
   lua_pushboolean(L, faxis);
+  PDI_STACK_CHECK(L, 6);
   return 6;
 }
 
@@ -796,6 +802,7 @@ static int ga_offspring(lua_State *L) {
   double eta_c = luaL_checknumber(L, 7), pc = luaL_checknumber(L, 8);
   double eta_m = luaL_checknumber(L, 9), pm = luaL_checknumber(L, 10);
   lua_settop(L, 10);
+  PDI_STACK(L);
   int64_t e = elites < 0 ? 0 : elites > m ? m : elites;
   if (e > N) e = N;
   /* workspace: the values, the ranks and two children */
@@ -835,6 +842,7 @@ static int ga_offspring(lua_State *L) {
       lua_rawseti(L, out, (lua_Integer)(made - e + 1));             /* [.., out] */
     }
   }
+  PDI_STACK_CHECK(L, 3);
   return 3;                                                         /* [.., Y, Fe, out] */
 }
 
@@ -850,6 +858,7 @@ static int rows(lua_State *L) {
   int64_t m = a->dims[0], n = a->dims[1];
   double *A = f64at(L, 1, m, n);
   luaL_checktype(L, 2, LUA_TTABLE);
+  PDI_STACK(L);
   int k = (int)lua_rawlen(L, 2);
   lua_createtable(L, k, 0);                           /* [A, ids, list] */
   for (int j = 1; j <= k; j++) {
@@ -861,6 +870,7 @@ static int rows(lua_State *L) {
     setlist(L, lua_gettop(L), (int)n, A + (i - 1) * n);
     lua_rawseti(L, -2, j);                            /* [A, ids, list] */
   }
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
