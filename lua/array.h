@@ -15,7 +15,7 @@
  * by the GC, 64-byte aligned).  A view (a:row(i), a:col(j), a:T(), a[i] of a
  * 2-D array, a:reshape) is a small userdata whose user value is the owning
  * array, so the owner lives as long as any view of it: no reference counts,
- * no finalizer work, and any collection order is safe.
+ * no __gc, and any collection order is safe.
  *
  * Layout.  ndim is 1 or 2.  Element (i, j), 0-based, is at
  *   data + (i * strides[0] + j * strides[1]) * pdi_dtype_size(dtype)
