@@ -1,7 +1,14 @@
 /*
- * array.h: pd.array, pd.random and pd.linalg seen from C (lua/array.c,
- * lua/random.c).  Internal to pdlua (pdi_ names); the Lua face is
- * docs/arrays.md.
+ * array.h: pd.array seen from C.  Internal to pdlua (pdi_ names); the Lua
+ * face is docs/arrays.md.  The module is four files:
+ *   array.c         the pd.Array type: storage, views, creation, indexing,
+ *                   shape and dtype, the wire form (codec extension 1)
+ *   array_ops.c     element-wise arithmetic, assignment, pd.math
+ *   array_reduce.c  reductions, sorting, take
+ *   linalg.c        pd.linalg: OpenBLAS and LAPACKE
+ * and array_open.c puts them together as pd.core.array.  The arrows run one
+ * way: the kernels and linalg.c use array.c through this header; array.c
+ * uses none of them.
  *
  * Memory.  An array is a userdata with metatable "pd.Array".  An array that
  * owns its elements keeps them inside its own userdata (one allocation, seen
@@ -37,7 +44,6 @@
 #include "compat.h"
 
 #define PDI_ARRAY_MT "pd.Array"
-#define PDI_RANDOM_MT "pd.Random"
 
 /* Element types.  The numbers are part of the wire format (codec ext 1):
  * never renumber. */
@@ -60,8 +66,15 @@ typedef struct pdi_array {
   int owner;             /* 1: elements live in this userdata; 0: view */
 } pdi_array;
 
-/* Bytes per element, and the user-facing name ("f64", ...). */
-size_t pdi_dtype_size(int dtype);
+/* Bytes per element (inline: the kernels' address arithmetic uses it), and
+ * the user-facing name ("f64", ...). */
+static inline size_t pdi_dtype_size(int dtype) {
+  switch (dtype) {
+    case PDI_F64: case PDI_I64: return 8;
+    case PDI_U8: return 1;
+    default: return 4;
+  }
+}
 const char *pdi_dtype_name(int dtype);
 /* The dtype named s, or -1. */
 int pdi_dtype_find(const char *s);
@@ -111,45 +124,106 @@ void pdi_array_encode(const pdi_array *a, char *out);
  * length.  Stack: [] -> [a] or [] */
 const char *pdi_array_decode(lua_State *L, const char *p, size_t len);
 
-/* ---- random streams (lua/random.c) -------------------------------------
- * Philox4x64-10 (Salmon et al., SC'11), counter-based: the key is the
- * seed, the counter is (block, stream, 0, 0).  Distinct (seed, stream)
- * pairs give streams that do not overlap for 2^64 blocks of 4 words, and
- * stream s of seed k is the same on every machine and every run. */
-typedef struct pdi_rng {
-  uint64_t key[2];       /* seed, 0 */
-  uint64_t ctr[4];       /* block, stream, 0, 0 */
-  uint64_t buf[8];       /* output of the last two blocks (ctr[0]-2, ctr[0]-1) */
-  int pos;               /* next unused word of buf; 8 = empty */
-} pdi_rng;
-
-/* Set r to stream `stream` of seed `seed`, at its start. */
-void pdi_rng_init(pdi_rng *r, uint64_t seed, uint64_t stream);
-/* The stream a task sees: pd.rng() inside task task_index (1-based) of a
- * job with seed `seed`.  Same as pdi_rng_init(r, seed, task_index). */
-void pdi_rng_for_task(pdi_rng *r, uint64_t seed, uint64_t task_index);
-/* Next 64 random bits; a uniform double in [0, 1) with 53 random bits; a
- * standard normal (ziggurat, 256 layers). */
-uint64_t pdi_rng_u64(pdi_rng *r);
-double pdi_rng_uniform(pdi_rng *r);
-double pdi_rng_normal(pdi_rng *r);
-/* Uniform integer in [0, range) without bias (Lemire); range > 0. */
-uint64_t pdi_rng_below(pdi_rng *r, uint64_t range);
-
-/* Push a new generator (metatable "pd.Random") set to (seed, stream).
- * Stack: [] -> [g] */
-pdi_rng *pdi_rng_push(lua_State *L, uint64_t seed, uint64_t stream);
-
-/* Openers.  luaopen_pd_core_array returns the table behind pd.array,
- * pd.linalg, pd.math and pd.random (fields array, zeros, ..., linalg, math,
- * random).  pdi_open_random adds the random table to the table on top.
- * Stack: [] -> [t];  [t] -> [t] */
+/* The opener (array_open.c; also declared with the others in binding.h).
+ * Stack: [] -> [t] */
 int luaopen_pd_core_array(lua_State *L);
-void pdi_open_random(lua_State *L);
 
-/* lua/optim.c: pdi_open_optim adds the optimisers' kernels (cma_eigen,
- * cma_ask, cma_rank, cma_tell, ...) as field "optim" of the table on top.
- * Stack: [t] -> [t] */
-void pdi_open_optim(lua_State *L);
+/* ---- between the module's own files ------------------------------------
+ * What array_ops.c, array_reduce.c, linalg.c and array_open.c take from
+ * array.c.  The small helpers that sit in per-element loops are inline here,
+ * so that they inline into the kernels as they did when all was one file. */
 
+/* Largest element count: keeps n * 8 + header well inside size_t and
+ * lua_Integer. */
+#define PDI_MAXN ((int64_t)1 << 40)
+
+static inline int pdi_dtype_isfloat(int dtype) { return dtype == PDI_F64 || dtype == PDI_F32; }
+
+/* Address of element (i, j), 0-based. */
+static inline char *pdi_array_at(const pdi_array *a, int64_t i, int64_t j) {
+  return a->data + (i * a->strides[0] + j * a->strides[1]) * (int64_t)pdi_dtype_size(a->dtype);
+}
+
+/* Element at p as a double. */
+static inline double pdi_elem_getf(int dtype, const char *p) {
+  switch (dtype) {
+    case PDI_F64: return *(const double *)p;
+    case PDI_F32: return *(const float *)p;
+    case PDI_I32: return *(const int32_t *)p;
+    case PDI_I64: return (double)*(const int64_t *)p;
+    default: return *(const uint8_t *)p;
+  }
+}
+
+/* New contiguous arrays: 1-D of n, 2-D of r x c, shaped like a.
+ * Stack: [] -> [b] */
+static inline pdi_array *pdi_array_new1(lua_State *L, int dtype, int64_t n) {
+  return pdi_array_new(L, dtype, 1, &n);
+}
+static inline pdi_array *pdi_array_new2(lua_State *L, int dtype, int64_t r, int64_t c) {
+  int64_t d[2] = {r, c};
+  return pdi_array_new(L, dtype, 2, d);
+}
+static inline pdi_array *pdi_array_new_like(lua_State *L, const pdi_array *a, int dtype) {
+  return pdi_array_new(L, dtype, a->ndim, a->dims);
+}
+
+/* The dtype named by the string at idx, or dflt when idx is none/nil.
+ * Raises on an unknown name.  Stack: unchanged. */
+int pdi_dtype_opt(lua_State *L, int idx, int dflt);
+
+/* A 1-based index argument at idx checked against 1..n; returns it 0-based.
+ * Raises naming `what` ("row", "column", "array").  Stack: unchanged. */
+int64_t pdi_array_checkindex(lua_State *L, int idx, int64_t n, const char *what);
+
+/* Push the element at p as a Lua number (float dtypes) or integer.
+ * Stack: [] -> [v] */
+void pdi_elem_push(lua_State *L, int dtype, const char *p);
+
+/* Convert the Lua number at idx to dtype, storing it at p.  Integer dtypes
+ * take integers (or floats with an integral value) in their range; raises
+ * a clear error otherwise ("what" names the value in the message).
+ * Stack: unchanged. */
+void pdi_elem_set(lua_State *L, int idx, int dtype, void *p, const char *what);
+
+/* Copy n elements, converting, from src (dtype ds, stride ss) to dst
+ * (dtype dd, stride sd).  Floats to integers truncate toward zero and
+ * saturate (NaN becomes 0); integers to integers wrap as C does. */
+void pdi_elem_convert(int dd, void *dst, int64_t sd, int ds, const void *src, int64_t ss, int64_t n);
+
+/* Push a contiguous copy of the array at idx converted to dtype.
+ * Stack: [] -> [b] */
+pdi_array *pdi_array_push_astype(lua_State *L, int idx, int dtype);
+
+/* The array at idx as a contiguous one: itself when it already is, else a
+ * copy pushed on the stack and put in its place.  Stack: unchanged. */
+pdi_array *pdi_array_contig_at(lua_State *L, int idx);
+
+/* pd.array(t [, dtype]) (array.c); a:scale(s) (array_ops.c): called from
+ * the other files with lua_call.  Stack: [t, dtype?] -> [a]; [a, s] -> [a] */
+int pdi_array_construct(lua_State *L);
+int pdi_array_scale(lua_State *L);
+
+/* The parts of the pd.Array class and of the pd.core.array table, each
+ * file's own (NULL-terminated):
+ *   array.c         pdi_array_core_methods, pdi_array_core_meta (__len,
+ *                   __tostring), pdi_array_funcs (array, zeros, ...)
+ *   array_ops.c     pdi_array_ops_methods, pdi_array_ops_meta (__add, ...,
+ *                   __newindex); pdi_array_push_math pushes pd.math
+ *   array_reduce.c  pdi_array_reduce_methods
+ *   linalg.c        pdi_linalg_methods (dot, matmul, add_matmul,
+ *                   add_outer); pdi_linalg_push pushes pd.linalg */
+extern const luaL_Reg pdi_array_core_methods[], pdi_array_core_meta[], pdi_array_funcs[];
+extern const luaL_Reg pdi_array_ops_methods[], pdi_array_ops_meta[];
+extern const luaL_Reg pdi_array_reduce_methods[];
+extern const luaL_Reg pdi_linalg_methods[];
+/* Stack: [] -> [math];  [] -> [linalg] */
+void pdi_array_push_math(lua_State *L);
+void pdi_linalg_push(lua_State *L);
+
+/* Make the pd.Array metatable (once per state): __index finds the methods
+ * of the NULL-terminated lists `methods` (also kept as mt.methods, for
+ * extension), the metamethods of `meta` are set, and the codec learns the
+ * wire form (extension 1).  Stack: [] -> [] */
+void pdi_array_newclass(lua_State *L, const luaL_Reg *const *methods, const luaL_Reg *const *meta);
 #endif

@@ -23,8 +23,10 @@ void pdi_map_open_pool(lua_State *L);    /* pool.c */
 void pdi_map_open_worker(lua_State *L);  /* worker.c */
 void pdi_map_open_probe(lua_State *L);   /* probe.c */
 int luaopen_pd_core_gpu(lua_State *L);     /* gpu.c */
-/* pd.core.array: arrays, pd.math, pd.linalg, pd.random (array.h). */
+/* pd.core.array: arrays, pd.math, pd.linalg (array.h, array_open.c). */
 int luaopen_pd_core_array(lua_State *L);
+int luaopen_pd_core_random(lua_State *L);  /* random.c: pd.random (random.h) */
+int luaopen_pd_core_optim(lua_State *L);   /* optim.c: pd.optim's kernels */
 int luaopen_pd_core_codec(lua_State *L);   /* codec.h */
 int luaopen_pd_core_tubes(lua_State *L);   /* tubes.c: pd.tasks, tubes */
 int luaopen_pd_core_cluster(lua_State *L); /* cluster.c: nodes, serve */

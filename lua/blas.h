@@ -34,7 +34,8 @@
 #  define PDI_LAPACKE_SONAME "liblapacke.so.3"
 #endif
 
-/* One field per entry point array.c uses, named as the library names it. */
+/* One field per entry point linalg.c and optim.c use, named as the library
+ * names it. */
 typedef struct pdi_blas {
   int api;                                        /* PDI_BLAS_API */
   __typeof__(cblas_ddot) *cblas_ddot;

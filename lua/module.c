@@ -17,6 +17,8 @@ static const luaL_Reg natives[] = {
   {"pd.core.map", luaopen_pd_core_map},
   {"pd.core.gpu", luaopen_pd_core_gpu},
   {"pd.core.array", luaopen_pd_core_array},
+  {"pd.core.random", luaopen_pd_core_random},
+  {"pd.core.optim", luaopen_pd_core_optim},
   {"pd.core.codec", luaopen_pd_core_codec},
   {"pd.core.cluster", luaopen_pd_core_cluster},  /* cluster.c: nodes */
   {"pd.core.tubes", luaopen_pd_core_tubes},

@@ -1,6 +1,8 @@
 /*
- * optim.c: the native kernels of pd.optim (stdlib/pd/optim/), reached from
- * Lua as pd.core.array.optim.  Internal: the Lua modules are the contract.
+ * optim.c: the native kernels of pd.optim (stdlib/pd/optim/), the native
+ * module pd.core.optim (reached from Lua through pd.optim.la.kernels).
+ * Internal: the Lua modules are the contract.  Uses pd.array (array.h) and
+ * pd.random's streams (random.h); neither uses it.
  *
  * Why these exist.  An optimiser's own cost per evaluation is the goal of
  * bench/optim (under 10 us at 10 and 40 dimensions, where pycma spends about
@@ -34,7 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "binding.h"
 #include "blas.h"
+#include "random.h"
 
 /* ======================================================================
  * helpers
@@ -400,6 +404,7 @@ static int cma_ask(lua_State *L) {
   }
   const pdi_blas *b = pdi_blas_need(L, "pd.optim cma_ask");
   lua_settop(L, 8);
+  PDI_STACK(L);
   if (lam > 0)
     b->cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)lam, (int)n, (int)n, 1.0, Z, (int)n,
                    BDt, (int)n, 0.0, Y, (int)n);
@@ -421,6 +426,7 @@ static int cma_ask(lua_State *L) {
     setlist(L, lua_gettop(L), (int)n, X + k * n);
     lua_rawseti(L, -2, (int)k + 1);                   /* [.., points] */
   }
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -447,6 +453,7 @@ static int cma_rank(lua_State *L) {
   }
   qsort(r, (size_t)lam, sizeof *r, cmp_ranked);
   lua_settop(L, 1);
+  PDI_STACK(L);
   lua_createtable(L, lam, 0);                         /* [F, order] */
   lua_createtable(L, lam, 0);                         /* [F, order, sorted] */
   for (int k = 0; k < lam; k++) {
@@ -455,6 +462,7 @@ static int cma_rank(lua_State *L) {
     lua_pushnumber(L, r[k].v);
     lua_rawseti(L, -2, k + 1);
   }
+  PDI_STACK_CHECK(L, 2);
   return 2;
 }
 
@@ -516,6 +524,7 @@ static int cma_tell(lua_State *L) {
   pdi_array *ya = pdi_array_check(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 3);
+  PDI_STACK(L);
   int64_t lam = ya->dims[0], n = ya->dims[1];
   double *Y = f64at(L, 2, lam, n);
   double *C = arrfield(L, 1, "C", n, n, 0), *Bt = arrfield(L, 1, "Bt", n, n, 0);
@@ -641,6 +650,7 @@ static int cma_tell(lua_State *L) {
   lua_pushboolean(L, fup);
   lua_pushboolean(L, fcoord);
   lua_pushboolean(L, faxis);
+  PDI_STACK_CHECK(L, 6);
   return 6;
 }
 
@@ -792,6 +802,7 @@ static int ga_offspring(lua_State *L) {
   double eta_c = luaL_checknumber(L, 7), pc = luaL_checknumber(L, 8);
   double eta_m = luaL_checknumber(L, 9), pm = luaL_checknumber(L, 10);
   lua_settop(L, 10);
+  PDI_STACK(L);
   int64_t e = elites < 0 ? 0 : elites > m ? m : elites;
   if (e > N) e = N;
   /* workspace: the values, the ranks and two children */
@@ -831,6 +842,7 @@ static int ga_offspring(lua_State *L) {
       lua_rawseti(L, out, (lua_Integer)(made - e + 1));             /* [.., out] */
     }
   }
+  PDI_STACK_CHECK(L, 3);
   return 3;                                                         /* [.., Y, Fe, out] */
 }
 
@@ -846,6 +858,7 @@ static int rows(lua_State *L) {
   int64_t m = a->dims[0], n = a->dims[1];
   double *A = f64at(L, 1, m, n);
   luaL_checktype(L, 2, LUA_TTABLE);
+  PDI_STACK(L);
   int k = (int)lua_rawlen(L, 2);
   lua_createtable(L, k, 0);                           /* [A, ids, list] */
   for (int j = 1; j <= k; j++) {
@@ -857,6 +870,7 @@ static int rows(lua_State *L) {
     setlist(L, lua_gettop(L), (int)n, A + (i - 1) * n);
     lua_rawseti(L, -2, j);                            /* [A, ids, list] */
   }
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -925,14 +939,19 @@ static const luaL_Reg optim_funcs[] = {
   {NULL, NULL},
 };
 
-/* Add the kernels as field "optim" of the table on top.
- * Stack: [t] -> [t] */
-void pdi_open_optim(lua_State *L) {
-  luaL_newlibtable(L, optim_funcs);                   /* [t, optim] */
+/* pd.core.optim: the kernels, each a C closure with no workspace yet.
+ * pd.core.array is opened first: the kernels make and read arrays.
+ * Stack: [] -> [optim] */
+int luaopen_pd_core_optim(lua_State *L) {
+  PDI_STACK(L);
+  luaL_requiref(L, "pd.core.array", luaopen_pd_core_array, 0);  /* [array] */
+  lua_pop(L, 1);                                      /* [] */
+  luaL_newlibtable(L, optim_funcs);                   /* [optim] */
   for (const luaL_Reg *r = optim_funcs; r->name; r++) {
-    lua_pushnil(L);                                   /* [t, optim, nil]: no workspace yet */
-    lua_pushcclosure(L, r->func, 1);                  /* [t, optim, f] */
-    lua_setfield(L, -2, r->name);                     /* [t, optim] */
+    lua_pushnil(L);                                   /* [optim, nil]: no workspace yet */
+    lua_pushcclosure(L, r->func, 1);                  /* [optim, f] */
+    lua_setfield(L, -2, r->name);                     /* [optim] */
   }
-  lua_setfield(L, -2, "optim");                       /* [t] */
+  PDI_STACK_CHECK(L, 1);
+  return 1;
 }

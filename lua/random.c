@@ -1,5 +1,8 @@
 /*
- * random.c: pd.random, generators of metatable "pd.Random".
+ * random.c: pd.random (native module pd.core.random), generators of
+ * metatable "pd.Random".  The contract for C is random.h; the drawing
+ * methods fill pd.arrays through array.h (one way: pd.array does not use
+ * this file).
  *
  * The bits come from Philox4x64-10 (Salmon, Moraes, Dror, Shaw: "Parallel
  * random numbers: as easy as 1, 2, 3", SC'11), a counter-based generator:
@@ -9,12 +12,15 @@
  * task index) costs nothing to set up.  Normals use the 256-layer ziggurat
  * (Marsaglia and Tsang 2000); integers use Lemire's unbiased multiply.
  */
-#include "array.h"
+#include "random.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "array.h"
+#include "binding.h"
 
 /* ---- Philox4x64-10 --------------------------------------------------- */
 
@@ -164,10 +170,13 @@ static void zig_once_setup(void) { pthread_once(&zig_once, zig_setup); }
 
 /* ---- Lua side -------------------------------------------------------- */
 
+static void rng_newclass(lua_State *L);
+
 pdi_rng *pdi_rng_push(lua_State *L, uint64_t seed, uint64_t stream) {
-  pdi_rng *r = (pdi_rng *)lua_newuserdatauv(L, sizeof(pdi_rng), 0);
+  pdi_rng *r = (pdi_rng *)lua_newuserdatauv(L, sizeof(pdi_rng), 0); /* [g] */
   pdi_rng_init(r, seed, stream);
-  luaL_setmetatable(L, PDI_RANDOM_MT);
+  rng_newclass(L);                                    /* [g, mt] */
+  lua_setmetatable(L, -2);                            /* [g] */
   return r;
 }
 
@@ -325,6 +334,7 @@ static int g_state(lua_State *L) {
   return 1;
 }
 static int l_from_state(lua_State *L) {
+  PDI_STACK(L);
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "seed");
   lua_getfield(L, 1, "stream");
@@ -337,6 +347,7 @@ static int l_from_state(lua_State *L) {
   philox2(r->ctr, r->key, r->buf);
   r->ctr[0] += 2;
   r->pos = (int)pos;
+  PDI_STACK_CHECK(L, 5);                              /* [t, seed, stream, block, pos, g] */
   return 1;
 }
 
@@ -355,21 +366,32 @@ static const luaL_Reg g_methods[] = {
   {NULL, NULL},
 };
 
-/* Stack: [t] -> [t] (t.random set) */
-void pdi_open_random(lua_State *L) {
-  if (luaL_newmetatable(L, PDI_RANDOM_MT)) {          /* [t, mt] */
-    luaL_newlib(L, g_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, g_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);                                      /* [t] */
-  lua_newtable(L);                                    /* [t, random] */
-  lua_pushcfunction(L, l_new);
-  lua_setfield(L, -2, "new");
-  lua_pushcfunction(L, l_stream);
-  lua_setfield(L, -2, "stream");
-  lua_pushcfunction(L, l_from_state);
-  lua_setfield(L, -2, "from_state");
-  lua_setfield(L, -2, "random");                      /* [t] */
+static const luaL_Reg g_meta[] = {
+  {"__tostring", g_tostring},
+  {NULL, NULL},
+};
+
+/* The pd.Random metatable, made on first use in a state (a generator holds
+ * no resource: no close function).  Stack: [] -> [mt] */
+static void rng_newclass(lua_State *L) {
+  pdi_newclass(L, PDI_RANDOM_MT, g_methods, g_meta, NULL);
+}
+
+static const luaL_Reg random_funcs[] = {
+  {"new", l_new}, {"stream", l_stream}, {"from_state", l_from_state},
+  {NULL, NULL},
+};
+
+/* pd.core.random: the table behind pd.random.  pd.core.array is opened
+ * first: the drawing methods make arrays, which need its class.
+ * Stack: [] -> [random] */
+int luaopen_pd_core_random(lua_State *L) {
+  PDI_STACK(L);
+  luaL_requiref(L, "pd.core.array", luaopen_pd_core_array, 0);  /* [array] */
+  lua_pop(L, 1);                                      /* [] */
+  rng_newclass(L);                                    /* [mt] */
+  lua_pop(L, 1);                                      /* [] */
+  luaL_newlib(L, random_funcs);                       /* [random] */
+  PDI_STACK_CHECK(L, 1);
+  return 1;
 }

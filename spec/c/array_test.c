@@ -1,8 +1,9 @@
-/* array_test.c: the C side of pd.array and pd.random (lua/array.h), as
- * pd.map and the codec use it: task streams, the Philox known answer,
- * arrays made and walked from C, the wire form. */
+/* array_test.c: the C side of pd.array and pd.random (lua/array.h,
+ * lua/random.h), as pd.map and the codec use it: task streams, the Philox
+ * known answer, arrays made and walked from C, the wire form. */
 #include "array.h"
 #include "pd_test.h"
+#include "random.h"
 
 #include <math.h>
 #include <string.h>

@@ -11,7 +11,7 @@
 -- rest of that task.  Outside any task, pd.rng() is stream 0 of the seed
 -- given to `pdlua run --seed` (0 when none).
 require "pd.core"
-local native = require("pd.core.array").random
+local native = require "pd.core.random"
 
 local M = {}
 for k, v in pairs(native) do M[k] = v end

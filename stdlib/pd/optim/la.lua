@@ -20,7 +20,7 @@ local floor, abs = math.floor, math.abs
 -- store g:state() and rebuild it exactly (M.rng_pack / M.rng_unpack).
 ---------------------------------------------------------------------------
 local A = require "pd.core.array"
-local R = A.random
+local R = require "pd.core.random"
 
 local Rng = {}
 Rng.__index = Rng
@@ -93,7 +93,7 @@ local linalg = A.linalg
 
 --- The native kernels of the optimisers (lua/optim.c): cma_eigen,
 -- cma_ask, cma_rank, cma_tell.
-M.kernels = A.optim
+M.kernels = require "pd.core.optim"
 
 --- A new m-by-n matrix (zeros).
 function M.matrix(m, n) return A.zeros(m, n) end
