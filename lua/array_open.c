@@ -7,13 +7,9 @@
  *
  * pd.random and the optimisers' kernels are native modules of their own
  * (pd.core.random, random.c; pd.core.optim, optim.c), which use pd.array;
- * pd.array does not use them.  Until every reader has moved (see
- * moved_field), the old names pd.core.array.random and .optim still answer,
- * by requiring the new modules by name.
+ * pd.array does not use them.
  */
 #include "array.h"
-
-#include <string.h>
 
 #include "binding.h"
 
@@ -23,24 +19,6 @@ static const luaL_Reg *const class_methods[] = {
   NULL,
 };
 static const luaL_Reg *const class_meta[] = {pdi_array_core_meta, pdi_array_ops_meta, NULL};
-
-/* __index of the module table: the fields that moved out of it, looked up
- * as require(name) on each use (nothing cached, so pairs() on the table
- * sees only its own fields).  pd.core.array.random is still read by
- * stdlib/pd/map.lua (pd.rng) and stdlib/pd/tasknode.lua, .optim by
- * spec/optim_spec.lua; when they require "pd.core.random" and
- * "pd.core.optim" themselves, this goes.  Stack: [t, k] -> [v] or [] */
-static int moved_field(lua_State *L) {
-  const char *k = lua_tostring(L, 2);
-  const char *mod = NULL;
-  if (k && strcmp(k, "random") == 0) mod = "pd.core.random";
-  else if (k && strcmp(k, "optim") == 0) mod = "pd.core.optim";
-  if (!mod) return 0;
-  lua_getglobal(L, "require");                        /* [t, k, require] */
-  lua_pushstring(L, mod);                             /* [t, k, require, mod] */
-  lua_call(L, 1, 1);                                  /* [t, k, v] */
-  return 1;
-}
 
 /* Stack: [] -> [t] */
 int luaopen_pd_core_array(lua_State *L) {
@@ -52,10 +30,6 @@ int luaopen_pd_core_array(lua_State *L) {
   lua_setfield(L, -2, "linalg");                      /* [t] */
   pdi_array_push_math(L);                             /* [t, math] */
   lua_setfield(L, -2, "math");                        /* [t] */
-  lua_createtable(L, 0, 1);                           /* [t, mt] */
-  lua_pushcfunction(L, moved_field);
-  lua_setfield(L, -2, "__index");
-  lua_setmetatable(L, -2);                            /* [t] */
   PDI_STACK_CHECK(L, 1);
   return 1;
 }

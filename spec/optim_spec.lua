@@ -82,7 +82,7 @@ end)
 
 describe("the optimisers' native kernels (lua/optim.c) against plain Lua", function()
   local A = require "pd.core.array"
-  local K = A.optim
+  local K = require "pd.core.optim"
   local cmaes = require "pd.optim.cmaes"
   local function rel(a, b) return math.abs(a - b) / math.max(1, math.abs(b)) end
   local function spd(n, seed)            -- a random symmetric positive definite matrix

@@ -393,7 +393,7 @@ function M.rng()
   local i, seed, serial = cmap.task()
   if i then
     if serial ~= rng_serial then
-      rng_cur = require("pd.core.array").random.stream(seed, i)
+      rng_cur = require("pd.core.random").stream(seed, i)
       rng_serial = serial
     end
     return rng_cur

@@ -89,7 +89,7 @@ function M.serve(N)
   -- and pd.shared are put back afterwards (a remote node is a lent worker).
   local R = require "pd.random"
   local saved_rng, saved_shared = R.rng, pd.shared
-  local g = require("pd.core.array").random.stream(spec.seed, spec.index)
+  local g = require("pd.core.random").stream(spec.seed, spec.index)
   R.rng = function() return g end
   pd.shared = spec.shared
 
