@@ -202,8 +202,9 @@ static void start_dial(pd_cluster *c, cnode *n) {
 
 /* 'W': slots wanted, and how often we ping (the node's silence limit). */
 static void send_want(pd_cluster *c, cnode *n, uint32_t want) {
-  uint32_t ms = (uint32_t)(c->o.heartbeat * 1000);
-  pdi_put_u32frame(&n->c, 'W', want, &ms, 4);    /* little-endian hosts */
+  unsigned char ms[4];
+  pdi_le32_put(ms, (uint32_t)(c->o.heartbeat * 1000));
+  pdi_put_u32frame(&n->c, 'W', want, ms, 4);
   n->want_sent = want;
 }
 

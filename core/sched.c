@@ -496,8 +496,8 @@ void pd_pool_release(pd_pool *p, pd_job *j) {
     for (size_t a = 0; a < w->njobs; a++)
       if (w->jobs[a] == j->id) {
         w->jobs[a] = w->jobs[--w->njobs];
-        unsigned char id[4] = {(unsigned char)j->id, (unsigned char)(j->id >> 8),
-                               (unsigned char)(j->id >> 16), (unsigned char)(j->id >> 24)};
+        unsigned char id[4];
+        pdi_le32_put(id, j->id);
         pd_conn_put(&w->c, PD_F_DROP, id, 4);
         break;
       }

@@ -412,8 +412,9 @@ static int m_worker(lua_State *L) {
    * coordinator is gone, and so should this process be */
   const char *wfds = getenv("PDLUA_WORKER_WFD");
   pd_conn_init2(&c, fd, wfds ? atoi(wfds) : fd);
-  uint32_t pid = (uint32_t)getpid();
-  pd_conn_put(&c, PD_F_HELLO, &pid, 4);
+  unsigned char pid[4];
+  pdi_le32_put(pid, (uint32_t)getpid());
+  pd_conn_put(&c, PD_F_HELLO, pid, 4);
   pd_conn_flush(&c);
   for (;;) {
     int r = pd_conn_fill(&c);
