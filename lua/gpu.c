@@ -106,9 +106,8 @@ static int gpu_nvrtc(lua_State *L) {
 }
 
 /* compile(src, arch, options) -> image, warnings (a string or nil) |
- * nil, log.  options: list of strings, kept on the stack during the call.
- * Stack: [src, arch, opts] -> [src, arch, opts, o1..on, image, warnings]
- * or [.., nil, log] */
+ * nil, log.  options: list of strings.  Stack: [src, arch, opts] ->
+ * [image, warnings] or [nil, log], above the n options it keeps there */
 static int gpu_compile(lua_State *L) {
   PDI_STACK(L);
   size_t n;

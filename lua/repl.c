@@ -137,7 +137,7 @@ static int incomplete(lua_State *L, int status) {
 
 /* Stack: [line] -> [buffer, f] or [buffer, err]; returns load status.  At
  * the end of the input inside an incomplete chunk, err is its "<eof>"
- * message (as lua.c 5.4.6; lua.c 5.4.4 dropped it and then read below the
+ * message (as in later lua.c; 5.4.4's dropped it, then read below the
  * stack). */
 static int multiline(lua_State *L) {
   PDI_STACK(L);
