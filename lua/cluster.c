@@ -40,23 +40,27 @@ static double env_heartbeat(void) {
 }
 
 /* Load the secret named by t.secret (a string) or t.secret_file into s.
- * Returns 1 when one was given, 0 when none, and raises on a bad file. */
+ * Returns 1 when one was given, 0 when none, and raises on a bad file.
+ * Stack: +0 */
 static int opt_secret(lua_State *L, int t, pd_secret *s) {
+  PDI_STACK(L);
   memset(s, 0, sizeof *s);
-  lua_getfield(L, t, "secret");
+  lua_getfield(L, t, "secret");                    /* [secret] */
   if (lua_isstring(L, -1)) {
     size_t n;
     const char *p = lua_tolstring(L, -1, &n);
     if (pd_secret_set(s, p, n)) luaL_error(L, "secret: 1 to %d bytes", PD_SECRET_MAX);
-    lua_pop(L, 1);
+    lua_pop(L, 1);                                 /* [] */
+    PDI_STACK_CHECK(L, 0);
     return 1;
   }
-  lua_pop(L, 1);
-  lua_getfield(L, t, "secret_file");
+  lua_pop(L, 1);                                   /* [] */
+  lua_getfield(L, t, "secret_file");               /* [file] */
   const char *f = lua_tostring(L, -1);
   if (!f) f = getenv("PDLUA_SECRET_FILE");
   if (!f || !*f) {
-    lua_pop(L, 1);
+    lua_pop(L, 1);                                 /* [] */
+    PDI_STACK_CHECK(L, 0);
     return 0;
   }
   char err[512];
@@ -64,21 +68,28 @@ static int opt_secret(lua_State *L, int t, pd_secret *s) {
     lua_pushstring(L, err);
     lua_error(L);
   }
-  lua_pop(L, 1);
+  lua_pop(L, 1);                                   /* [] */
+  PDI_STACK_CHECK(L, 0);
   return 1;
 }
 
+/* t[k] as a string, or NULL.  Stack: +0 */
 static const char *opt_str(lua_State *L, int t, const char *k) {
+  PDI_STACK(L);
   lua_getfield(L, t, k);
   const char *v = lua_tostring(L, -1);             /* kept alive by t */
   lua_pop(L, 1);
+  PDI_STACK_CHECK(L, 0);
   return v;
 }
 
+/* t[k] as a number, or d.  Stack: +0 */
 static double opt_num(lua_State *L, int t, const char *k, double d) {
+  PDI_STACK(L);
   lua_getfield(L, t, k);
   double v = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : d;
   lua_pop(L, 1);
+  PDI_STACK_CHECK(L, 0);
   return v;
 }
 
@@ -96,6 +107,7 @@ static lcluster *check_cl(lua_State *L) {
 static int cl_new(lua_State *L) {
   if (lua_isnoneornil(L, 1)) lua_newtable(L);
   luaL_checktype(L, 1, LUA_TTABLE);
+  PDI_STACK(L);
   lcluster *lc = (lcluster *)lua_newuserdatauv(L, sizeof *lc, 0);
   lc->c = NULL;
   luaL_setmetatable(L, CLUSTER_MT);
@@ -115,8 +127,9 @@ static int cl_new(lua_State *L) {
   }
   lc->c = pd_cluster_new(&o);
   pd_secret_wipe(&s);
-  lua_pop(L, 1);
+  lua_pop(L, 1);                                   /* [opts, .., cl] */
   if (!lc->c) return luaL_error(L, "cannot start the cluster bridge (discovery socket?)");
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -157,6 +170,7 @@ static int cl_bind(lua_State *L) {
 
 /* [] -> [info table] */
 static void push_info(lua_State *L, const pd_node_info *n) {
+  PDI_STACK(L);
   lua_createtable(L, 0, 10);
   lua_pushstring(L, n->url); lua_setfield(L, -2, "url");
   lua_pushstring(L, n->name[0] ? n->name : n->url); lua_setfield(L, -2, "name");
@@ -168,18 +182,21 @@ static void push_info(lua_State *L, const pd_node_info *n) {
   lua_pushinteger(L, n->sessions); lua_setfield(L, -2, "coordinators");
   lua_pushboolean(L, n->alive); lua_setfield(L, -2, "alive");
   if (n->error[0]) { lua_pushstring(L, n->error); lua_setfield(L, -2, "error"); }
+  PDI_STACK_CHECK(L, 1);
 }
 
 /* cl:nodes() -> list of info tables, as last heard.  [cl] -> [list] */
 static int cl_nodes(lua_State *L) {
   lcluster *lc = check_cl(L);
+  PDI_STACK(L);
   pd_node_info info[256];
   int n = pd_cluster_nodes(lc->c, info, 256);
-  lua_createtable(L, n, 0);
+  lua_createtable(L, n, 0);                        /* [cl, list] */
   for (int i = 0; i < n; i++) {
-    push_info(L, &info[i]);
-    lua_rawseti(L, -2, i + 1);
+    push_info(L, &info[i]);                        /* [cl, list, info] */
+    lua_rawseti(L, -2, i + 1);                     /* [cl, list] */
   }
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -196,6 +213,7 @@ static int cl_query(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
   if (lua_isnoneornil(L, 2)) { lua_settop(L, 1); lua_newtable(L); }
   luaL_checktype(L, 2, LUA_TTABLE);
+  PDI_STACK(L);
   pd_secret s;
   int has = opt_secret(L, 2, &s);
   pd_tls tls = {NULL, NULL, opt_str(L, 2, "tls_ca")};
@@ -208,17 +226,21 @@ static int cl_query(lua_State *L) {
   if (rc) {
     lua_pushnil(L);
     lua_pushfstring(L, "node %s: %s", url, err);
+    PDI_STACK_CHECK(L, 2);
     return 2;
   }
   push_info(L, &info);
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
 /* core.cluster.listen(seconds, {addr=, secret_file=}) -> list of beacons
- * heard (each url once): {url=, name=, cpus=, gpus=, authenticated=} */
+ * heard (each url once): {url=, name=, cpus=, gpus=, authenticated=} |
+ * nil, msg.  Stack: [secs, opts] -> [list] or [nil, msg] */
 static int cl_listen(lua_State *L) {
   double secs = luaL_checknumber(L, 1);
   if (lua_isnoneornil(L, 2)) { lua_settop(L, 1); lua_newtable(L); }
+  PDI_STACK(L);
   pd_secret s;
   int has = opt_secret(L, 2, &s);
   const char *spec = opt_str(L, 2, "addr");
@@ -230,6 +252,7 @@ static int cl_listen(lua_State *L) {
   if (fd < 0) {
     lua_pushnil(L);
     lua_pushfstring(L, "cannot listen for beacons on %s: %s", spec, strerror(-fd));
+    PDI_STACK_CHECK(L, 2);
     return 2;
   }
   lua_newtable(L);                                 /* [.., list] */
@@ -247,23 +270,24 @@ static int cl_listen(lua_State *L) {
     pd_beacon b;
     if (pd_beacon_decode(buf, (size_t)r, has ? &s : NULL, pdi_unix_now(), &b)) continue;
     if (has && !b.authenticated) continue;
-    lua_getfield(L, -1, b.url);
+    lua_getfield(L, -1, b.url);                    /* [.., list, seen, seen[url]] */
     int seen = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    lua_pop(L, 1);                                 /* [.., list, seen] */
     if (seen) continue;
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, b.url);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 5);                      /* [.., list, seen, beacon] */
     lua_pushstring(L, b.url); lua_setfield(L, -2, "url");
     lua_pushstring(L, b.name); lua_setfield(L, -2, "name");
     lua_pushinteger(L, b.cpus); lua_setfield(L, -2, "cpus");
     lua_pushinteger(L, b.gpus); lua_setfield(L, -2, "gpus");
     lua_pushboolean(L, b.authenticated); lua_setfield(L, -2, "authenticated");
-    lua_rawseti(L, list, ++k);
+    lua_rawseti(L, list, ++k);                     /* [.., list, seen] */
   }
   close(fd);
   pd_secret_wipe(&s);
-  lua_pop(L, 1);
+  lua_pop(L, 1);                                   /* [.., list] */
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -278,9 +302,11 @@ static const luaL_Reg cl_funcs[] = {
 
 /* Stack: [] -> [pd.core.cluster] */
 int luaopen_pd_core_cluster(lua_State *L) {
-  pdi_newclass(L, CLUSTER_MT, cl_methods, NULL, cl_close);
-  lua_pop(L, 1);
-  luaL_newlib(L, cl_funcs);
+  PDI_STACK(L);
+  pdi_newclass(L, CLUSTER_MT, cl_methods, NULL, cl_close); /* [mt] */
+  lua_pop(L, 1);                                   /* [] */
+  luaL_newlib(L, cl_funcs);                        /* [cluster] */
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 

@@ -50,8 +50,11 @@ static int gpu_available(lua_State *L) {
   return 2;
 }
 
-/* devices() -> { {name=, memory=, cc=, sms=}, ... } [, reason when empty] */
+/* devices() -> { {name=, memory=, cc=, sms=}, ... } [, reason when empty]
+ * | nil, reason (a device that does not answer).
+ * Stack: [] -> [list], [list, why] or [list, nil, why] */
 static int gpu_devices(lua_State *L) {
+  PDI_STACK(L);
   char why[512];
   int n = pdgpu_probe(why, sizeof why);
   lua_createtable(L, n, 0);                              /* [list] */
@@ -59,7 +62,8 @@ static int gpu_devices(lua_State *L) {
     pdgpu_device d;
     if (pdgpu_device_info(i, &d, why, sizeof why) != 0) {
       lua_pushnil(L);
-      lua_pushstring(L, why);
+      lua_pushstring(L, why);                            /* [list, nil, why] */
+      PDI_STACK_CHECK(L, 3);
       return 2;
     }
     lua_createtable(L, 0, 5);                            /* [list, dev] */
@@ -78,9 +82,11 @@ static int gpu_devices(lua_State *L) {
     lua_rawseti(L, -2, i + 1);                           /* [list] */
   }
   if (n == 0) {
-    lua_pushstring(L, why);
+    lua_pushstring(L, why);                              /* [list, why] */
+    PDI_STACK_CHECK(L, 2);
     return 2;
   }
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -99,9 +105,11 @@ static int gpu_nvrtc(lua_State *L) {
   return 2;
 }
 
-/* compile(src, arch, options) -> image | nil, log.  options: list of
- * strings.  Stack: [src, arch, opts] -> [image] or [nil, log] */
+/* compile(src, arch, options) -> image, warnings (a string or nil) |
+ * nil, log.  options: list of strings.  Stack: [src, arch, opts] ->
+ * [image, warnings] or [nil, log], above the n options it keeps there */
 static int gpu_compile(lua_State *L) {
+  PDI_STACK(L);
   size_t n;
   const char *src = luaL_checklstring(L, 1, &n);
   const char *arch = luaL_checkstring(L, 2);
@@ -112,6 +120,7 @@ static int gpu_compile(lua_State *L) {
   }
   if (nopts > 256) return luaL_argerror(L, 3, "too many options (256 at most)");
   const char *opts[256];
+  luaL_checkstack(L, nopts + 2, "too many options");
   for (int i = 0; i < nopts; i++) {
     lua_rawgeti(L, 3, i + 1);                            /* kept on the stack */
     if (lua_type(L, -1) != LUA_TSTRING)
@@ -125,6 +134,7 @@ static int gpu_compile(lua_State *L) {
     lua_pushnil(L);
     lua_pushstring(L, log && *log ? log : "compilation failed");
     free(log);
+    PDI_STACK_CHECK(L, nopts + 2);
     return 2;
   }
   lua_pushlstring(L, out, outlen);
@@ -132,6 +142,7 @@ static int gpu_compile(lua_State *L) {
   else lua_pushnil(L);
   free(out);
   free(log);
+  PDI_STACK_CHECK(L, nopts + 2);
   return 2;
 }
 
@@ -184,6 +195,7 @@ typedef struct { image *im; } image_ud;
  * bytes (a Lua string always ends in a NUL, as PTX must).  Userdata first
  * (empty), record second, module third.  Stack: [dev, s] -> [h] or [nil, why] */
 static int gpu_load(lua_State *L) {
+  PDI_STACK(L);
   int dev = check_dev(L, 1);
   size_t len;
   const char *img = luaL_checklstring(L, 2, &len);
@@ -196,11 +208,13 @@ static int gpu_load(lua_State *L) {
   char why[4096];
   if (pdgpu_module_load(dev, img, &im->m, why, sizeof why) != 0) {
     free(im);
+    PDI_STACK_CHECK(L, 1);                                 /* [dev, s, h]: fail adds 2 */
     return fail(L, why);
   }
   im->dev = dev;
   im->refs = 1;
   u->im = im;
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -294,6 +308,7 @@ typedef struct kernel {
 /* Read signature (string "double*, int" or list {"double*", "int"}) at idx
  * into k.  Raises on an unknown type.  Stack: unchanged */
 static void read_signature(lua_State *L, int idx, kernel *k) {
+  PDI_STACK(L);
   k->nargs = 0;
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
@@ -302,7 +317,10 @@ static void read_signature(lua_State *L, int idx, kernel *k) {
     if (len >= 2 && s[0] == '(' && s[len - 1] == ')') { p++; e--; }
     int blank = 1;
     for (const char *q = p; q < e; q++) blank &= (*q == ' ' || *q == '\t');
-    if (blank || (e - p == 4 && !memcmp(p, "void", 4))) return;   /* "" or "void" */
+    if (blank || (e - p == 4 && !memcmp(p, "void", 4))) {         /* "" or "void" */
+      PDI_STACK_CHECK(L, 0);
+      return;
+    }
     while (p <= e) {
       const char *c = memchr(p, ',', (size_t)(e - p));
       if (!c) c = e;
@@ -316,6 +334,7 @@ static void read_signature(lua_State *L, int idx, kernel *k) {
       k->t[k->nargs++] = t;
       p = c + 1;
     }
+    PDI_STACK_CHECK(L, 0);
     return;
   }
   luaL_argcheck(L, lua_type(L, idx) == LUA_TTABLE, idx,
@@ -333,6 +352,7 @@ static void read_signature(lua_State *L, int idx, kernel *k) {
     k->t[k->nargs++] = t;
     lua_pop(L, 1);                                          /* [] */
   }
+  PDI_STACK_CHECK(L, 0);
 }
 
 /* Render k's signature ("double*, int") into buf. */
@@ -349,6 +369,7 @@ static const char *sig_text(const kernel *k, char *buf, size_t n) {
  * signature that does not match the compiled kernel raises.
  * Stack: [h, name, sig, shared?] -> [k] or [nil, why] */
 static int gpu_kernel(lua_State *L) {
+  PDI_STACK(L);
   image_ud *u = (image_ud *)luaL_checkudata(L, 1, IMAGE_MT);
   size_t nl;
   const char *name = luaL_checklstring(L, 2, &nl);
@@ -365,7 +386,8 @@ static int gpu_kernel(lua_State *L) {
   char why[512];
   if (pdgpu_function(u->im->dev, u->im->m, name, &k->f, why, sizeof why) != 0) {
     lua_pushnil(L);
-    lua_pushfstring(L, "kernel '%s': %s", name, why);
+    lua_pushfstring(L, "kernel '%s': %s", name, why);  /* [.., k, nil, why] */
+    PDI_STACK_CHECK(L, 3);
     return 2;
   }
   size_t off, size;
@@ -389,6 +411,7 @@ static int gpu_kernel(lua_State *L) {
   }
   k->im = u->im;
   k->im->refs++;
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -421,6 +444,7 @@ static darray *check_live(lua_State *L, int idx) {
  * with why filled when the device refuses.  Stack: [] -> [d] */
 static darray *push_darray(lua_State *L, int dev, int dtype, int ndim, const int64_t *dims,
                            char *why, size_t wn) {
+  PDI_STACK(L);
   darray *d = (darray *)lua_newuserdatauv(L, sizeof *d, 0);     /* [d] */
   memset(d, 0, sizeof *d);
   luaL_setmetatable(L, DARRAY_MT);
@@ -431,6 +455,7 @@ static darray *push_darray(lua_State *L, int dev, int dtype, int ndim, const int
   d->dtype = dtype;
   d->dev = dev;
   d->bytes = (size_t)d->n * pdi_dtype_size(dtype);
+  PDI_STACK_CHECK(L, 1);
   if (pdgpu_alloc(dev, d->bytes, &d->p, why, wn) != 0) return NULL;
   d->live = 1;
   return d;
@@ -439,11 +464,13 @@ static darray *push_darray(lua_State *L, int dev, int dtype, int ndim, const int
 /* array(dev, a) -> device copy of the contiguous pd.array a | nil, reason.
  * One cuMemcpyHtoD of a's bytes.  Stack: [dev, a] -> [d] or [nil, why] */
 static int gpu_array(lua_State *L) {
+  PDI_STACK(L);
   int dev = check_dev(L, 1);
   pdi_array *a = pdi_array_check(L, 2);
   luaL_argcheck(L, pdi_array_contiguous(a), 2, "contiguous array expected (use a:copy())");
   char why[512];
   darray *d = push_darray(L, dev, a->dtype, a->ndim, a->dims, why, sizeof why);
+  PDI_STACK_CHECK(L, 1);                                        /* [dev, a, d] */
   if (!d || pdgpu_htod(dev, d->p, a->data, d->bytes, why, sizeof why) != 0) return fail(L, why);
   return 1;
 }
@@ -451,6 +478,7 @@ static int gpu_array(lua_State *L) {
 /* empty(dev, dtype, rows [, cols]) -> zero-filled device array | nil, reason.
  * Stack: [dev, dtype, r, c?] -> [d] or [nil, why] */
 static int gpu_empty(lua_State *L) {
+  PDI_STACK(L);
   int dev = check_dev(L, 1);
   int dtype = pdi_dtype_find(luaL_checkstring(L, 2));
   luaL_argcheck(L, dtype >= 0, 2, "dtype: f64, f32, i32, i64 or u8");
@@ -463,6 +491,7 @@ static int gpu_empty(lua_State *L) {
                 "size out of range");
   char why[512];
   darray *d = push_darray(L, dev, dtype, ndim, dims, why, sizeof why);
+  PDI_STACK_CHECK(L, 1);                                        /* [.., d] */
   if (!d || pdgpu_memset0(dev, d->p, d->bytes, why, sizeof why) != 0) return fail(L, why);
   return 1;
 }
@@ -471,6 +500,7 @@ static int gpu_empty(lua_State *L) {
  * must be a contiguous array of d's dtype and element count.  Waits for
  * the kernels before it.  Stack: [d, out?] -> [a] or [nil, why] */
 static int d_tohost(lua_State *L) {
+  PDI_STACK(L);
   darray *d = check_live(L, 1);
   pdi_array *a;
   if (lua_isnoneornil(L, 2)) {
@@ -482,6 +512,7 @@ static int d_tohost(lua_State *L) {
                   "array of the same dtype and size expected");
     lua_pushvalue(L, 2);                                         /* [d, out, out] */
   }
+  PDI_STACK_CHECK(L, 1);                                         /* a on top; fail adds 2 */
   char why[512];
   if (pdgpu_dtoh(d->dev, a->data, d->p, d->bytes, why, sizeof why) != 0) return fail(L, why);
   return 1;
@@ -560,12 +591,14 @@ static int d_tostring(lua_State *L) {
 /* A launch dimension: a positive integer or a list of 1 to 3 of them.
  * Stack: unchanged */
 static void read_dim(lua_State *L, int idx, const char *what, unsigned out[3]) {
+  PDI_STACK(L);
   out[0] = out[1] = out[2] = 1;
   if (lua_type(L, idx) == LUA_TNUMBER) {
     lua_Integer v = lua_tointeger(L, idx);
     if (v < 1 || v > 0x7fffffff || (lua_Number)v != lua_tonumber(L, idx))
       luaL_argerror(L, idx, lua_pushfstring(L, "%s: positive integer expected", what));
     out[0] = (unsigned)v;
+    PDI_STACK_CHECK(L, 0);
     return;
   }
   if (lua_type(L, idx) != LUA_TTABLE)
@@ -582,6 +615,7 @@ static void read_dim(lua_State *L, int idx, const char *what, unsigned out[3]) {
       luaL_argerror(L, idx, lua_pushfstring(L, "%s[%d]: positive integer expected", what, i + 1));
     out[i] = (unsigned)v;
   }
+  PDI_STACK_CHECK(L, 0);
 }
 
 typedef union argval {
@@ -622,8 +656,10 @@ static int64_t int_arg(lua_State *L, int idx, int i, const kernel *k, double lo,
  * memory; default the kernel's).  Arguments follow the signature: numbers
  * for scalars, pd.gpu arrays of the declared element type on the kernel's
  * device for pointers.  Asynchronous: the kernel's own faults show at
- * pd.gpu.sync() or the next tohost.  Stack: [k, grid, block, args...] -> [true] */
+ * pd.gpu.sync() or the next tohost.
+ * Stack: [k, grid, block, args...] -> [true] or [nil, why] */
 static int k_launch(lua_State *L) {
+  PDI_STACK(L);
   kernel *k = (kernel *)luaL_checkudata(L, 1, KERNEL_MT);
   if (!k->im) return luaL_argerror(L, 1, "kernel not loaded");
   unsigned grid[3], block[3];
@@ -691,9 +727,11 @@ static int k_launch(lua_State *L) {
   if (pdgpu_launch(k->im->dev, k->f, grid, block, shared, params, why, sizeof why) != 0) {
     lua_pushnil(L);
     lua_pushfstring(L, "kernel '%s': %s", k->name, why);
+    PDI_STACK_CHECK(L, 2);
     return 2;
   }
   lua_pushboolean(L, 1);
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -766,6 +804,7 @@ int luaopen_pd_core_gpu(lua_State *L) {
   static const luaL_Reg darray_meta[] = {
     {"__len", d_len}, {"__tostring", d_tostring}, {NULL, NULL},
   };
+  PDI_STACK(L);
   pdi_newclass(L, IMAGE_MT, NULL, NULL, image_gc);
   pdi_newclass(L, KERNEL_MT, kernel_methods, kernel_meta, kernel_gc);
   pdi_newclass(L, DARRAY_MT, darray_methods, darray_meta, d_free);
@@ -773,5 +812,6 @@ int luaopen_pd_core_gpu(lua_State *L) {
   luaL_newlib(L, gpu_funcs);                              /* [gpu] */
   lua_pushinteger(L, PDGPU_API_VERSION);
   lua_setfield(L, -2, "api_version");
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }

@@ -29,6 +29,7 @@ static const luaL_Reg natives[] = {
  * nodes, seed, secret_file, discover, progress, json); empty under plain
  * lua5.4.  A fresh copy each call.  Stack: [] -> [t] */
 static int core_options(lua_State *L) {
+  PDI_STACK(L);
   lua_newtable(L);                                    /* [t] */
   lua_getfield(L, LUA_REGISTRYINDEX, "pdlua.options"); /* [t, opts|nil] */
   if (lua_istable(L, -1)) {
@@ -40,6 +41,7 @@ static int core_options(lua_State *L) {
     }
   }
   lua_pop(L, 1);                                      /* [t] */
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }
 
@@ -78,6 +80,7 @@ static const luaL_Reg core_funcs[] = {
 /* Stack: [] -> [pd.core] */
 int luaopen_pd_core(lua_State *L) {
   luaL_checkversion(L);
+  PDI_STACK(L);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "preload");                     /* [package, preload] */
   for (const luaL_Reg *r = natives; r->name; r++) {
@@ -98,5 +101,6 @@ int luaopen_pd_core(lua_State *L) {
   lua_setfield(L, -2, "path");
   lua_pushstring(L, pdi_lua_cpath());
   lua_setfield(L, -2, "cpath");
+  PDI_STACK_CHECK(L, 1);
   return 1;
 }

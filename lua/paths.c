@@ -111,8 +111,10 @@ static int newer_or_same(const char *bc, const char *src) {
   return a.st_mtim.tv_nsec >= b.st_mtim.tv_nsec;
 }
 
-/* package.searchers entry: [name] -> [loader, path] | [message] | [] */
+/* package.searchers entry: [name] -> [loader, path] | [] (not ours: the
+ * next searcher says why a module is missing) */
 static int bc_searcher(lua_State *L) {
+  PDI_STACK(L);
   const char *name = luaL_checkstring(L, 1);
   if (strcmp(name, "pd") != 0 && strncmp(name, "pd.", 3) != 0) return 0;
   pthread_once(&once, find_self);
@@ -127,16 +129,21 @@ static int bc_searcher(lua_State *L) {
     snprintf(bc, sizeof bc, "%s/bc/%s%s.luac", exe_dir, rel, tail);
     if (!newer_or_same(bc, src)) continue;
     if (luaL_loadfilex(L, bc, "b") != LUA_OK) {    /* stale format, damaged: use the source */
-      lua_pop(L, 1);
+      lua_pop(L, 1);                               /* [] */
+      PDI_STACK_CHECK(L, 0);
       return 0;
     }
-    lua_pushstring(L, src);
+    lua_pushstring(L, src);                        /* [loader, path] */
+    PDI_STACK_CHECK(L, 2);
     return 2;
   }
   return 0;
 }
 
+/* Put bc_searcher second in package.searchers (package.loaders in LuaJIT),
+ * after the preload searcher.  Stack: +0 */
 void pdi_add_bc_searcher(lua_State *L) {
+  PDI_STACK(L);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "searchers");                /* [package, searchers] */
   if (!lua_istable(L, -1)) {                       /* LuaJIT: package.loaders */
@@ -152,5 +159,6 @@ void pdi_add_bc_searcher(lua_State *L) {
     lua_pushcfunction(L, bc_searcher);
     lua_rawseti(L, -2, 2);
   }
-  lua_pop(L, 2);
+  lua_pop(L, 2);                                   /* [] */
+  PDI_STACK_CHECK(L, 0);
 }

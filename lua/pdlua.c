@@ -35,13 +35,16 @@ static void l_message(const char *msg) {
   fflush(stderr);
 }
 
-/* Print the error string on the stack top (if status is an error) and pop. */
+/* Print the error string on the stack top (if status is an error) and pop.
+ * Stack: [err] -> [] on an error, +0 otherwise. */
 static int report(lua_State *L, int status) {
+  PDI_STACK(L);
   if (status != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     l_message(msg ? msg : "(error with no message)");
     lua_pop(L, 1);
   }
+  PDI_STACK_CHECK(L, status != LUA_OK ? -1 : 0);
   return status;
 }
 
@@ -130,20 +133,22 @@ static int check_count(const char *flag, const char *v) {
   return 0;
 }
 
-/* registry["pdlua.options"] = { cpus=, gpus=, nodes={...}, ... } */
+/* registry["pdlua.options"] = { cpus=, gpus=, nodes={...}, ... }.
+ * Stack: +0 */
 static void store_options(lua_State *L, const opts *o) {
-  lua_newtable(L);
+  PDI_STACK(L);
+  lua_newtable(L);                                 /* [t] */
   if (o->cpus) { lua_pushinteger(L, atol(o->cpus)); lua_setfield(L, -2, "cpus"); }
   if (o->gpus) { lua_pushinteger(L, atol(o->gpus)); lua_setfield(L, -2, "gpus"); }
   if (o->seed) {
-    lua_pushstring(L, o->seed);
-    if (lua_stringtonumber(L, o->seed)) lua_remove(L, -2); /* numeric seed */
+    lua_pushstring(L, o->seed);                    /* [t, s] */
+    if (lua_stringtonumber(L, o->seed)) lua_remove(L, -2); /* numeric seed: [t, n] */
     lua_setfield(L, -2, "seed");
   }
   if (o->secret_file) { lua_pushstring(L, o->secret_file); lua_setfield(L, -2, "secret_file"); }
   if (o->tls_ca) { lua_pushstring(L, o->tls_ca); lua_setfield(L, -2, "tls_ca"); }
   if (o->nodes) {                                  /* "a,b,c" -> {"a","b","c"} */
-    lua_newtable(L);
+    lua_newtable(L);                               /* [t, nodes] */
     const char *p = o->nodes;
     int k = 0;
     while (*p) {
@@ -152,25 +157,31 @@ static void store_options(lua_State *L, const opts *o) {
       if (len) { lua_pushlstring(L, p, len); lua_rawseti(L, -2, ++k); }
       p += len + (c ? 1 : 0);
     }
-    lua_setfield(L, -2, "nodes");
+    lua_setfield(L, -2, "nodes");                  /* [t] */
   }
   if (o->discover) { lua_pushboolean(L, 1); lua_setfield(L, -2, "discover"); }
   if (o->no_progress) { lua_pushboolean(L, 0); lua_setfield(L, -2, "progress"); }
   if (o->json) { lua_pushboolean(L, 1); lua_setfield(L, -2, "json"); }
-  lua_setfield(L, LUA_REGISTRYINDEX, "pdlua.options");
+  lua_setfield(L, LUA_REGISTRYINDEX, "pdlua.options"); /* [] */
+  PDI_STACK_CHECK(L, 0);
 }
 
 /* ---- the state ------------------------------------------------------------- */
 
+/* package[field] = ours .. ";" .. package[field].  Stack: +0 */
 static void prepend_path(lua_State *L, const char *field, const char *ours) {
+  PDI_STACK(L);
   lua_getglobal(L, "package");                     /* [package] */
   lua_getfield(L, -1, field);                      /* [package, old] */
   lua_pushfstring(L, "%s;%s", ours, lua_tostring(L, -1)); /* [package, old, new] */
   lua_setfield(L, -3, field);                      /* [package, old] */
-  lua_pop(L, 2);
+  lua_pop(L, 2);                                   /* [] */
+  PDI_STACK_CHECK(L, 0);
 }
 
+/* The standard libraries, pd.core preloaded, the search paths.  Stack: +0 */
 static void open_state(lua_State *L) {
+  PDI_STACK(L);
   luaL_openlibs(L);
   /* pd.core lives inside this executable: preload it, no .so needed. */
   lua_getglobal(L, "package");
@@ -181,12 +192,15 @@ static void open_state(lua_State *L) {
   prepend_path(L, "path", pdi_lua_path());
   prepend_path(L, "cpath", pdi_lua_cpath());
   pdi_add_bc_searcher(L);
+  PDI_STACK_CHECK(L, 0);
 }
 
 /* arg = { [-n..-1] = the words before SCRIPT, [0] = SCRIPT,
- *         [1..] = the script's own arguments (pdlua's flags taken out) } */
+ *         [1..] = the script's own arguments (pdlua's flags taken out) }.
+ * Stack: +0 */
 static void create_arg_table(lua_State *L, char **argv, int script, char **sargs, int nsargs) {
-  lua_createtable(L, nsargs, script + 1);
+  PDI_STACK(L);
+  lua_createtable(L, nsargs, script + 1);          /* [arg] */
   for (int i = 0; i <= script; i++) {
     lua_pushstring(L, argv[i]);
     lua_rawseti(L, -2, i - script);
@@ -195,19 +209,29 @@ static void create_arg_table(lua_State *L, char **argv, int script, char **sargs
     lua_pushstring(L, sargs[i]);
     lua_rawseti(L, -2, i + 1);
   }
-  lua_setglobal(L, "arg");
+  lua_setglobal(L, "arg");                         /* [] */
+  PDI_STACK_CHECK(L, 0);
 }
 
+/* Run the chunk that a load with this status left, or report its error.
+ * Stack: [f] or [err] -> [] */
 static int dochunk(lua_State *L, int status) {
+  PDI_STACK(L);
   if (status == LUA_OK) status = pdi_docall(L, 0, 0);
-  return report(L, status);
+  status = report(L, status);
+  PDI_STACK_CHECK(L, -1);
+  return status;
 }
 
+/* Stack: +0 */
 static int dostring(lua_State *L, const char *s) {
   return dochunk(L, luaL_loadbuffer(L, s, strlen(s), "=(command line)"));
 }
 
+/* Run the file fname (NULL or "-": stdin) with args as `...`; an error is
+ * reported.  Stack: +0 */
 static int run_script(lua_State *L, const char *fname, char **args, int nargs) {
+  PDI_STACK(L);
   if (fname && !strcmp(fname, "-")) fname = NULL;  /* stdin */
   int status = luaL_loadfile(L, fname);
   if (status == LUA_OK) {
@@ -215,7 +239,9 @@ static int run_script(lua_State *L, const char *fname, char **args, int nargs) {
     for (int i = 0; i < nargs; i++) lua_pushstring(L, args[i]);
     status = pdi_docall(L, nargs, 0);
   }
-  return report(L, status);
+  status = report(L, status);
+  PDI_STACK_CHECK(L, 0);
+  return status;
 }
 
 /* ---- main ---------------------------------------------------------------------- */
@@ -318,46 +344,62 @@ static int parse(cli *c) {
   return 0;
 }
 
+/* `pdlua [run|repl] ...`: -e chunks, then the script, stdin or the REPL.
+ * Returns ok, or nothing once an error was reported.
+ * Stack: [cli] -> [cli, ok] or [cli]; the REPL's: [cli] -> [ok] */
 static int pmain(lua_State *L) {
+  PDI_STACK(L);
   cli *c = (cli *)lua_touserdata(L, 1);
   luaL_checkversion(L);
   open_state(L);
   store_options(L, &c->o);
   if (c->script)
     create_arg_table(L, c->argv, c->script, c->sargs, c->nsargs);
-  for (int k = 0; k < c->nexec; k++)
-    if (dostring(L, c->exec[k]) != LUA_OK) return 0;
-  if (c->script) {
-    if (run_script(L, c->argv[c->script], c->sargs, c->nsargs) != LUA_OK) return 0;
-  } else if (!strcmp(c->cmd->name, "repl") || (c->nexec == 0 && isatty(STDIN_FILENO))) {
-    lua_pushboolean(L, pdi_repl(L) == 0);
+  int ok = 1;
+  for (int k = 0; ok && k < c->nexec; k++)
+    ok = dostring(L, c->exec[k]) == LUA_OK;
+  if (ok && c->script) {
+    ok = run_script(L, c->argv[c->script], c->sargs, c->nsargs) == LUA_OK;
+  } else if (ok && (!strcmp(c->cmd->name, "repl") || (c->nexec == 0 && isatty(STDIN_FILENO)))) {
+    lua_pushboolean(L, pdi_repl(L) == 0);          /* [ok] */
+    PDI_ASSERT(lua_gettop(L) == 1);
     return 1;
-  } else if (c->nexec == 0) {
-    if (run_script(L, NULL, NULL, 0) != LUA_OK) return 0; /* script on stdin */
+  } else if (ok && c->nexec == 0) {
+    ok = run_script(L, NULL, NULL, 0) == LUA_OK;   /* script on stdin */
   }
-  lua_pushboolean(L, 1);
+  PDI_STACK_CHECK(L, 0);                           /* [cli] */
+  if (!ok) return 0;
+  lua_pushboolean(L, 1);                           /* [cli, true] */
   return 1;
 }
 
 /* `pdlua nodes ...` and `pdlua ctl ...`: require("pd.cluster").cli(name, args)
  * returns the exit status.  Stack: [cli] -> [ok] */
 static int pmain_admin(lua_State *L) {
+  PDI_STACK(L);
   cli *c = (cli *)lua_touserdata(L, 1);
   open_state(L);
   store_options(L, &c->o);
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "pd.cluster");
-  if (report(L, pdi_docall(L, 1, 1)) != LUA_OK) return 0;
-  lua_getfield(L, -1, "cli");                      /* [cluster, cli] */
+  lua_pushliteral(L, "pd.cluster");                /* [cli, require, name] */
+  if (report(L, pdi_docall(L, 1, 1)) != LUA_OK) {
+    PDI_STACK_CHECK(L, 0);                         /* [cli] */
+    return 0;
+  }
+  lua_getfield(L, -1, "cli");                      /* [cli, cluster, f] */
   lua_pushstring(L, c->cmd->name);
-  lua_createtable(L, c->argc, 0);
+  lua_createtable(L, c->argc, 0);                  /* [cli, cluster, f, name, args] */
   for (int i = 2; i < c->argc; i++) {
     lua_pushstring(L, c->argv[i]);
     lua_rawseti(L, -2, i - 1);
   }
-  if (report(L, pdi_docall(L, 2, 1)) != LUA_OK) return 0;
+  if (report(L, pdi_docall(L, 2, 1)) != LUA_OK) {
+    PDI_STACK_CHECK(L, 1);                         /* [cli, cluster] */
+    return 0;
+  }
   c->rc = (int)lua_tointeger(L, -1);
-  lua_pushboolean(L, 1);
+  lua_pushboolean(L, 1);                           /* [cli, cluster, rc, true] */
+  PDI_STACK_CHECK(L, 3);
   return 1;
 }
 #ifdef PDLUA_SANITIZE

@@ -112,42 +112,52 @@ static void addhist(const char *line) {
 
 /* Stack: [line] -> [line, f] on success, [line] (error popped) otherwise. */
 static int addreturn(lua_State *L) {
+  PDI_STACK(L);
   const char *line = lua_tostring(L, -1);
   const char *retline = lua_pushfstring(L, "return %s;", line);
   int status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
   lua_remove(L, -2);                   /* drop retline */
   if (status != LUA_OK) lua_pop(L, 1); /* drop the error */
+  PDI_STACK_CHECK(L, status == LUA_OK ? 1 : 0);
   return status;
 }
 
+/* Is the load status, with its message on top, a chunk cut short by the
+ * end of the input?  Stack: unchanged (the caller drops the message). */
 static int incomplete(lua_State *L, int status) {
   if (status == LUA_ERRSYNTAX) {
     size_t lmsg;
     const char *msg = lua_tolstring(L, -1, &lmsg);
     size_t lmark = sizeof(EOFMARK) - 1;          /* LuaJIT quotes it: '<eof>' */
     if (lmsg > 0 && msg[lmsg - 1] == '\'') lmsg--;
-    if (lmsg >= lmark && strncmp(msg + lmsg - lmark, EOFMARK, lmark) == 0) {
-      lua_pop(L, 1);
-      return 1;
-    }
+    if (lmsg >= lmark && strncmp(msg + lmsg - lmark, EOFMARK, lmark) == 0) return 1;
   }
   return 0;
 }
 
-/* Stack: [line] -> [buffer, f] or [buffer, err]; returns load status. */
+/* Stack: [line] -> [buffer, f] or [buffer, err]; returns load status.  At
+ * the end of the input inside an incomplete chunk, err is its "<eof>"
+ * message (as in later lua.c; 5.4.4's dropped it, then read below the
+ * stack). */
 static int multiline(lua_State *L) {
+  PDI_STACK(L);
   for (;;) {
     size_t len;
     const char *line = lua_tolstring(L, 1, &len);
-    int status = luaL_loadbuffer(L, line, len, "=stdin");
-    if (!incomplete(L, status) || !pushline(L, 0)) return status;
+    int status = luaL_loadbuffer(L, line, len, "=stdin"); /* [buffer, f|err] */
+    if (!incomplete(L, status) || !pushline(L, 0)) {
+      PDI_STACK_CHECK(L, 1);
+      return status;
+    }
+    lua_remove(L, -2);                 /* [buffer, line]: drop the <eof> message */
     lua_pushliteral(L, "\n");
-    lua_insert(L, -2);
-    lua_concat(L, 3);                  /* join the lines */
+    lua_insert(L, -2);                 /* [buffer, "\n", line] */
+    lua_concat(L, 3);                  /* [buffer]: the lines joined */
   }
 }
 
-/* Returns -1 at EOF, else a load status with [f] or [err] on the stack. */
+/* Returns -1 at EOF, else a load status with [f] or [err] on the stack.
+ * Stack: [..] -> [] at EOF, else [f] or [err] (the stack is the REPL's). */
 static int loadline(lua_State *L) {
   lua_settop(L, 0);
   if (!pushline(L, 1)) return -1;
@@ -155,12 +165,14 @@ static int loadline(lua_State *L) {
   if (status != LUA_OK) status = multiline(L);
   addhist(lua_tostring(L, 1));
   lua_remove(L, 1);
+  PDI_ASSERT(lua_gettop(L) == 1);
   return status;
 }
 
 /* Print the values on the stack (all of them), through pd.pretty if it
  * loads.  Stack: [v...] -> [] */
 static void print_values(lua_State *L) {
+  PDI_STACK(L);
   int n = lua_gettop(L);
   if (n == 0) return;
   luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
@@ -177,8 +189,11 @@ static void print_values(lua_State *L) {
     fprintf(stderr, "error calling print (%s)\n", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
+  PDI_STACK_CHECK(L, -n);
 }
 
+/* Stack: [..] -> []: the stack is the REPL's, each line starts from an
+ * empty one (as lua.c's doREPL). */
 int pdi_repl(lua_State *L) {
   edit_load();
   history_open();
