@@ -105,7 +105,7 @@ static lcluster *check_cl(lua_State *L) {
 
 /* core.cluster.new(opts) -> cluster.  Stack: [opts] -> [cl] */
 static int cl_new(lua_State *L) {
-  if (lua_isnoneornil(L, 1)) lua_newtable(L);
+  if (lua_isnoneornil(L, 1)) { lua_settop(L, 0); lua_newtable(L); }
   luaL_checktype(L, 1, LUA_TTABLE);
   PDI_STACK(L);
   lcluster *lc = (lcluster *)lua_newuserdatauv(L, sizeof *lc, 0);
