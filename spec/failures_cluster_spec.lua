@@ -7,33 +7,7 @@ local H = require "helper"
 local C = require "cluster_helper"
 local q = H.q
 local JOB = C.JOB       -- records where each task ran, checks its results
-
--- For a coordinator script: lend(pd, names, pids) maps until every node
--- named has run a task (and, with pids, until that many worker processes
--- have), bounded.  A node that has joined lends only once a map asks, and
--- its workers start then: a case that needs a node's workers busy, or
--- warm, waits for them this way instead of hoping the job is long enough.
-local LEND = [=[
-local function lend(pd, names, pids)
-  local core = require "pd.core"
-  local on, seen, deadline = {}, {}, core.now() + 30
-  local function done()
-    for _, n in ipairs(names) do if not on[n] then return false end end
-    return #seen >= (pids or 0)
-  end
-  repeat
-    local r = pd.map(function()
-      local t = os.clock() + 0.01; while os.clock() < t do end   -- let each worker take some
-      return { os.getenv("PDLUA_NODE_NAME"), require("pd.core.map").getpid() } end,
-      { 1, 2, 3, 4, 5, 6, 7, 8 }, { chunk = 1 })
-    for i = 1, r.n do
-      on[r[i][1]] = true
-      if not seen[r[i][2]] then seen[r[i][2]] = true; seen[#seen + 1] = r[i][2] end
-    end
-  until done() or core.now() > deadline
-  assert(done(), "the nodes did not lend their workers")
-end
-]=]
+local LEND = C.LEND     -- lend(pd, names, pids): wait until the nodes lend
 
 describe("cluster failures and sharing", function()
   local secret

@@ -6,7 +6,7 @@
 -- node's workers only), so the spec counts where every evaluation ran.
 -- Every process started here is killed and checked gone in teardown.
 --
--- Both nodes lend workers before anything is counted (LEND): a node joins
+-- Both nodes lend workers before anything is counted (C.LEND): a node joins
 -- when it answers, but its workers start only once a map asks for them,
 -- and pd.map hands work to the slots it holds.  A run of tiny tasks (3 x
 -- 1000 evaluations, well under a second) may be over before a loaded
@@ -17,24 +17,16 @@
 local H = require "helper"
 local C = require "cluster_helper"
 local q = H.q
+-- Nothing here tests failure detection: the default heartbeat (1 s, so a
+-- node or coordinator is dropped after 4 s of silence), not the helper's
+-- 0.2 s, under which a loaded machine can drop a node mid-run.
+C.HB = "1"
 
 -- arg: the log folder, the mode ("session": nodes from --nodes;
 -- "init": pd.init{nodes=, cpus=0}; "spec": the spec's nodes field, with
 -- --cpus 0; a spec's cpus is pd.map's cap on workers per batch, as for
 -- map, not a way to keep the coordinator's CPUs out), then node URLs.  Prints "alg x evaluations iterations stop".
-local LEND = [=[
--- map until both nodes (oa, ob) have run tasks, with a deadline
-local function lend(pd)
-  local core = require "pd.core"
-  local on, deadline = {}, core.now() + 30
-  repeat
-    local r = pd.map(function() return os.getenv("PDLUA_NODE_NAME") or "local" end,
-                     { 1, 2, 3, 4, 5, 6, 7, 8 }, { chunk = 1 })
-    for i = 1, r.n do on[r[i]] = true end
-  until (on.oa and on.ob) or core.now() > deadline
-  assert(on.oa and on.ob, "the nodes did not both lend workers")
-end
-]=]
+local LEND = C.LEND
 
 local JOB = LEND .. [=[
 local pd = require "pd"
@@ -47,7 +39,7 @@ if mode == "spec" then     -- the spec's nodes join the session, not pd.map's
                                                   params = { x_0 = { -5, 5 } }, nodes = urls })
 end
 for _, alg in ipairs { "cmaes", "pso", "ga" } do
-  lend(pd)
+  lend(pd, { "oa", "ob" })
   local spec = { algorithm = alg, popsize = 1000, maxiter = 3, params = { x_0 = { -5, 5 } },
                  seed = 7 }
   if mode == "spec" then spec.nodes = urls end
@@ -125,7 +117,7 @@ describe("pd.maximize across two loopback nodes (Playdoh's test)", function()
     local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. q(dir))
     local script = C.script(LEND .. ([=[
       local pd = require "pd"
-      lend(pd)
+      lend(pd, { "oa", "ob" })
       local r = pd.minimize(function(X)
         local rows = X:shape()
         local f = assert(io.open(%q .. "/" .. (os.getenv("PDLUA_NODE_NAME") or "local"), "a"))
