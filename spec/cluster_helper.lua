@@ -185,4 +185,32 @@ table.sort(names)
 print("OK " .. r.n .. " " .. table.concat(names, " "))
 ]=]
 
+-- For a coordinator script (prepend it): lend(pd, names, pids) maps until
+-- every node named has run a task (with pids: and that many worker
+-- processes have), bounded.  A node that has joined lends only once a map
+-- asks, and its workers start then: a case that needs a node's workers
+-- busy, or warm, waits for them this way instead of hoping the job is long
+-- enough.  The coordinator keeps its slots 2 s after the work runs out.
+C.LEND = [=[
+local function lend(pd, names, pids)
+  local core = require "pd.core"
+  local on, seen, deadline = {}, {}, core.now() + 30
+  local function done()
+    for _, n in ipairs(names) do if not on[n] then return false end end
+    return #seen >= (pids or 0)
+  end
+  repeat
+    local r = pd.map(function()
+      local t = os.clock() + 0.01; while os.clock() < t do end   -- let each worker take some
+      return { os.getenv("PDLUA_NODE_NAME"), require("pd.core.map").getpid() } end,
+      { 1, 2, 3, 4, 5, 6, 7, 8 }, { chunk = 1 })
+    for i = 1, r.n do
+      on[r[i][1]] = true
+      if not seen[r[i][2]] then seen[r[i][2]] = true; seen[#seen + 1] = r[i][2] end
+    end
+  until done() or core.now() > deadline
+  assert(done(), "the nodes did not lend their workers")
+end
+]=]
+
 return C

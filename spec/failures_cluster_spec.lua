@@ -7,6 +7,7 @@ local H = require "helper"
 local C = require "cluster_helper"
 local q = H.q
 local JOB = C.JOB       -- records where each task ran, checks its results
+local LEND = C.LEND     -- lend(pd, names, pids): wait until the nodes lend
 
 describe("cluster failures and sharing", function()
   local secret
@@ -20,8 +21,11 @@ describe("cluster failures and sharing", function()
     local a = C.node("--cpus 2 --name ka --secret-file " .. q(secret))
     local b = C.node("--cpus 2 --name kb --secret-file " .. q(secret))
     local go = C.flag()
-    local script = C.script(([=[
+    -- both nodes lend before the job: kb must hold workers (and tasks)
+    -- when it is killed, however late it answered the first map
+    local script = C.script(LEND .. ([=[
       local pd = require "pd"
+      lend(pd, { "ka", "kb" })
       local list = {}
       for i = 1, 80 do list[i] = i end
       local job = pd.map_async(function(x)
@@ -111,16 +115,22 @@ describe("cluster failures and sharing", function()
 
   it("stops a runaway task on a node (timeout) and replaces a worker killed there", function()
     local n = C.node("--cpus 2 --name rw")
-    local script = C.script([=[
+    -- a task's clock starts when its batch is sent, and a node says a slot
+    -- is there as it starts the worker: a task sent to a worker still
+    -- starting pays for the start (past 1 s under ASan and load).  So both
+    -- workers are warm first, and the runaway is the last task, so that
+    -- nothing waits behind it for a replacement
+    local script = C.script(LEND .. [=[
       local pd = require "pd"
+      lend(pd, { "rw" }, 2)
       local r = pd.map(function(x)
-        if x == 3 then while true do end end        -- runaway: only the timeout stops it
+        if x == 6 then while true do end end        -- runaway: only the timeout stops it
         return x end, {1, 2, 3, 4, 5, 6}, { timeout = 1, errors = "collect" })
-      print(r[1], r[2], pd.iserror(r[3]) and r[3].message or "no error", r[6])
+      print(r[1], r[5], pd.iserror(r[6]) and r[6].message or "no error")
     ]=])
     local out, err, rc = C.run(script, "--cpus 0 --nodes " .. n.url)
     assert.equals(0, rc, err)
-    assert.matches("^1\t2\ttask 3 timed out after 1 s[^\t]*\t6\n$", out)
+    assert.matches("^1\t5\ttask 6 timed out after 1 s[^\t\n]*\n$", out)
     -- nothing is left spinning on the node afterwards
     assert.truthy(H.wait_until(function() return #C.workers_of("rw") == 0 end, 10))
     -- a worker killed on the node mid-job: its task runs again
@@ -169,25 +179,37 @@ describe("cluster failures and sharing", function()
 
   it("lends less or more while running, without dropping work", function()
     local n = C.node("--cpus 3 --name lend")
-    local go = C.flag()
+    local go, fin = C.flag(), C.flag()
+    -- the last two tasks wait for the spec (fin, bounded): the job still
+    -- wants two workers when the node lends two again, however fast it ran
     local script = C.script(([=[
       local pd = require "pd"
       local list = {}
       for i = 1, 60 do list[i] = i end
       local job = pd.map_async(function(x)
         local t = os.clock() + 0.05; while os.clock() < t do end
+        if x > 58 then
+          local core = require "pd.core"
+          local until_fin = core.now() + 30
+          while not io.open(%q) and core.now() < until_fin do os.execute("sleep 0.05") end
+        end
         return -x end, list, { chunk = 1 })
       while select(1, job:progress()) < 3 do job:wait(0.05) end
       local f = io.open(%q, "w"); f:write("go"); f:close()
       local r = job:results()
       for i = 1, 60 do assert(r[i] == -i) end
       print("OK", r.n)
-    ]=]):format(go))
+    ]=]):format(fin, go))
     local co = C.spawn("env PDLUA_HEARTBEAT=" .. C.HB .. " " .. q(H.pdlua) .. " run " .. q(script) ..
                        " --cpus 0 --nodes " .. n.url, "coordinator")
     assert.truthy(H.wait_until(function() return io.open(go) end, 30), C.slurp(co.err))
-    local w = C.workers_of("lend")
-    assert.equals(3, #w, C.describe(w))
+    -- the node starts all three as the map asks; a worker counts once it
+    -- has exec'd (its environment names the node)
+    local w
+    assert.truthy(H.wait_until(function()
+      w = C.workers_of("lend")
+      return #w == 3
+    end, 15), C.describe(w or {}))
     local out, err, rc = H.pdlua_run("ctl --node " .. n.url .. " set --cpus 1")
     assert.equals(0, rc, err)
     assert.matches("cpus=1", out)
@@ -200,6 +222,7 @@ describe("cluster failures and sharing", function()
     end, 10))
     H.pdlua_run("ctl --node " .. n.url .. " set --cpus 2")
     assert.truthy(H.wait_until(function() return #C.workers_of("lend") == 2 end, 15))
+    local f = io.open(fin, "w"); f:write("fin"); f:close()
     assert.truthy(H.wait_until(function() return not C.alive(co.pid) end, 40), C.slurp(co.err))
     C.started[co.pid] = nil
     assert.matches("OK\t60", C.slurp(co.out), C.slurp(co.err))
@@ -208,24 +231,38 @@ describe("cluster failures and sharing", function()
 
   it("shares one node fairly between two coordinators", function()
     local n = C.node("--cpus 2 --name fair")
-    local go = C.flag()
-    local script = C.script([=[
+    local bran = C.flag()
+    -- arg[1]: A or B.  A's last task waits (bounded) until one of B's has
+    -- run, so A still has work when B comes, however late B starts; B's
+    -- task takes its time before it says so.  A node that gave B nothing
+    -- while A held both CPUs fails: A's last ends after the wait, B's first
+    -- after A's last.
+    local script = C.script(([=[
       local pd = require "pd"
       local core = require "pd.core"
+      local who = arg[1]
       local list = {}
       for i = 1, 60 do list[i] = i end
       local job = pd.map_async(function(x)
         local t = os.clock() + 0.05; while os.clock() < t do end
-        return require("pd.core").now() end, list, { chunk = 1 })
+        local core = require "pd.core"
+        local now = core.now()
+        if who == "B" then io.open(%q, "w"):close() end
+        if who == "A" and x == 60 then
+          local until_b = core.now() + 30
+          while not io.open(%q) and core.now() < until_b do os.execute("sleep 0.05") end
+          now = core.now()
+        end
+        return now end, list, { chunk = 1 })
       local r = job:results()
       local first, last = math.huge, 0
       for i = 1, 60 do first = math.min(first, r[i]); last = math.max(last, r[i]) end
-      print(string.format("%.6f %.6f", first, last))
-    ]=])
+      print(string.format("%%.6f %%.6f", first, last))
+    ]=]):format(bran, bran))
     local words = " --cpus 0 --nodes " .. n.url
-    local a = C.spawn("env PDLUA_HEARTBEAT=" .. C.HB .. " " .. q(H.pdlua) .. " run " .. q(script) .. words, "A")
+    local a = C.spawn("env PDLUA_HEARTBEAT=" .. C.HB .. " " .. q(H.pdlua) .. " run " .. q(script) .. " A" .. words, "A")
     assert.truthy(H.wait_until(function() return #C.workers_of("fair") == 2 end, 20))
-    local b = C.spawn("env PDLUA_HEARTBEAT=" .. C.HB .. " " .. q(H.pdlua) .. " run " .. q(script) .. words, "B")
+    local b = C.spawn("env PDLUA_HEARTBEAT=" .. C.HB .. " " .. q(H.pdlua) .. " run " .. q(script) .. " B" .. words, "B")
     assert.truthy(H.wait_until(function() return not C.alive(a.pid) and not C.alive(b.pid) end, 50))
     C.started[a.pid], C.started[b.pid] = nil, nil
     local a1, aN = C.slurp(a.out):match("([%d.]+) ([%d.]+)")
