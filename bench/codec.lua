@@ -1,6 +1,6 @@
 --- bench/codec.lua: encode and decode throughput of pd.codec beside
 -- lua-cjson and (where installed) lua-MessagePack, on the data sets of
--- issue 3: 10^6 small mixed values, one table of 10^6 floats, a closure with
+-- its goals: 10^6 small mixed values, one table of 10^6 floats, a closure with
 -- 10 upvalues; plus a raw numeric block (the test block type, ext 127,
 -- standing in for pd.Array) against the memcpy floor.
 --

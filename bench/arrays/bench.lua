@@ -8,7 +8,7 @@
 -- project's flags, OpenBLAS and LAPACKE called directly), run from here.
 -- Every figure is the best of a few repetitions; garbage is collected
 -- between repetitions, outside the timed region.
--- Goals (issue 6): element-wise and reductions within 1.5x of the C loop;
+-- Goals: element-wise and reductions within 1.5x of the C loop;
 -- matmul and eigh within 5% of the library called directly.
 local pd = require "pd"
 local core = require "pd.core"

@@ -4,7 +4,7 @@
 --
 --   build/pdlua run bench/tubes/run.lua [--quick] [--heat N STEPS]
 --
--- Goals (issue 8): on one machine, round trip within 3x of a bare pipe's and
+-- Goals: on one machine, round trip within 3x of a bare pipe's and
 -- large-array bandwidth at least half a bare pipe's; across loopback nodes
 -- within 1.5x of a bare nng tcp round trip; heat at least 1.8x faster on 2
 -- cores than on 1 for a large enough grid.  Every figure is the best of 3
