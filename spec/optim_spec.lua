@@ -892,3 +892,92 @@ describe("checkpoint and resume", function()
     end
   end)
 end)
+
+-- Last in the file: the algorithm registered here stays registered for the
+-- rest of this process.
+describe("the optimiser registry (stdlib/pd/optim/registry.lua)", function()
+  local registry = require "pd.optim.registry"
+  local la = require "pd.optim.la"
+
+  -- Random search in the init box, lam points an iteration: the smallest
+  -- optimiser the registry's contract allows, written outside the stdlib.
+  local RS = {}
+  RS.__index = RS
+  function RS:ask()
+    if not self.X then
+      local X = {}
+      for k = 1, self.lam do
+        local x = {}
+        for i = 1, self.n do x[i] = self.rng:range(self.ilo[i], self.ihi[i]) end
+        X[k] = x
+      end
+      self.X = X
+    end
+    return self.X
+  end
+  function RS:tell(X, F)
+    X = X or self.X
+    for k = 1, #F do
+      if not self.bf or F[k] < self.bf then self.bf, self.bx = F[k], la.copy(X[k]) end
+    end
+    self.X = nil
+    self.countiter = self.countiter + 1
+    if self.countiter >= self.maxiter then self.stop = "maxiter" end
+  end
+  function RS:best() return self.bx, self.bf end
+  function RS:spread() return 0 end
+
+  local rsearch = {
+    -- maxiter is pd.minimize's to keep (a resumed run may go on past it);
+    -- the ask-and-tell constructor sets o.maxiter from its spec
+    make = function(S, _, o, rng)
+      return setmetatable({ n = #S.lo, ilo = S.ilo, ihi = S.ihi, rng = rng, lam = o.lam or 8,
+                            countiter = 0, maxiter = math.huge }, RS)
+    end,
+    restore = function(t)
+      la.rng_restore(t.rng)
+      return setmetatable(t, RS)
+    end,
+    default_budget = function(n) return 100 * n end,
+  }
+
+  it("runs an algorithm registered from outside through pd.minimize, ask-and-tell and checkpoints", function()
+    registry.register("rsearch", rsearch)
+    local seen_out = false
+    local function f(x)
+      for i = 1, #x do if x[i] < -1 or x[i] > 1 then seen_out = true end end
+      return sphere(x)
+    end
+    local r = pd.minimize(f, { dim = 3, bounds = { -1, 1 }, algorithm = "rsearch", maxiter = 20,
+                               options = { lam = 5 }, seed = 3 })
+    assert.are.equal(20, r.iterations)
+    assert.are.equal(100, r.evaluations)
+    assert.are.equal("maxiter", r.stop)
+    assert.is_false(seen_out)
+    assert.is_true(r.f < 0.5)
+    assert.are.equal(r.f, sphere(r.x))
+    -- the same run again from a checkpoint taken at iteration 8
+    local ck = os.tmpname()
+    os.remove(ck)
+    finally(function() os.remove(ck); os.remove(ck .. ".hist") end)
+    local spec = { dim = 3, bounds = { -1, 1 }, algorithm = "rsearch", options = { lam = 5 },
+                   seed = 3, checkpoint = ck, resume = ck }
+    spec.maxiter = 8
+    pd.minimize(f, spec)
+    spec.maxiter = 20
+    local resumed = pd.minimize(f, spec)
+    assert.are.equal(r.evaluations, resumed.evaluations)
+    assert.are.equal(r.f, resumed.f)
+    assert.are.same(r.x, resumed.x)
+    -- the ask-and-tell constructor comes with the registration
+    local o = pd.optim.rsearch { dim = 2, bounds = { -1, 1 }, seed = 1, maxiter = 4 }
+    for _ = 1, 4 do generation(o, sphere) end
+    assert.are.equal("maxiter", o.stop)
+    local x, fx = o:best()
+    assert.are.equal(fx, sphere(x))
+    -- and the error for an unknown name lists it with the built-in ones
+    local ok, err = pcall(pd.minimize, sphere, { dim = 2, bounds = { -1, 1 }, algorithm = "nope" })
+    assert.is_false(ok)
+    assert.matches("unknown algorithm 'nope' %(cmaes, pso, ga, rsearch%)", tostring(err))
+  end)
+end)
