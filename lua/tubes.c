@@ -2,8 +2,8 @@
  * tubes.c: pd.core.tubes, the native side of pd.tasks (stdlib/pd/tasks.lua)
  * and of a task-set node (stdlib/pd/tasknode.lua); guide: docs/tasks.md.
  * This file is the node's side, a "pd.TaskNode": the control link and the
- * tube ends, and the module's opener.  The coordinator's side (pd.Gang) is
- * gang.c; the links between machines (pd.TubeLink) are tubelink.c.
+ * tube ends.  The coordinator's side (pd.Gang) is gang.c; the links between
+ * machines (pd.TubeLink) are tubelink.c; tubes_open.c puts them together.
  *
  *   core.tubes.node(ctlfd) -> node
  *   node:add(name, "in"|"out", fd [, peer])   (peer: the other end's index)
@@ -699,17 +699,14 @@ static const luaL_Reg node_funcs[] = {
   {"node", t_node}, {NULL, NULL},
 };
 
-/* Stack: [] -> [pd.core.tubes] */
-int luaopen_pd_core_tubes(lua_State *L) {
+/* Make the node's class and set its functions (and the default bound)
+ * into the module table on top.  Stack: [t] -> [t] */
+void pdi_tubes_open_node(lua_State *L) {
   PDI_STACK(L);
-  pdi_newclass(L, NODE_MT, node_methods, NULL, n_gc);        /* [mt] */
-  lua_pop(L, 1);
-  lua_createtable(L, 0, 16);                                  /* [t] */
+  pdi_newclass(L, NODE_MT, node_methods, NULL, n_gc);        /* [t, mt] */
+  lua_pop(L, 1);                                              /* [t] */
   luaL_setfuncs(L, node_funcs, 0);
-  pdi_tubes_open_gang(L);
-  pdi_tubes_open_links(L);
   lua_pushinteger(L, (lua_Integer)TUBE_BOUND_DEFAULT);
   lua_setfield(L, -2, "bound");
-  PDI_STACK_CHECK(L, 1);
-  return 1;
+  PDI_STACK_CHECK(L, 0);
 }
