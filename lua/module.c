@@ -69,7 +69,39 @@ static int core_sha256(lua_State *L) {
   return 1;
 }
 
+/* pd.core.replace_file(path, s) / pd.core.append_file(path, s) -> true, or
+ * nil and a reason naming the file: durable writes (pd_file_replace and
+ * pd_file_append in pd.h: checked writes, fsync, rename over the old file).
+ * Stack: [path, s] -> [path, s, true] or [path, s, nil, msg] */
+static int file_result(lua_State *L, int rc, const char *err) {
+  if (rc == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  return 2;
+}
+
+static int core_replace_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  char err[512];
+  return file_result(L, pd_file_replace(path, s, n, err, sizeof err), err);
+}
+
+static int core_append_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  char err[512];
+  return file_result(L, pd_file_append(path, s, n, err, sizeof err), err);
+}
+
 static const luaL_Reg core_funcs[] = {
+  {"replace_file", core_replace_file},
+  {"append_file", core_append_file},
   {"options", core_options},
   {"exe", core_exe},
   {"now", core_now},

@@ -893,6 +893,52 @@ describe("checkpoint and resume", function()
   end)
 end)
 
+describe("checkpoints on disk", function()
+  local function tmpdir()
+    local d = os.tmpname()
+    os.remove(d)
+    assert(os.execute("mkdir -p " .. H.q(d)))
+    finally(function() os.execute("rm -rf " .. H.q(d)) end)
+    return d
+  end
+  local spec = function(ck, maxiter)
+    return { dim = 2, bounds = { -3, 3 }, seed = 7, maxiter = maxiter, checkpoint = ck, resume = ck }
+  end
+
+  it("a failed write raises, naming the file, and keeps the last good checkpoint", function()
+    local d = tmpdir()
+    local ck = d .. "/run.ck"
+    pd.minimize(sphere, spec(ck, 5))
+    local f = assert(io.open(ck, "rb"))
+    local good = f:read("*a")
+    f:close()
+    assert(os.execute("mkdir " .. H.q(ck .. ".tmp")))       -- the new state cannot be written
+    local ok, err = pcall(pd.minimize, sphere, spec(ck, 9))
+    assert.is_false(ok)
+    assert.matches("checkpoint: cannot write " .. d:gsub("%p", "%%%0") .. "/run%.ck", tostring(err))
+    f = assert(io.open(ck, "rb"))
+    assert.are.equal(good, f:read("*a"))
+    f:close()
+    -- and a checkpoint in a directory that does not exist is refused at once
+    ok, err = pcall(pd.minimize, sphere, spec(d .. "/none/run.ck", 3))
+    assert.is_false(ok)
+    assert.matches("cannot write", tostring(err))
+  end)
+
+  it("is read as text: a precompiled chunk is refused, not run", function()
+    local d = tmpdir()
+    local ck = d .. "/run.ck"
+    local ran = d .. "/ran"
+    local f = assert(io.open(ck, "wb"))
+    f:write(string.dump(load("io.open(" .. string.format("%q", ran) .. ", 'w'):close() return {}")))
+    f:close()
+    local ok, err = pcall(pd.minimize, sphere, spec(ck, 3))
+    assert.is_false(ok)
+    assert.matches("not a text checkpoint", tostring(err))
+    assert.is_nil(io.open(ran))
+  end)
+end)
+
 -- Last in the file: the algorithm registered here stays registered for the
 -- rest of this process.
 describe("the optimiser registry (stdlib/pd/optim/registry.lua)", function()

@@ -182,6 +182,17 @@ int pd_beacon_addr(const char *spec, struct sockaddr_in *addr);
  * multicast address).  Returns the fd or a negative errno. */
 int pd_beacon_socket(const struct sockaddr_in *addr, int receiver);
 
+/* ---- durable files (file.c) ------------------------------------------------
+ * pd_file_replace writes n bytes to path so that a crash or a failed write
+ * at any point leaves either the old file or the new one, never a mix:
+ * the bytes go to path.tmp (every write checked), which is fsync'ed, renamed
+ * over path, and the directory fsync'ed.  pd_file_append adds n bytes to
+ * the end of path (created if missing) and fsyncs it before returning.
+ * Both return 0, or -1 with a one-line reason naming the file in err[errn]
+ * (path.tmp is removed when replace fails). */
+int pd_file_replace(const char *path, const void *p, size_t n, char *err, size_t errn);
+int pd_file_append(const char *path, const void *p, size_t n, char *err, size_t errn);
+
 /* ---- time ----------------------------------------------------------------- */
 double pd_now(void);        /* monotonic seconds */
 

@@ -4,8 +4,9 @@
 -- counts) is plain data, numbers, strings, booleans and tables, plus
 -- pd.optim.la's matrices and generators, which are written as tables
 -- marked __matrix / __rng and turned back on reading.  It is written as a
--- plain Lua table constructor, atomically (a temporary file renamed over
--- FILE), and read back in an empty environment.  The optimisers come back
+-- plain Lua table constructor, durably (checked writes to FILE.tmp, fsync,
+-- a rename over FILE, fsync of the directory: the file on disk is always a
+-- whole checkpoint), and read back as text only, in an empty environment.  The optimisers come back
 -- as plain tables: the driver re-attaches their methods (the algorithm's
 -- restore, pd.optim.registry).  A table shared by two fields cannot be
 -- written (the reading would make two).
@@ -13,6 +14,7 @@
 -- The histories stay out of FILE, which is rewritten every iteration: they
 -- are appended to FILE.hist (see save below).
 local la = require "pd.optim.la"
+local core = require "pd.core"
 
 local M = {}
 
@@ -57,23 +59,28 @@ local function ser(v, out, seen)
   end
 end
 
--- Write state to `file` atomically (a temporary file renamed over it).
+-- Write state to `file` so that the file on disk is always a whole
+-- checkpoint, the last good one until the new one is complete: checked
+-- writes to file.tmp, fsync, rename over `file`, fsync of the directory
+-- (pd.core.replace_file).  A failed write raises, naming the file.
 local function write_state(file, state)
   local out = { "return " }
   ser(state, out, {})
-  local tmp = file .. ".tmp"
-  local f = assert(io.open(tmp, "wb"))
-  f:write(table.concat(out))
-  f:close()
-  assert(os.rename(tmp, file))
+  local ok, err = core.replace_file(file, table.concat(out))
+  if not ok then error("pd.minimize: checkpoint: " .. err, 0) end
 end
 
 -- Read a state written by write_state; nil when the file does not exist.
+-- It is read as text only, in an empty environment: a checkpoint is data,
+-- and a precompiled chunk (which LuaJIT's loadstring would run) is refused.
 local function read_state(file)
   local f = io.open(file, "rb")
   if not f then return nil end
   local text = f:read("*a")
   f:close()
+  if text:sub(1, 1) == "\27" then
+    error("pd.optim: bad checkpoint " .. file .. ": a precompiled chunk, not a text checkpoint", 2)
+  end
   local chunk, err
   if setfenv then
     chunk, err = loadstring(text, "=" .. file)
@@ -123,10 +130,9 @@ function M.save(file, state)
   new_entries(0, state.history, "run")
   for gi, g in ipairs(state.groups) do new_entries(gi, g.history, "g" .. gi) end
   state.hist_lines = (state.hist_lines or 0) + #lines
-  if #lines > 0 then
-    local f = assert(io.open(file .. ".hist", "ab"))
-    f:write(table.concat(lines))
-    f:close()
+  if #lines > 0 then                     -- on disk before the state that counts them
+    local ok, err = core.append_file(file .. ".hist", table.concat(lines))
+    if not ok then error("pd.minimize: checkpoint: " .. err, 0) end
   end
   -- the state without its histories
   local saved = { state.history }
@@ -173,10 +179,8 @@ function M.load(file)
     error("pd.minimize: " .. file .. ".hist is missing lines of the checkpoint's history", 3)
   end
   -- drop what a killed iteration appended after the last state
-  local w = assert(io.open(file .. ".hist.tmp", "wb"))
-  w:write(table.concat(keep))
-  w:close()
-  assert(os.rename(file .. ".hist.tmp", file .. ".hist"))
+  local ok, err = core.replace_file(file .. ".hist", table.concat(keep))
+  if not ok then error("pd.minimize: checkpoint: " .. err, 0) end
   return state
 end
 
