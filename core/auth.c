@@ -59,10 +59,56 @@ int pd_secret_set(pd_secret *s, const void *p, size_t n) {
   return 0;
 }
 
+static void wipe_bytes(void *p, size_t n) {
+  volatile unsigned char *k = p;
+  for (size_t i = 0; i < n; i++) k[i] = 0;
+}
+
 void pd_secret_wipe(pd_secret *s) {
   volatile unsigned char *k = s->key;
   for (size_t i = 0; i < sizeof s->key; i++) k[i] = 0;
   s->len = 0;
+}
+
+int pd_secret_create(const char *path, char *err, size_t n) {
+  unsigned char key[32];
+  char text[65 + 1];
+  if (pd_random(key, sizeof key)) {
+    snprintf(err, n, "cannot draw a secret: no randomness from the kernel");
+    return -1;
+  }
+  for (size_t i = 0; i < sizeof key; i++) snprintf(text + 2 * i, 3, "%02x", key[i]);
+  text[64] = '\n';
+  text[65] = '\0';
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    snprintf(err, n, errno == EEXIST ? "%s exists: a secret is never overwritten (remove it first)"
+                                     : "cannot create %s: %s", path, strerror(errno));
+    wipe_bytes(key, sizeof key);
+    wipe_bytes(text, sizeof text);
+    return -1;
+  }
+  size_t off = 0;
+  int rc = 0;
+  while (off < 65) {
+    ssize_t w = write(fd, text + off, 65 - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      rc = -errno;
+      break;
+    }
+    off += (size_t)w;
+  }
+  if (!rc && fsync(fd)) rc = -errno;
+  if (close(fd) && !rc) rc = -errno;
+  wipe_bytes(key, sizeof key);
+  wipe_bytes(text, sizeof text);
+  if (rc) {
+    snprintf(err, n, "cannot write %s: %s", path, strerror(-rc));
+    unlink(path);
+    return -1;
+  }
+  return 0;
 }
 
 int pd_secret_load(const char *path, pd_secret *s, char *err, size_t n) {

@@ -312,7 +312,24 @@ int luaopen_pd_core_cluster(lua_State *L) {
 
 /* ---- pdlua serve ---------------------------------------------------------------------- */
 
-static volatile int serve_stop;                    /* set by SIGINT/SIGTERM only */
+static volatile int serve_stop;                    /* `pdlua secret FILE`: a fresh 32-byte secret in a new file, mode 0600
+ * (pd_secret_create), for `--secret-file` on every machine of the lab. */
+int pdi_secret_main(int argc, char **argv) {
+  if (argc != 3 || argv[2][0] == '-') {
+    fprintf(stderr, "usage: pdlua secret FILE   (writes a fresh secret to a new file, mode 0600)\n");
+    return 2;
+  }
+  char err[512];
+  if (pd_secret_create(argv[2], err, sizeof err)) {
+    fprintf(stderr, "pdlua secret: %s\n", err);
+    return 1;
+  }
+  printf("pdlua secret: wrote a fresh secret to %s (mode 0600); copy it privately to each "
+         "machine and give it with --secret-file\n", argv[2]);
+  return 0;
+}
+
+/* set by SIGINT/SIGTERM only */
 static void on_stop(int sig) { (void)sig; serve_stop = 1; }
 
 static int want_value(int argc, char **argv, int *i, const char **out) {

@@ -10,6 +10,9 @@
 /* `pdlua serve ...` (cluster.c): runs until SIGINT/SIGTERM; exit status. */
 int pdi_serve_main(int argc, char **argv);
 
+/* `pdlua secret FILE` (cluster.c): writes a fresh secret; exit status. */
+int pdi_secret_main(int argc, char **argv);
+
 /* The REPL (repl.c): reads, evaluates and prints until end of input.
  * Returns the process exit status. */
 int pdi_repl(lua_State *L);

@@ -64,6 +64,7 @@ static void print_usage(FILE *f) {
     "       pdlua -e CODE [SCRIPT ...]      run CODE, then SCRIPT if any\n"
     "       pdlua serve [--cpus N] [--gpus N] [--listen URL] [--secret-file F] [--announce]\n"
     "                   [--name NAME] [--tls-cert F --tls-key F] [--beacon HOST:PORT]\n"
+    "       pdlua secret FILE               write a fresh secret to a new file (mode 0600)\n"
     "       pdlua nodes [--nodes URL,... | --discover] [--secret-file F] [--tls-ca F]\n"
     "       pdlua ctl --node URL set --cpus N [--gpus N] [--secret-file F] [--tls-ca F]\n"
     "       pdlua --version | --help | --paths\n"
@@ -281,6 +282,7 @@ static const subcommand commands[] = {
   {"run", 1, pmain, NULL},              /* a script, -e chunks, or the REPL */
   {"repl", 1, pmain, NULL},             /* the REPL, even with stdin not a tty */
   {"serve", 0, NULL, pdi_serve_main},   /* lend this machine (cluster.c) */
+  {"secret", 0, NULL, pdi_secret_main}, /* write a fresh secret (cluster.c) */
   {"nodes", 0, pmain_admin, NULL},      /* pd.cluster.cli("nodes", args) */
   {"ctl", 0, pmain_admin, NULL},        /* pd.cluster.cli("ctl", args) */
   {NULL, 0, NULL, NULL},

@@ -64,6 +64,41 @@ describe("pdlua serve and --nodes", function()
     os.remove(loose)
   end)
 
+  it("pdlua secret FILE writes a fresh secret, 0600, never over a file, that nodes accept", function()
+    local d = os.tmpname(); os.remove(d)
+    assert(os.execute("mkdir -p " .. q(d)))
+    finally(function() os.execute("rm -rf " .. q(d)) end)
+    local s1, s2 = d .. "/s1", d .. "/s2"
+    for _, f in ipairs { s1, s2 } do
+      local out, err, rc = H.sh(q(H.pdlua) .. " secret " .. q(f))
+      assert.equals(0, rc, err)
+      assert.matches("wrote a fresh secret", out)
+    end
+    local a, b = C.slurp(s1), C.slurp(s2)
+    assert.matches("^%x+\n$", a)
+    assert.equals(65, #a)
+    assert.not_equals(a, b)
+    local mode = H.sh("stat -c %a " .. q(s1))
+    assert.equals("600", (mode:gsub("%s", "")))
+    -- an existing file is never overwritten; no FILE is a usage error
+    local _, err, rc = H.sh(q(H.pdlua) .. " secret " .. q(s1))
+    assert.equals(1, rc)
+    assert.matches("exists: a secret is never overwritten", err)
+    assert.equals(a, C.slurp(s1))
+    _, _, rc = H.sh(q(H.pdlua) .. " secret")
+    assert.equals(2, rc)
+    -- the file works as --secret-file on both sides, and another one is refused
+    local n = C.node("--cpus 1 --name fresh --secret-file " .. q(s1))
+    local out
+    out, err, rc = C.run(C.script(JOB), "4 0 --cpus 0 --secret-file " .. q(s1) .. " --nodes " .. n.url)
+    assert.equals(0, rc, err)
+    assert.matches("^OK 4 fresh=4", out)
+    out, err, rc = C.run(C.script(JOB), "4 0 --cpus 0 --secret-file " .. q(s2) .. " --nodes " .. n.url,
+                         nil, 20)
+    assert.not_equals(0, rc)
+    assert.matches("authentication failed: wrong secret", err)
+  end)
+
   it("authenticates both ways; a wrong or missing secret fails at once and runs nothing",
      function()
     local n = C.node("--cpus 1 --name sec --secret-file " .. q(secret))

@@ -64,6 +64,11 @@ typedef struct pd_secret {
 
 int pd_secret_load(const char *path, pd_secret *s, char *err, size_t n);
 int pd_secret_set(pd_secret *s, const void *p, size_t n);  /* 0, or -EINVAL */
+/* pd_secret_create writes a fresh secret to a new file at path: 32 bytes
+ * from the kernel's CSPRNG as 64 hex digits and a newline, mode 0600 from
+ * the start (never readable by others, not even for a moment).  An existing
+ * file is not overwritten.  0, or -1 with a one-line reason in err[n]. */
+int pd_secret_create(const char *path, char *err, size_t n);
 void pd_secret_wipe(pd_secret *s);
 
 /* ---- mutual authentication ------------------------------------------------------
