@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 /* ---- nng, opened on first use ------------------------------------------------
  * Only this file calls nng.  It is dlopen'ed the first time a link is dialled
@@ -310,12 +311,34 @@ void pd_link_close(pd_link *l) {
 int pd_link_fd(const pd_link *l) { return l->fd; }
 const char *pd_link_peer(const pd_link *l) { return l->peer; }
 
+/* The host of "scheme://host:port" is an address (or "localhost"), read as
+ * one: "127.0.0.1" is loopback, "127.evil.example:80" is not (it names a
+ * host anywhere). */
 int pd_url_is_loopback(const char *url) {
   if (!strncmp(url, "ipc://", 6) || !strncmp(url, "inproc://", 9)) return 1;
   const char *h = strstr(url, "://");
   if (!h) return 0;
   h += 3;
-  return !strncmp(h, "127.", 4) || !strncmp(h, "localhost:", 10) || !strncmp(h, "[::1]", 5);
+  char host[64];
+  const char *end;
+  int v6 = *h == '[';
+  if (v6) {
+    h++;
+    end = strchr(h, ']');
+  } else {
+    end = strrchr(h, ':');
+    if (!end) end = h + strlen(h);
+  }
+  if (!end || (size_t)(end - h) >= sizeof host) return 0;
+  memcpy(host, h, (size_t)(end - h));
+  host[end - h] = '\0';
+  if (!v6 && !strcmp(host, "localhost")) return 1;
+  if (v6) {
+    struct in6_addr a6;
+    return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+  }
+  struct in_addr a4;
+  return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
 static char *slurp(const char *path) {

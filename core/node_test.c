@@ -193,6 +193,14 @@ static void test_loopback_only_without_secret(void) {
   PD_CHECK(pd_node_run(&o) == -1);              /* refuses before listening */
   PD_CHECK(pd_url_is_loopback("tcp://127.0.0.1:5") && pd_url_is_loopback("ipc:///x") &&
            !pd_url_is_loopback("tcp://10.0.0.1:5") && !pd_url_is_loopback("tls+tcp://0.0.0.0:1"));
+  /* addresses read as addresses, not text prefixes */
+  PD_CHECK(pd_url_is_loopback("tcp://127.8.9.10:5") && pd_url_is_loopback("tcp://localhost:5") &&
+           pd_url_is_loopback("tcp://[::1]:5"));
+  PD_CHECK(!pd_url_is_loopback("tcp://127.evil.example:5") &&
+           !pd_url_is_loopback("tcp://127.0.0.1.evil.example:5") &&
+           !pd_url_is_loopback("tcp://localhost.evil.example:5") &&
+           !pd_url_is_loopback("tcp://[::1.evil]:5") && !pd_url_is_loopback("tcp://[::2]:5") &&
+           !pd_url_is_loopback("tcp://1270.0.0.1:5") && !pd_url_is_loopback("tcp://"));
 }
 
 static void test_dial_nothing(void) {

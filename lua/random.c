@@ -273,6 +273,7 @@ static int g_normal(lua_State *L) {
   pdi_rng *r = checkrng(L);
   if (lua_gettop(L) == 1) { lua_pushnumber(L, pdi_rng_normal(r)); return 1; }
   double mu = luaL_checknumber(L, 2), sigma = luaL_checknumber(L, 3);
+  luaL_argcheck(L, sigma >= 0, 3, "the standard deviation must be >= 0");
   pdi_array *a = target(L, 4, PDI_F64, "normal wants (), (mu, sigma), (mu, sigma, n [, m]) or (mu, sigma, array)");
   if (!a) { lua_pushnumber(L, mu + sigma * pdi_rng_normal(r)); return 1; }
   fill_float(r, a, 1, mu, sigma);

@@ -91,6 +91,15 @@ describe("pd.random", function()
     assert.error_matches(function() g:normal(0, 1, pd.zeros(2, "i32")) end, "cannot take")
   end)
 
+  it("refuses a negative or NaN standard deviation, naming the argument", function()
+    local g = pd.random.new(1)
+    for _, args in ipairs { { 0, -1 }, { 0, -1, 3 }, { 0, 0 / 0, 3 } } do
+      assert.error_matches(function() g:normal((table.unpack or unpack)(args)) end,
+                           "#2 to 'normal' %(the standard deviation must be >= 0%)")
+    end
+    assert.equals(5, g:normal(5, 0))
+  end)
+
   it("draws integers in [lo, hi] inclusive, every value about equally often", function()
     local g = pd.random.new(11)
     local k = g:integers(1, 6, 60000)
