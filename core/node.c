@@ -355,8 +355,8 @@ static int on_sess_frame(node *nd, int i, const char *f, size_t n) {
   case 'C': {
     if (pn < 8) return -1;
     uint32_t c = pdi_le32_get(p), g = pdi_le32_get(p + 4);
-    if (c != ~0u) nd->cpus = (int)c;
-    if (g != ~0u) nd->gpus = (int)g;
+    if (c != ~0u) nd->cpus = c > PD_NODE_MAX_CPUS ? PD_NODE_MAX_CPUS : (int)c;
+    if (g != ~0u) nd->gpus = g > PD_NODE_MAX_GPUS ? PD_NODE_MAX_GPUS : (int)g;
     if (s->role == R_NONE) s->role = R_QUERY;
     logf_(nd, "now lends %d cpus, %d gpus (set by %s)", nd->cpus, nd->gpus, s->peer);
     regrant(nd);
@@ -436,8 +436,8 @@ int pd_node_run(const pd_node_opts *o) {
   node *nd = calloc(1, sizeof *nd);                /* large: on the heap */
   if (!nd) return -1;
   nd->o = o;
-  nd->cpus = o->cpus;
-  nd->gpus = o->gpus;
+  nd->cpus = o->cpus > PD_NODE_MAX_CPUS ? PD_NODE_MAX_CPUS : o->cpus;
+  nd->gpus = o->gpus > PD_NODE_MAX_GPUS ? PD_NODE_MAX_GPUS : o->gpus;
   nd->beacon_fd = -1;
   double hb = o->heartbeat > 0 ? o->heartbeat : 1.0;
   int rc = -1;

@@ -88,6 +88,9 @@ static void test_set_cpus(void) {
   PD_CHECK(info.cpus == 1 && info.gpus == 2);
   PD_CHECK(pd_node_query(url, &key, NULL, -1, -1, 2.0, &info, err, sizeof err) == 0);
   PD_CHECK(info.cpus == 1 && info.gpus == 2);
+  /* a ctl past what a node may lend is clamped, and the answer says so */
+  PD_CHECK(pd_node_query(url, &key, NULL, 2000000000, 100000, 2.0, &info, err, sizeof err) == 0);
+  PD_CHECK(info.cpus == PD_NODE_MAX_CPUS && info.gpus == PD_NODE_MAX_GPUS);
   PD_CHECK(pd_node_query(url, &key, NULL, 3, 0, 2.0, &info, err, sizeof err) == 0);
 }
 

@@ -494,6 +494,10 @@ int pd_handshake_fds(int n, const int *fds, const int *roles, const pd_secret *k
  * Lends up to cpus worker processes to the coordinators that connect and
  * prove the secret.  Runs until *stop becomes non-zero (a signal handler
  * may set it) or a fatal error; returns 0 or -1 with a message on stderr. */
+/* The most a node lends: larger asks (serve's flags, `pdlua ctl`) are
+ * clamped to these, and its answer says what it took. */
+#define PD_NODE_MAX_CPUS 1024
+#define PD_NODE_MAX_GPUS 64
 typedef struct pd_node_opts {
   const char *listen;           /* URL */
   const char *name;
