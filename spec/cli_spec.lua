@@ -44,6 +44,13 @@ describe("pdlua command", function()
     local _, err, rc = H.pdlua_run("run --cpus lots x.lua")
     assert.equals(2, rc)
     assert.matches("^pdlua: %-%-cpus wants a whole number", err)
+    -- serve and ctl refuse counts past what a node may lend, before any connection
+    _, err, rc = H.pdlua_run("serve --cpus 1e12")
+    assert.equals(2, rc)
+    assert.matches("%-%-cpus wants a whole number >= 0, got '1e12'", err)
+    _, err, rc = H.pdlua_run("ctl --node tcp://127.0.0.1:1 set --cpus 3000000000")
+    assert.equals(1, rc)
+    assert.matches("%-%-cpus wants a whole number >= 0, got '3000000000'", err)
   end)
 
   it("rejects an unknown option", function()

@@ -156,7 +156,7 @@ local function cli_ctl(args)
     local v = o[flag]
     if v == nil then return nil end
     local n = tonumber(v)
-    if not n or n < 0 or n % 1 ~= 0 then
+    if not n or n < 0 or n > 100000 or n % 1 ~= 0 then  -- as pdlua serve's flags
       error(flag .. " wants a whole number >= 0, got '" .. v .. "'", 0)
     end
     return n
