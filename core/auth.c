@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "pd/pd.h"
+#include "pd/pdi.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -82,25 +83,17 @@ int pd_secret_create(const char *path, char *err, size_t n) {
   text[65] = '\0';
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
-    snprintf(err, n, errno == EEXIST ? "%s exists: a secret is never overwritten (remove it first)"
-                                     : "cannot create %s: %s", path, strerror(errno));
+    if (errno == EEXIST)
+      snprintf(err, n, "%s exists: a secret is never overwritten (remove it first)", path);
+    else
+      snprintf(err, n, "cannot create %s: %s", path, strerror(errno));
     wipe_bytes(key, sizeof key);
     wipe_bytes(text, sizeof text);
     return -1;
   }
-  size_t off = 0;
-  int rc = 0;
-  while (off < 65) {
-    ssize_t w = write(fd, text + off, 65 - off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      rc = -errno;
-      break;
-    }
-    off += (size_t)w;
-  }
-  if (!rc && fsync(fd)) rc = -errno;
-  if (close(fd) && !rc) rc = -errno;
+  int rc = pdi_write_all(fd, text, 65);
+  int rs = pdi_sync_close(fd);                     /* closed either way */
+  if (!rc) rc = rs;
   wipe_bytes(key, sizeof key);
   wipe_bytes(text, sizeof text);
   if (rc) {

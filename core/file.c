@@ -6,27 +6,40 @@
  */
 #define _GNU_SOURCE
 #include "pd/pd.h"
+#include "pd/pdi.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* Write all n bytes to fd, retrying short writes and EINTR.  0 or -errno. */
-static int write_all(int fd, const char *p, size_t n) {
+int pdi_write_all(int fd, const void *p, size_t n) {
+  const char *c = p;
   while (n > 0) {
-    ssize_t w = write(fd, p, n);
+    ssize_t w = write(fd, c, n);
     if (w < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        struct pollfd q = {fd, POLLOUT, 0};
+        poll(&q, 1, 1000);
+        continue;
+      }
       return -errno;
     }
-    p += w;
+    c += w;
     n -= (size_t)w;
   }
   return 0;
+}
+
+int pdi_sync_close(int fd) {
+  int rc = fsync(fd) ? -errno : 0;
+  if (close(fd) && !rc) rc = -errno;
+  return rc;
 }
 
 /* fsync the directory that holds path (so that a rename in it is durable). */
@@ -51,25 +64,24 @@ int pd_file_replace(const char *path, const void *p, size_t n, char *err, size_t
   memcpy(tmp, path, len);
   memcpy(tmp + len, ".tmp", 5);
   const char *step = "open";
-  int rc = 0;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) rc = -errno;
-  if (!rc && (step = "write", rc = write_all(fd, p, n)) == 0) {
-    step = "fsync";
-    if (fsync(fd)) rc = -errno;
-  }
-  if (fd >= 0 && close(fd) && !rc) {
-    step = "close";
-    rc = -errno;
+  int rc = fd < 0 ? -errno : 0;
+  if (!rc) {
+    step = "write";
+    rc = pdi_write_all(fd, p, n);
+    int rs = pdi_sync_close(fd);                    /* closed either way */
+    if (!rc && rs) {
+      step = "fsync";
+      rc = rs;
+    }
   }
   if (!rc) {
     step = "rename";
     if (rename(tmp, path)) rc = -errno;
   }
   if (!rc) {
-    step = "fsync the directory of";
     rc = sync_dir(path);
-    if (rc) snprintf(err, errn, "cannot %s %s: %s", step, path, strerror(-rc));
+    if (rc) snprintf(err, errn, "cannot fsync the directory of %s: %s", path, strerror(-rc));
     free(tmp);
     return rc ? -1 : 0;
   }
@@ -85,15 +97,12 @@ int pd_file_append(const char *path, const void *p, size_t n, char *err, size_t 
     snprintf(err, errn, "cannot write %s: %s", path, strerror(errno));
     return -1;
   }
-  int rc = write_all(fd, p, n);
   const char *step = "write";
-  if (!rc && fsync(fd)) {
-    rc = -errno;
+  int rc = pdi_write_all(fd, p, n);
+  int rs = pdi_sync_close(fd);                      /* closed either way */
+  if (!rc && rs) {
     step = "fsync";
-  }
-  if (close(fd) && !rc) {
-    rc = -errno;
-    step = "close";
+    rc = rs;
   }
   if (rc) snprintf(err, errn, "cannot write %s (%s: %s)", path, step, strerror(-rc));
   return rc ? -1 : 0;

@@ -141,26 +141,12 @@ int pd_frame_recv(int fd, double deadline, double hard, int *type, pd_buf *b) {
   }
 }
 
-static int write_all(int fd, const char *p, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) { struct pollfd q = {fd, POLLOUT, 0}; poll(&q, 1, 1000); continue; }
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 int pd_frame_send(int fd, int type, const void *p, size_t n) {
   unsigned char h[5];
   pdi_le32_put(h, (uint32_t)(n + 1));
   h[4] = (unsigned char)type;
-  if (write_all(fd, (const char *)h, 5)) return -1;
-  return write_all(fd, (const char *)p, n);
+  if (pdi_write_all(fd, h, 5)) return -1;
+  return pdi_write_all(fd, p, n) ? -1 : 0;
 }
 
 /* ---- the handshake on many links ------------------------------------------------------

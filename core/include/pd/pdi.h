@@ -8,6 +8,7 @@
  *   wall clock, for what crosses machines (beacons carry it).
  * - Wait status: pdi_describe_status says how a child ended, in the words
  *   every message about a lost worker or node uses.
+ * - Writing: pdi_write_all writes every byte to a descriptor (file.c).
  */
 #ifndef PD_PDI_H
 #define PD_PDI_H
@@ -69,5 +70,14 @@ static inline double pdi_unix_now(void) {
  * "vanished"): "killed by signal 9", "exited with status 3", "stopped".
  * Writes at most n bytes into buf (NUL included) and returns buf. */
 const char *pdi_describe_status(int st, char *buf, size_t n);
+
+/* Write all n bytes at p to fd: short writes and EINTR are retried, and on a
+ * non-blocking descriptor EAGAIN waits (up to a second at a time) until it
+ * takes more.  0, or -errno of the write that failed (file.c). */
+int pdi_write_all(int fd, const void *p, size_t n);
+
+/* fsync fd, then close it (closed either way).  0, or -errno of the first
+ * step that failed (file.c). */
+int pdi_sync_close(int fd);
 
 #endif
