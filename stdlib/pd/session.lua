@@ -29,18 +29,14 @@ local S = {
 
 local machine_cpus, machine_avail, options, cached
 
-local function machine()
-  machine_cpus, machine_avail = cmap.machine()
-  options = core.options()
-end
 
 --- session.settings() -> { cpus, seed, progress, json, avail, tty }: the
 -- session's (pd.init's, else `pdlua run`'s flags, else the machine's).
 -- The same table until pd.init changes something: read it, never write.
 function M.settings()
   if cached then return cached end
-  if not machine_cpus then machine() end
-  local o, cpus, avail = options, machine_cpus, machine_avail
+  if not machine_cpus then machine_cpus, machine_avail = cmap.machine() end
+  local o, cpus, avail = M.options(), machine_cpus, machine_avail
   cached = {
     cpus = S.cpus or o.cpus or cpus,
     seed = S.seed or o.seed,
@@ -56,7 +52,7 @@ local settings = M.settings
 --- session.options() -> the flags `pdlua run` was started with, read once
 -- (the same table every call: read it, never write).
 function M.options()
-  if not options then machine() end
+  if not options then options = core.options() end
   return options
 end
 
@@ -78,7 +74,7 @@ function M.remote() return S.cluster ~= nil end
 -- The nodes of opts (pd.init's) or of `pdlua run --nodes/--discover`, or
 -- nil when there are none (pd.cluster is then not even loaded).
 local function start_cluster(opts)
-  local o = core.options()
+  local o = M.options()
   local nodes = opts.nodes or o.nodes
   local discover = opts.discover
   if discover == nil then discover = o.discover end
@@ -216,8 +212,9 @@ end
 -- session's cluster, closing its pools.
 function M.init(opts)
   opts = opts or {}
+  local o = M.options()
   local remote = (opts.nodes and #require("pd.cluster").url_list(opts.nodes) > 0) or opts.discover
-                 or core.options().nodes or core.options().discover
+                 or o.nodes or o.discover
   if opts.cpus ~= nil then
     assert(math.type == nil or math.type(opts.cpus) ~= "float" or opts.cpus % 1 == 0,
            "pd.init: cpus must be a whole number")
@@ -271,7 +268,7 @@ function M.nodes()
     if not p:closed() then busy = busy + p:busy() end
   end
   -- the GPUs here: --gpus / pd.init{gpus=} when given, else the devices seen
-  local gpus = S.gpus or options.gpus
+  local gpus = S.gpus or M.options().gpus
   if gpus == nil then
     local devs = require("pd.gpu").devices()
     gpus = devs and #devs or 0
